@@ -1,0 +1,17 @@
+"""Errors of the export package; each message names the file or value and says what to do."""
+
+
+class ExportError(Exception):
+    """Base class: the CLI maps it to a non-zero exit with its message."""
+
+
+class CheckpointError(ExportError):
+    """The checkpoint is missing, unreadable, unsafe, or not this network."""
+
+
+class ParityError(ExportError):
+    """An export does not compute what eager PyTorch computes."""
+
+
+class RepositoryError(ExportError):
+    """The model repository cannot be written as asked."""
