@@ -1,0 +1,357 @@
+"""gRPC transport to Triton: the only module of the client that imports tritonclient.
+
+Tensors travel as binary (raw) contents, or through system shared memory when the server runs on this host.
+Requests are asynchronous with a bounded number in flight; the caller's iterator is consumed lazily, so the
+next batches are prepared while earlier ones compute. Failed requests whose status is retryable are sent
+again with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from .errors import ServerError
+
+log = logging.getLogger(__name__)
+
+# Passing channel_args replaces tritonclient's defaults (2 GiB messages) with gRPC's 4 MiB: restate them.
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})
+INPUT_CHANNELS = 4
+OUTPUT_CHANNELS = 3
+
+
+def channel_args() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 2**31 - 1),
+        ("grpc.keepalive_timeout_ms", 20000),
+        ("grpc.keepalive_permit_without_calls", False),
+        ("grpc.http2.max_pings_without_data", 2),
+    ]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Where and how to reach the model."""
+
+    url: str = "127.0.0.1:8001"
+    model: str = "brats_openvino"
+    model_version: str = ""
+    concurrency: int = 2
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    retries: int = 3
+    backoff_s: float = 1.0
+    shared_memory: bool = False
+    ssl: bool = False
+    root_certificates: str | None = None
+    private_key: str | None = None
+    certificate_chain: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the live server says about the model, checked against what the client sends."""
+
+    name: str
+    version: str
+    input_name: str
+    output_name: str
+    max_batch_size: int
+    platform: str
+    fixed_spatial: tuple[int, ...] | None = None  # a static-shape export insists on this tile shape
+
+
+def _status(error: InferenceServerException) -> str:
+    return str(error.status() or "")
+
+
+def _describe(error: InferenceServerException) -> str:
+    return f"{_status(error) or 'error'}: {error.message()}"
+
+
+class _SharedMemorySlots:
+    """One input and one output system shared-memory region per request in flight."""
+
+    def __init__(self, client: grpcclient.InferenceServerClient, count: int) -> None:
+        from tritonclient.utils import shared_memory as shm
+
+        self._shm = shm
+        self._client = client
+        self._prefix = f"brats_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self._regions: dict[str, tuple[Any, int]] = {}
+        self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(count):
+            self.free.put(i)
+
+    def region(self, slot: int, kind: str, byte_size: int) -> tuple[str, Any]:
+        name = f"{self._prefix}_{kind}{slot}"
+        held = self._regions.get(name)
+        if held is not None and held[1] >= byte_size:
+            return name, held[0]
+        if held is not None:
+            self._release(name)
+        handle = self._shm.create_shared_memory_region(name, "/" + name, byte_size)
+        self._client.register_system_shared_memory(name, "/" + name, byte_size)
+        self._regions[name] = (handle, byte_size)
+        return name, handle
+
+    def _release(self, name: str) -> None:
+        handle, _ = self._regions.pop(name)
+        try:
+            self._client.unregister_system_shared_memory(name)
+        finally:
+            self._shm.destroy_shared_memory_region(handle)
+
+    def close(self) -> None:
+        for name in list(self._regions):
+            try:
+                self._release(name)
+            except InferenceServerException as e:  # the server may be gone; the local region is still freed
+                log.debug("could not unregister %s: %s", name, e)
+
+
+@dataclass
+class _Pending:
+    key: Any
+    batch: np.ndarray
+    attempt: int = 0
+    slot: int | None = None
+
+
+class TritonTransport:
+    """Sends FP32 batches ``[N, 4, D, H, W]`` to one model and yields ``[N, 3, D, H, W]`` results."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self._client = grpcclient.InferenceServerClient(
+            options.url,
+            ssl=options.ssl,
+            root_certificates=options.root_certificates,
+            private_key=options.private_key,
+            certificate_chain=options.certificate_chain,
+            channel_args=channel_args(),
+        )
+        self._info: ModelInfo | None = None
+        self._slots: _SharedMemorySlots | None = None
+
+    def __enter__(self) -> TritonTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None
+        self._client.close()
+
+    # -- checks ---------------------------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"model {self.options.model!r} at {self.options.url}"
+
+    def check_model(self) -> ModelInfo:
+        """Check that the server answers and that the live model takes what this client sends."""
+        o = self.options
+        try:
+            live = self._client.is_server_live(client_timeout=o.connect_timeout_s)
+        except InferenceServerException as e:
+            raise ServerError(
+                f"no Triton server answers at {o.url} within {o.connect_timeout_s:g} s ({_describe(e)}); "
+                "start one with `brats-serve --repository model_repository` or pass --url HOST:PORT"
+            ) from e
+        if not live:
+            raise ServerError(f"the Triton server at {o.url} is not live")
+        try:
+            ready = self._client.is_model_ready(o.model, o.model_version, client_timeout=o.connect_timeout_s)
+            if not ready:
+                index = self._client.get_model_repository_index(client_timeout=o.connect_timeout_s)
+                names = sorted({m.name for m in index.models})
+                raise ServerError(
+                    f"{self._where()} is not ready; the server knows: {', '.join(names) or 'no models'}"
+                )
+            meta = self._client.get_model_metadata(o.model, o.model_version, client_timeout=o.connect_timeout_s)
+            config = self._client.get_model_config(
+                o.model, o.model_version, client_timeout=o.connect_timeout_s
+            ).config
+        except InferenceServerException as e:
+            raise ServerError(f"cannot read {self._where()}: {_describe(e)}") from e
+        self._info = _validate_metadata(meta, config, self._where())
+        log.info(
+            "model %s version %s (%s) on %s: %s -> %s, max batch %d",
+            self._info.name, self._info.version, self._info.platform, o.url,
+            self._info.input_name, self._info.output_name, self._info.max_batch_size,
+        )
+        return self._info
+
+    @property
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            self._info = self.check_model()
+        return self._info
+
+    def inference_statistics(self) -> dict[str, int]:
+        """Cumulative server-side counters of the model (nanoseconds and counts)."""
+        o = self.options
+        try:
+            stats = self._client.get_inference_statistics(o.model, o.model_version)
+        except InferenceServerException as e:
+            raise ServerError(f"cannot read statistics of {self._where()}: {_describe(e)}") from e
+        out = {"inference_count": 0, "execution_count": 0, "compute_infer_ns": 0, "queue_ns": 0}
+        for s in stats.model_stats:
+            out["inference_count"] += s.inference_count
+            out["execution_count"] += s.execution_count
+            out["compute_infer_ns"] += s.inference_stats.compute_infer.ns
+            out["queue_ns"] += s.inference_stats.queue.ns
+        return out
+
+    # -- inference ------------------------------------------------------------------------------------------
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """One batch, synchronously."""
+        for _, out in self.infer_stream([(None, batch)]):
+            return out
+        raise AssertionError("unreachable")
+
+    def infer_stream(self, batches: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, np.ndarray]]:
+        """Yield ``(key, output)`` in completion order, at most ``concurrency`` requests in flight."""
+        info = self.info
+        o = self.options
+        if o.shared_memory and self._slots is None:
+            self._slots = _SharedMemorySlots(self._client, o.concurrency)
+        done: queue.SimpleQueue[tuple[_Pending, Any, Any]] = queue.SimpleQueue()
+        source = iter(batches)
+        in_flight = 0
+        exhausted = False
+        while True:
+            while not exhausted and in_flight < o.concurrency:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                key, batch = item
+                self._check_batch(batch, info)
+                self._submit(_Pending(key, batch), done)
+                in_flight += 1
+            if in_flight == 0:
+                return
+            pending, result, error = done.get()
+            if error is not None:
+                if _status(error) in RETRYABLE and pending.attempt < o.retries:
+                    delay_s = o.backoff_s * 2**pending.attempt
+                    log.warning("%s: %s; retrying in %.1f s", self._where(), _describe(error), delay_s)
+                    time.sleep(delay_s)
+                    pending.attempt += 1
+                    self._submit(pending, done)
+                    continue
+                self._free_slot(pending)
+                raise ServerError(f"inference on {self._where()} failed: {_describe(error)}")
+            in_flight -= 1
+            output = self._read_output(pending, result, info)
+            self._free_slot(pending)
+            yield pending.key, output
+
+    def _check_batch(self, batch: np.ndarray, info: ModelInfo) -> None:
+        if batch.dtype != np.float32 or batch.ndim != 5 or batch.shape[1] != INPUT_CHANNELS:
+            raise ValueError(f"batches must be float32 [N, 4, D, H, W], got {batch.dtype} {batch.shape}")
+        if info.max_batch_size and batch.shape[0] > info.max_batch_size:
+            raise ValueError(f"batch of {batch.shape[0]} exceeds the model's max_batch_size {info.max_batch_size}")
+
+    def _submit(self, pending: _Pending, done: queue.SimpleQueue) -> None:
+        info = self.info
+        o = self.options
+        batch = pending.batch
+        inp = grpcclient.InferInput(info.input_name, list(batch.shape), "FP32")
+        out = grpcclient.InferRequestedOutput(info.output_name)
+        if self._slots is not None:
+            if pending.slot is None:
+                pending.slot = self._slots.free.get()
+            in_name, in_handle = self._slots.region(pending.slot, "in", batch.nbytes)
+            out_bytes = batch.nbytes // INPUT_CHANNELS * OUTPUT_CHANNELS
+            out_name, _ = self._slots.region(pending.slot, "out", out_bytes)
+            self._slots._shm.set_shared_memory_region(in_handle, [np.ascontiguousarray(batch)])
+            inp.set_shared_memory(in_name, batch.nbytes)
+            out.set_shared_memory(out_name, out_bytes)
+        else:
+            inp.set_data_from_numpy(np.ascontiguousarray(batch))
+
+        def callback(result: Any, error: Any) -> None:
+            done.put((pending, result, error))
+
+        try:
+            self._client.async_infer(
+                o.model, [inp], callback, model_version=o.model_version, outputs=[out],
+                client_timeout=o.timeout_s,
+            )
+        except InferenceServerException as e:
+            callback(None, e)
+
+    def _read_output(self, pending: _Pending, result: Any, info: ModelInfo) -> np.ndarray:
+        shape = (pending.batch.shape[0], OUTPUT_CHANNELS, *pending.batch.shape[2:])
+        if self._slots is not None and pending.slot is not None:
+            name = f"{self._slots._prefix}_out{pending.slot}"
+            handle = self._slots._regions[name][0]
+            return np.array(self._slots._shm.get_contents_as_numpy(handle, np.float32, shape))
+        output = result.as_numpy(info.output_name)
+        if output is None or output.shape != shape:
+            got = None if output is None else output.shape
+            raise ServerError(f"{self._where()} returned output of shape {got}, expected {shape}")
+        return output
+
+    def _free_slot(self, pending: _Pending) -> None:
+        if self._slots is not None and pending.slot is not None:
+            self._slots.free.put(pending.slot)
+            pending.slot = None
+
+
+def _validate_metadata(meta: Any, config: Any, where: str) -> ModelInfo:
+    """Compare the live metadata with what the client sends: one FP32 input of 4 channels, 3 out."""
+    if len(meta.inputs) != 1 or len(meta.outputs) != 1:
+        raise ServerError(f"{where} has {len(meta.inputs)} inputs and {len(meta.outputs)} outputs; expected 1 and 1")
+    inp, out = meta.inputs[0], meta.outputs[0]
+    batched = config.max_batch_size > 0
+    want_rank = 5 if batched else 4
+    problems = []
+    if inp.datatype != "FP32" or out.datatype != "FP32":
+        problems.append(f"datatypes {inp.datatype} -> {out.datatype} (expected FP32 -> FP32)")
+    if len(inp.shape) != want_rank or inp.shape[-4] != INPUT_CHANNELS:
+        problems.append(f"input {inp.name} shape {list(inp.shape)} (expected [-1, 4, -1, -1, -1])")
+    if len(out.shape) != want_rank or out.shape[-4] != OUTPUT_CHANNELS:
+        problems.append(f"output {out.name} shape {list(out.shape)} (expected [-1, 3, -1, -1, -1])")
+    if not batched:
+        problems.append("max_batch_size is 0; this client sends batched requests (max_batch_size >= 1)")
+    spatial = tuple(int(d) for d in inp.shape[-3:])
+    if problems:
+        raise ServerError(f"{where} does not take what this client sends: " + "; ".join(problems))
+    return ModelInfo(
+        name=meta.name,
+        version=meta.versions[-1] if meta.versions else "",
+        input_name=inp.name,
+        output_name=out.name,
+        max_batch_size=config.max_batch_size,
+        platform=meta.platform or config.backend,
+        fixed_spatial=None if -1 in spatial else spatial,
+    )
