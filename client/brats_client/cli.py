@@ -1,0 +1,162 @@
+"""``brats-client``: segment cases through Triton, preview a segmentation, load-test a model.
+
+Exit codes: 0 success; 1 unexpected error; 2 usage error; 3 bad input; 4 server error; 5 output error;
+6 a batch finished with failed cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import BratsError, InputError, OutputError, ServerError
+
+log = logging.getLogger("brats_client")
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INPUT, EXIT_SERVER, EXIT_OUTPUT, EXIT_BATCH_FAILED = range(7)
+EXIT_CODES = {InputError: EXIT_INPUT, ServerError: EXIT_SERVER, OutputError: EXIT_OUTPUT}
+
+EPILOG = """\
+exit codes: 0 success, 2 usage error, 3 bad input (the message names the file), 4 server unreachable or
+failing, 5 output not writable or already there (use --overwrite), 6 batch finished with failed cases,
+1 unexpected error.
+"""
+
+SEGMENT_EXAMPLES = """\
+examples:
+  brats-client segment cases/BraTS19_X_1 -o out/BraTS19_X_1.nii.gz
+  brats-client segment cases/ -o out/                      # every case folder in cases/
+  brats-client segment --t1 a.nii.gz --t1ce b.nii.gz --t2 c.nii.gz --flair d.nii.gz -o seg.nii.gz
+  brats-client segment case/ -o seg.nii.gz --tile full --tta flip4 --report seg.json
+
+The case folder may use BraTS 2019 names (<case>_t1, _t1ce, _t2, _flair), BraTS 2023 names (-t1n, -t1c, -t2w,
+-t2f) or nnU-Net names (<case>_0000.._0003, with --channel-order). Output labels: BraTS 2019 (1 necrotic core,
+2 edema, 4 enhancing) or, with --labels brats2023, enhancing = 3.
+"""
+
+
+def _tile(value: str) -> int | None:
+    if value == "full":
+        return None
+    try:
+        tile = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tile takes a multiple of 16 or 'full', got {value!r}") from None
+    if tile < 16 or tile % 16:
+        raise argparse.ArgumentTypeError(f"--tile must be a multiple of 16 (>= 16) or 'full', got {tile}")
+    return tile
+
+
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    from .transport import ServerOptions
+
+    d = ServerOptions()
+    g = p.add_argument_group("server")
+    g.add_argument("--url", default=d.url, help="Triton gRPC endpoint HOST:PORT (default %(default)s)")
+    g.add_argument("--model", default=d.model, help="model name in the repository (default %(default)s)")
+    g.add_argument("--model-version", default="", help="model version (default: the server's choice)")
+    g.add_argument("--concurrency", type=int, default=d.concurrency,
+                   help="requests in flight (default %(default)s)")
+    g.add_argument("--timeout-s", type=float, default=d.timeout_s, help="deadline per request in seconds")
+    g.add_argument("--retries", type=int, default=d.retries, help="retries on UNAVAILABLE (default %(default)s)")
+    g.add_argument("--shared-memory", action="store_true",
+                   help="pass tensors through system shared memory (server on this host only)")
+    g.add_argument("--ssl", action="store_true", help="use TLS for gRPC")
+    g.add_argument("--root-certificates", help="PEM file of the CA that signed the server's certificate")
+    g.add_argument("--private-key", help="client private key (PEM) for mutual TLS")
+    g.add_argument("--certificate-chain", help="client certificate chain (PEM) for mutual TLS")
+
+
+def _server_options(args: argparse.Namespace):
+    from .transport import ServerOptions
+
+    return ServerOptions(
+        url=args.url, model=args.model, model_version=args.model_version, concurrency=args.concurrency,
+        timeout_s=args.timeout_s, retries=args.retries, shared_memory=args.shared_memory, ssl=args.ssl,
+        root_certificates=args.root_certificates, private_key=args.private_key,
+        certificate_chain=args.certificate_chain,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brats-client",
+        description="Brain tumour segmentation through a Triton server (research use only, not for clinical use).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors, no progress bars")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser(
+        "segment", help="segment one case folder, explicit files, or a folder of case folders",
+        description="Read the four MRI modalities, preprocess as the seed did, send tiles to Triton, reassemble, "
+        "post-process and write a uint8 NIfTI with the input's geometry.",
+        epilog=SEGMENT_EXAMPLES + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    seg.add_argument("input", nargs="?", type=Path, help="case folder, or a folder of case folders")
+    seg.add_argument("-o", "--output", type=Path, required=True,
+                     help="output NIfTI (one case) or output folder (batch)")
+    for ch in ("t1", "t1ce", "t2", "flair"):
+        seg.add_argument(f"--{ch}", type=Path, help=f"explicit {ch} file (instead of INPUT)")
+    seg.add_argument("--channel-order", help="nnU-Net inputs: modalities of _0000.._0003, e.g. t1,t1ce,t2,flair")
+    seg.add_argument("--tile", type=_tile, default=128, help="tile edge (multiple of 16) or 'full' (default 128)")
+    seg.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction in [0, 1) (default 0.25)")
+    seg.add_argument("--blend", choices=("constant", "gaussian"), default="gaussian",
+                     help="how overlapping tiles are averaged")
+    seg.add_argument("--tta", choices=("none", "flip4", "flip8"), default="flip4",
+                     help="test-time flips (flip4 = the seed's four, default)")
+    seg.add_argument("--labels", choices=("brats2019", "brats2023"), default="brats2019",
+                     help="label convention of the output")
+    seg.add_argument("--seed-crop", action="store_true",
+                     help="crop exactly as the seed did (drops the last nonzero slice per axis)")
+    seg.add_argument("--probabilities", type=Path, help="also write WT/TC/ET probabilities (one case)")
+    seg.add_argument("--report", type=Path, help="write a JSON report (one case; a batch writes one per case)")
+    seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_server_args(seg)
+
+    prev = sub.add_parser("preview", help="PNG of axial, coronal and sagittal slices with the labels overlaid")
+    prev.add_argument("image", type=Path, help="background NIfTI (FLAIR or T1ce)")
+    prev.add_argument("seg", type=Path, help="segmentation NIfTI")
+    prev.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    prev.add_argument("--truth", type=Path, help="optional ground-truth segmentation, drawn as contours")
+    prev.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    try:
+        if args.command == "segment":
+            from .commands import run_segment
+
+            return run_segment(args, _server_options(args))
+        if args.command == "preview":
+            from .preview import write_preview
+
+            write_preview(args.image, args.seg, args.output, truth=args.truth, overwrite=args.overwrite)
+            return EXIT_OK
+    except ValueError as e:  # option values rejected by the stages' own checks
+        log.error("%s", e)
+        return EXIT_USAGE
+    except BratsError as e:
+        log.error("%s", e)
+        return next((code for cls, code in EXIT_CODES.items() if isinstance(e, cls)), EXIT_UNEXPECTED)
+    except KeyboardInterrupt:
+        log.error("interrupted; nothing half-written was kept")
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The ``segment`` command: resolve inputs and outputs, show progress, run one case or a batch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import modalities, pipeline
+from .errors import InputError, OutputError, ServerError
+from .transport import ServerOptions
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _options(args: argparse.Namespace) -> pipeline.SegmentOptions:
+    return pipeline.SegmentOptions(
+        tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta, labels=args.labels,
+        keep_last_slice=not args.seed_crop,
+    )
+
+
+def _explicit(args: argparse.Namespace) -> modalities.CaseFiles | None:
+    given = {ch: getattr(args, ch) for ch in modalities.CHANNELS}
+    if not any(given.values()):
+        return None
+    missing = [f"--{ch}" for ch, p in given.items() if p is None]
+    if missing:
+        raise InputError(f"explicit inputs need all four modalities; missing {', '.join(missing)}")
+    if args.input is not None:
+        raise InputError(f"give either INPUT ({args.input}) or --t1/--t1ce/--t2/--flair, not both")
+    return modalities.explicit_case(**given)
+
+
+def _order(args: argparse.Namespace) -> list[str] | None:
+    return [s.strip() for s in args.channel_order.split(",")] if args.channel_order else None
+
+
+def _tile_bar(quiet: bool, desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    bar: list[tqdm] = []
+
+    def update(done: int, total: int) -> None:
+        if quiet:
+            return
+        if not bar:
+            bar.append(tqdm(total=total, desc=desc, unit="tile", leave=False, file=sys.stderr))
+        bar[0].n = done
+        bar[0].refresh()
+
+    def close() -> None:
+        if bar:
+            bar[0].close()
+
+    return update, close
+
+
+def _run_one(
+    files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, transport, options, quiet: bool
+) -> dict:
+    update, close = _tile_bar(quiet, files.case_id)
+    try:
+        return pipeline.segment_case(files, outputs, transport, options, progress=update)
+    finally:
+        close()
+
+
+def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
+    options = _options(args)
+    explicit = _explicit(args)
+    if explicit is None and args.input is None:
+        raise InputError("give a case folder, a folder of case folders, or --t1/--t1ce/--t2/--flair")
+    if explicit is None and not args.input.exists():
+        raise InputError(f"input {args.input} does not exist")
+    batch = explicit is None and not modalities.is_case_folder(args.input)
+    if batch:
+        cases = modalities.find_cases(args.input, nnunet_order=_order(args))
+        return _run_batch(cases, args, server, options)
+    files = explicit or modalities.find_case_files(args.input, nnunet_order=_order(args))
+    if args.output.name.endswith(NIFTI_SUFFIXES) is False:
+        raise OutputError(f"output {args.output} must end in .nii or .nii.gz for one case")
+    for ch, path in files.paths.items():
+        log.info("%-5s <- %s", ch, path)
+    outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
+    pipeline.check_outputs(outputs)
+    with pipeline.open_transport(server) as transport:
+        report = _run_one(files, outputs, transport, options, args.quiet)
+    vols = report["region_volumes_ml"]
+    log.info(
+        "%s: WT %.1f mL, TC %.1f mL, ET %.1f mL in %.1f s -> %s",
+        files.case_id, vols["WT"], vols["TC"], vols["ET"], report["time_s"]["total"], args.output,
+    )
+    return 0
+
+
+def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, options) -> int:
+    from . import io
+
+    out_dir: Path = args.output
+    if out_dir.name.endswith(NIFTI_SUFFIXES):
+        raise OutputError(f"a folder of cases needs an output folder, got the file name {out_dir}")
+    if args.probabilities is not None:
+        raise InputError("--probabilities is for one case; a batch writes segmentations and reports only")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    io.check_folder_writable(out_dir)
+    done, failed, skipped = [], [], []
+    with pipeline.open_transport(server) as transport:
+        for files in tqdm(cases, desc="cases", unit="case", disable=args.quiet, file=sys.stderr):
+            seg = out_dir / f"{files.case_id}.nii.gz"
+            if seg.exists() and not args.overwrite:
+                skipped.append(files.case_id)
+                log.info("%s: %s exists, skipped (use --overwrite to redo)", files.case_id, seg)
+                continue
+            outputs = pipeline.CaseOutputs(seg, None, out_dir / f"{files.case_id}.json", args.overwrite)
+            try:
+                _run_one(files, outputs, transport, options, args.quiet)
+                done.append(files.case_id)
+            except (InputError, OutputError, ServerError) as e:
+                failed.append((files.case_id, str(e)))
+                log.error("%s failed: %s", files.case_id, e)
+    summary = {"done": done, "skipped": skipped, "failed": [{"case": c, "error": m} for c, m in failed]}
+    if args.report is not None:
+        io.write_json_atomic(summary, args.report, overwrite=True)
+    log.info("batch: %d done, %d skipped, %d failed", len(done), len(skipped), len(failed))
+    for case_id, message in failed:
+        log.error("failed: %s: %s", case_id, message)
+    return 6 if failed else 0
+

@@ -1,0 +1,246 @@
+"""Compose the stages: load -> preprocess -> tiles x flips -> Triton -> reassemble -> labels -> write.
+
+The Python API mirrors ``brats-client segment``: :func:`segment_case` for one case folder (or explicit files),
+:func:`segment_batch` for a folder of case folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io, postprocess, preprocess, tiling
+from .errors import BratsError, InputError
+from .modalities import CaseFiles
+from .transport import ServerOptions, TritonTransport
+
+log = logging.getLogger(__name__)
+
+TTA_CHOICES = ("none", "flip4", "flip8")
+LABEL_CHOICES = ("brats2019", "brats2023")
+BLEND_CHOICES = ("constant", "gaussian")
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to cut, augment and label. ``tile=None`` sends the whole padded crop as one tile."""
+
+    tile: int | None = 128
+    overlap: float = 0.25
+    blend: str = "gaussian"
+    tta: str = "flip4"
+    labels: str = "brats2019"
+    keep_last_slice: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tile is not None and (self.tile < 16 or self.tile % 16):
+            raise ValueError(f"tile must be a multiple of 16 and >= 16, or 'full'; got {self.tile}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        for name, value, choices in (
+            ("tta", self.tta, TTA_CHOICES),
+            ("labels", self.labels, LABEL_CHOICES),
+            ("blend", self.blend, BLEND_CHOICES),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass
+class Timer:
+    """Wall time per stage, in seconds."""
+
+    stages_s: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, name: str) -> _Stage:
+        return _Stage(self, name)
+
+
+class _Stage:
+    def __init__(self, timer: Timer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.stages_s[self.name] = self.timer.stages_s.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
+@dataclass
+class Prediction:
+    """Probabilities over the padded crop and what it took to compute them."""
+
+    probabilities: np.ndarray  # [3, *padded_shape]
+    tiles: int
+    requests: int
+    voxels_computed: int
+
+
+def _flip(array: np.ndarray, spatial_axes: tuple[int, ...]) -> np.ndarray:
+    """Flip ``[C, X, Y, Z]`` along spatial axes (0 = X)."""
+    return np.flip(array, axis=tuple(a + 1 for a in spatial_axes)) if spatial_axes else array
+
+
+def predict(
+    volume: np.ndarray,
+    transport: TritonTransport,
+    options: SegmentOptions,
+    *,
+    pad_value: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Prediction:
+    """Sliding window over ``volume [4, *padded]`` with test-time flips, all flips of a tile in one batch."""
+    info = transport.info
+    tile = options.tile
+    if info.fixed_spatial is not None:
+        if len(set(info.fixed_spatial)) != 1:
+            raise InputError(f"model {info.name} takes a fixed non-cubic tile {info.fixed_spatial}; not supported")
+        tile = info.fixed_spatial[0]
+    plan = tiling.plan_tiles(volume.shape[1:], tile, options.overlap)
+    if info.fixed_spatial is not None and tuple(plan.tile_shape) != info.fixed_spatial:
+        raise InputError(
+            f"model {info.name} takes only tiles of {info.fixed_spatial}, the plan needs {plan.tile_shape}"
+        )
+    flips = postprocess.flips(options.tta)
+    per_request = max(1, min(len(flips), info.max_batch_size or 1))
+    chunks = [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
+
+    def batches() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+        for index in range(len(plan)):
+            patch = tiling.extract_tile(volume, plan, index, pad_value=pad_value)
+            for c, axes_list in enumerate(chunks):
+                yield (index, c), np.stack([_flip(patch, axes) for axes in axes_list])
+
+    accumulator = tiling.Accumulator(plan.shape, postprocess.OUTPUT_CHANNELS, plan.tile_shape, options.blend)
+    partial: dict[int, tuple[np.ndarray, int]] = {}
+    requests = finished = 0
+    for (index, c), output in transport.infer_stream(batches()):
+        requests += 1
+        total, seen = partial.pop(index, (None, 0))
+        for axes, out in zip(chunks[c], output, strict=True):
+            restored = _flip(out, axes)
+            total = restored.copy() if total is None else total + restored
+            seen += 1
+        if seen < len(flips):
+            partial[index] = (total, seen)
+            continue
+        accumulator.add(plan.starts[index], total / len(flips))
+        finished += 1
+        if progress is not None:
+            progress(finished, len(plan))
+    return Prediction(accumulator.result(), len(plan), requests, plan.voxels_computed * len(flips))
+
+
+@dataclass(frozen=True)
+class CaseOutputs:
+    """Where one case's results go."""
+
+    segmentation: Path
+    probabilities: Path | None = None
+    report: Path | None = None
+    overwrite: bool = False
+
+
+def check_outputs(outputs: CaseOutputs) -> None:
+    for path in (outputs.segmentation, outputs.probabilities, outputs.report):
+        if path is not None:
+            io.check_writable(path, overwrite=outputs.overwrite)
+
+
+def segment_case(
+    files: CaseFiles,
+    outputs: CaseOutputs,
+    transport: TritonTransport,
+    options: SegmentOptions = SegmentOptions(),
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Segment one case and write its outputs atomically; returns the report."""
+    timer = Timer()
+    check_outputs(outputs)
+    with timer.stage("load"):
+        case = io.load_case(files)
+    with timer.stage("preprocess"):
+        volume, record = preprocess.preprocess(case.volume, keep_last_slice=options.keep_last_slice)
+        pad_value = np.array(
+            [(0.0 - m) / s for m, s in zip(record.mean, record.std, strict=True)], dtype=np.float32
+        )
+    before = _stats_or_none(transport)
+    with timer.stage("inference"):
+        prediction = predict(volume, transport, options, pad_value=pad_value, progress=progress)
+    after = _stats_or_none(transport)
+    with timer.stage("postprocess"):
+        probabilities = postprocess.unpad(prediction.probabilities, record)
+        labels_crop = postprocess.labels_from_probabilities(probabilities, convention=options.labels)
+        labels = postprocess.paste(labels_crop, record)
+    voxel_mm3 = float(np.prod(case.header.get_zooms()[:3]))
+    report = {
+        "case": files.case_id,
+        "inputs": {ch: str(p) for ch, p in files.paths.items()},
+        "input_sha256": case.sha256,
+        "naming": files.naming,
+        "shape": list(case.volume.shape[1:]),
+        "voxel_volume_mm3": voxel_mm3,
+        "preprocess": record.to_dict(),
+        "options": asdict(options),
+        "server": {
+            "url": transport.options.url,
+            "model": transport.info.name,
+            "version": transport.info.version,
+            "platform": transport.info.platform,
+            "shared_memory": transport.options.shared_memory,
+            "concurrency": transport.options.concurrency,
+        },
+        "tiles": prediction.tiles,
+        "requests": prediction.requests,
+        "voxels_computed": prediction.voxels_computed,
+        "crop_voxels": int(np.prod(record.crop_shape)),
+        "tiling_waste": prediction.voxels_computed / max(1, int(np.prod(record.crop_shape)))
+        / len(postprocess.flips(options.tta)),
+        "region_volumes_ml": postprocess.region_volumes_ml(labels, voxel_mm3, options.labels),
+        "server_compute_s": _compute_s(before, after),
+        "outputs": {k: str(v) for k, v in asdict(outputs).items() if isinstance(v, Path)},
+    }
+    with timer.stage("write"):
+        io.save_nifti_atomic(labels, case.affine, case.header, outputs.segmentation, overwrite=outputs.overwrite)
+        if outputs.probabilities is not None:
+            full = np.zeros((*case.volume.shape[1:], probabilities.shape[0]), dtype=np.float32)
+            sl = tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop, strict=True))
+            full[sl] = np.moveaxis(probabilities, 0, -1)
+            io.save_nifti_atomic(full, case.affine, case.header, outputs.probabilities, overwrite=outputs.overwrite)
+    report["time_s"] = {k: round(v, 4) for k, v in timer.stages_s.items()}
+    report["time_s"]["total"] = round(sum(timer.stages_s.values()), 4)
+    if outputs.report is not None:
+        io.write_json_atomic(report, outputs.report, overwrite=outputs.overwrite)
+    return report
+
+
+def _stats_or_none(transport: TritonTransport) -> dict[str, int] | None:
+    try:
+        return transport.inference_statistics()
+    except BratsError as e:
+        log.debug("no statistics: %s", e)
+        return None
+
+
+def _compute_s(before: dict[str, int] | None, after: dict[str, int] | None) -> float | None:
+    if before is None or after is None:
+        return None
+    return (after["compute_infer_ns"] - before["compute_infer_ns"]) / 1e9
+
+
+def open_transport(server: ServerOptions) -> TritonTransport:
+    transport = TritonTransport(server)
+    try:
+        transport.check_model()
+    except BaseException:
+        transport.close()
+        raise
+    return transport
