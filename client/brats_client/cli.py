@@ -123,7 +123,45 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
     prev.add_argument("--truth", type=Path, help="optional ground-truth segmentation, drawn as contours")
     prev.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
+    perf = sub.add_parser(
+        "perf", help="perf_analyzer concurrency sweep on real tiles of a case: CSV, table and plot",
+        description="Write a real tile of CASE as perf_analyzer input data, sweep concurrency against MODEL at URL, "
+        "keep the CSV, print a summary table and write a plot of throughput and latency percentiles.",
+        epilog="example:\n  brats-client perf out/demo/case/Phantom_0001 --model brats_openvino --concurrency 1,2,4 "
+        "--out out/perf\n\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    perf.add_argument("case", type=Path, help="case folder whose tiles are sent")
+    perf.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC endpoint (default %(default)s)")
+    perf.add_argument("--model", default="brats_openvino", help="model name (default %(default)s)")
+    perf.add_argument("--tile", type=_tile, default=128, help="tile edge, multiple of 16 (default 128)")
+    perf.add_argument("--concurrency", default="1,2,4", help="comma-separated concurrency values (default 1,2,4)")
+    perf.add_argument("--request-count", type=int, default=10, help="requests per measurement window")
+    perf.add_argument("--channel-order", help="nnU-Net inputs: modalities of _0000.._0003")
+    perf.add_argument("--out", type=Path, default=Path("out/perf"), help="folder for data, CSV and PNG")
     return parser
+
+
+def _run_perf(args: argparse.Namespace) -> int:
+    from . import perf
+
+    if args.tile is None:
+        raise ValueError("perf needs a fixed tile edge, not 'full'")
+    try:
+        levels = sorted({int(v) for v in args.concurrency.split(",")})
+    except ValueError:
+        raise ValueError(f"--concurrency takes integers like 1,2,4; got {args.concurrency!r}") from None
+    if not levels or levels[0] < 1:
+        raise ValueError(f"--concurrency values must be >= 1; got {args.concurrency!r}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    order = args.channel_order.split(",") if args.channel_order else None
+    shape = perf.write_real_tile(args.case, args.out / "input_data", args.tile, nnunet_order=order)
+    csv_path = args.out / f"perf_{args.model}.csv"
+    rows = perf.run_sweep(url=args.url, model=args.model, data_dir=args.out / "input_data", shape=shape,
+                          concurrency=levels, csv_path=csv_path, request_count=args.request_count)
+    png = perf.plot(rows, args.out / f"perf_{args.model}.png", f"{args.model}, tile {shape[1:]}")
+    sys.stdout.write(perf.table(rows) + "\n")
+    log.info("CSV %s, plot %s", csv_path, png)
+    return EXIT_OK
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -145,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
             write_preview(args.image, args.seg, args.output, truth=args.truth, overwrite=args.overwrite)
             return EXIT_OK
+        if args.command == "perf":
+            return _run_perf(args)
     except ValueError as e:  # option values rejected by the stages' own checks
         log.error("%s", e)
         return EXIT_USAGE

@@ -1,0 +1,150 @@
+"""Load testing with perf_analyzer on real tiles of a case: concurrency sweep, CSV, table and plot.
+
+perf_analyzer 2.51 ships in the ``tritonclient[all]==2.51.0`` wheel (the venv's ``bin/``). It needs Debian's
+``libb64-0d`` and ``libcudart.so.12`` (PyPI ``nvidia-cuda-runtime-cu12``), put on ``LD_LIBRARY_PATH`` here.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import io, modalities, preprocess, tiling
+from .errors import BratsError, InputError, ServerError
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "INPUT__0"
+
+
+@dataclass(frozen=True)
+class PerfRow:
+    concurrency: int
+    throughput_per_s: float  # inferences (tiles) per second
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    avg_ms: float
+    server_compute_ms: float
+    server_queue_ms: float
+
+
+def find_perf_analyzer() -> tuple[str, dict[str, str]]:
+    """The binary and the environment it needs."""
+    binary = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
+    if not Path(binary).exists():
+        raise BratsError("perf_analyzer not found: install the perf extra (`make setup` does)")
+    env = dict(os.environ)
+    spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    if spec is not None and spec.submodule_search_locations:
+        lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(lib), env.get("LD_LIBRARY_PATH", "")) if p)
+    return binary, env
+
+
+def write_real_tile(case_dir: Path, out_dir: Path, tile: int, *, nnunet_order: list[str] | None = None) -> tuple:
+    """Write the tile through the tumour-side centre of a preprocessed case as ``out_dir/INPUT__0``."""
+    files = modalities.find_case_files(case_dir, nnunet_order=nnunet_order)
+    volume, _ = preprocess.preprocess(io.load_case(files).volume)
+    plan = tiling.plan_tiles(volume.shape[1:], tile, 0.0)
+    centre = np.array(volume.shape[1:]) / 2
+    index = min(range(len(plan)), key=lambda i: np.abs(np.array(plan.starts[i]) + np.array(plan.tile_shape) / 2
+                                                         - centre).sum())
+    patch = np.ascontiguousarray(tiling.extract_tile(volume, plan, index), dtype=np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    patch.tofile(out_dir / INPUT_NAME)
+    return patch.shape
+
+
+def run_sweep(
+    *, url: str, model: str, data_dir: Path, shape: tuple, concurrency: list[int], csv_path: Path,
+    request_count: int = 10, timeout_s: float = 1800.0,
+) -> list[PerfRow]:
+    """Run perf_analyzer over ``concurrency`` and parse its CSV."""
+    binary, env = find_perf_analyzer()
+    cmd = [
+        binary, "-m", model, "-u", url, "-i", "grpc", "-b", "1",
+        "--input-data", str(data_dir), "--shape", f"{INPUT_NAME}:{','.join(str(s) for s in shape)}",
+        "--concurrency-range", f"{min(concurrency)}:{max(concurrency)}:1",
+        "--measurement-mode", "count_windows", "--measurement-request-count", str(request_count),
+        "--max-trials", "4", "--stability-percentage", "50", "-f", str(csv_path),
+    ]
+    log.info("running %s", " ".join(cmd))
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise ServerError(f"perf_analyzer did not finish within {timeout_s:g} s") from e
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise ServerError(f"perf_analyzer failed (exit {done.returncode}) against {model} at {url}:\n{tail}")
+    rows = parse_csv(csv_path)
+    return [r for r in rows if r.concurrency in set(concurrency)]
+
+
+def parse_csv(path: Path) -> list[PerfRow]:
+    with open(path, newline="") as f:
+        records = list(csv.DictReader(f))
+    if not records:
+        raise InputError(f"perf_analyzer wrote no rows to {path}")
+    us = 1e-3
+    return sorted(
+        (
+            PerfRow(
+                concurrency=int(r["Concurrency"]),
+                throughput_per_s=float(r["Inferences/Second"]),
+                p50_ms=float(r["p50 latency"]) * us,
+                p90_ms=float(r["p90 latency"]) * us,
+                p95_ms=float(r["p95 latency"]) * us,
+                p99_ms=float(r["p99 latency"]) * us,
+                avg_ms=float(r["Avg latency"]) * us,
+                server_compute_ms=float(r["Server Compute Infer"]) * us,
+                server_queue_ms=float(r["Server Queue"]) * us,
+            )
+            for r in records
+        ),
+        key=lambda r: r.concurrency,
+    )
+
+
+def table(rows: list[PerfRow]) -> str:
+    head = f"{'conc':>4} {'tiles/s':>8} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'compute ms':>11} {'queue ms':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r.concurrency:>4} {r.throughput_per_s:>8.3f} {r.p50_ms:>9.1f} {r.p90_ms:>9.1f} {r.p99_ms:>9.1f} "
+            f"{r.server_compute_ms:>11.1f} {r.server_queue_ms:>9.1f}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[PerfRow], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conc = [r.concurrency for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(conc, [r.throughput_per_s for r in rows], "o-")
+    a.set(xlabel="concurrency", ylabel="tiles / s", title="throughput")
+    for name in ("p50_ms", "p90_ms", "p95_ms", "p99_ms"):
+        b.plot(conc, [getattr(r, name) for r in rows], "o-", label=name.split("_")[0])
+    b.set(xlabel="concurrency", ylabel="latency (ms)", title="latency percentiles")
+    b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
