@@ -1,0 +1,68 @@
+"""``brats-demo``: demo data for the serving pipeline.
+
+Subcommands:
+  phantoms   write synthetic BraTS 2019 case folders (see ``brats_demo.phantom``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    from brats_demo.phantom import case_id, make_phantom, write_case
+
+    out = Path(args.out)
+    for i in range(args.n):
+        seed = args.seed + i
+        cid = case_id(i + 1)
+        write_case(make_phantom(seed), out, cid)
+        log.info("%s: seed %d", cid, seed)
+    log.info("wrote %d phantom case(s) under %s", args.n, out)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brats-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantoms", help="write synthetic BraTS 2019 case folders")
+    p.add_argument("--out", required=True, help="output folder; cases go to <out>/Phantom_0001/...")
+    p.add_argument("--n", type=_positive_int, default=1, help="number of cases (default 1)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the first case; case i (from 0) uses seed + i (default 0)")
+    p.set_defaults(func=_cmd_phantoms)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except OSError as e:
+        log.error("cannot write phantoms: %s; check that the output folder is writable", e)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
