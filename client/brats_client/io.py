@@ -1,0 +1,284 @@
+"""NIfTI in and out: load and validate the four modalities, write results atomically.
+
+Every input problem is one :class:`~brats_client.errors.InputError` line naming the file; every output problem an
+:class:`~brats_client.errors.OutputError` naming the path. Outputs are written to a hidden temporary file in the
+destination folder and renamed into place, so a reader never sees half a file and a crash leaves none.
+
+An all-zero case is loaded without complaint (:attr:`LoadedCase.is_empty` says so); the pipeline decides what to
+do with it (:func:`brats_client.preprocess.preprocess` refuses it with an InputError).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import secrets
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError, OutputError
+from .modalities import CHANNELS, NIFTI_SUFFIXES, CaseFiles
+
+log = logging.getLogger(__name__)
+
+MAX_VOXELS = 2**26  # per modality (about 400^3): four float32 channels of that size take 1 GiB
+AFFINE_ATOL = 1e-3  # mm; modalities whose affines differ by more are not on one grid
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
+
+
+@dataclass
+class LoadedCase:
+    """The four modalities stacked ``[4, X, Y, Z]`` float32 in CHANNELS order, and the t1's geometry."""
+
+    volume: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    reference_path: Path
+    sha256: dict[str, str]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.volume.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def is_empty(self) -> bool:
+        """True when every voxel of every modality is zero (nothing to segment)."""
+        return not np.any(self.volume)
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(np.prod(self.header.get_zooms()[:3]))
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _open_nifti(channel: str, path: Path, max_voxels: int) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
+    """Open the header of one modality and check it is a 3-D NIfTI image under the voxel limit."""
+    what = f"{channel} file {path}"
+    if not path.exists():
+        raise InputError(f"{what} does not exist")
+    try:
+        img = nib.load(str(path))
+    except _READ_ERRORS as e:
+        raise InputError(f"{what} is not a readable NIfTI file: {e}") from e
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{what} is a {type(img).__name__}, not NIfTI; convert it to .nii.gz")
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:  # a trailing singleton time/vector axis
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise InputError(f"{what} has shape {tuple(img.shape)}; a 3-D volume is needed (one modality per file)")
+    voxels = int(np.prod(shape))
+    if voxels > max_voxels:
+        raise InputError(f"{what} has {voxels} voxels {shape}, more than the limit {max_voxels}; resample it first")
+    return img, shape
+
+
+def _read_data(channel: str, path: Path, img: nib.Nifti1Image, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except _READ_ERRORS as e:  # truncated .nii.gz: EOFError / zlib.error; short .nii: ValueError
+        raise InputError(f"{channel} file {path} cannot be read (truncated or corrupt?): {e}") from e
+    data = data.reshape(shape)
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise InputError(f"{channel} file {path} has {bad} NaN/Inf voxels; fix or replace them (e.g. with 0)")
+    return data
+
+
+def load_case(files: CaseFiles, *, max_voxels: int = MAX_VOXELS, affine_atol: float = AFFINE_ATOL) -> LoadedCase:
+    """Read, check and stack the four modalities of a case.
+
+    Checks: readable NIfTI, 3-D (a trailing singleton 4th axis is squeezed), at most ``max_voxels`` voxels, finite
+    values, one shape and one affine (within ``affine_atol`` mm) across modalities. The t1's affine and header
+    are kept for the outputs.
+    """
+    ref_channel = CHANNELS[0]
+    ref_path = files.paths[ref_channel]
+    ref_img, ref_shape = _open_nifti(ref_channel, ref_path, max_voxels)
+    ref_affine = np.asarray(ref_img.affine, dtype=np.float64)
+    images = {ref_channel: ref_img}
+    for ch in CHANNELS[1:]:
+        path = files.paths[ch]
+        img, shape = _open_nifti(ch, path, max_voxels)
+        if shape != ref_shape:
+            raise InputError(
+                f"{ch} file {path} has shape {shape} but {ref_channel} file {ref_path} has {ref_shape}; "
+                f"the modalities must be co-registered on one grid"
+            )
+        diff = float(np.max(np.abs(np.asarray(img.affine, dtype=np.float64) - ref_affine)))
+        if diff > affine_atol:
+            raise InputError(
+                f"{ch} file {path} and {ref_channel} file {ref_path} have affines differing by up to {diff:.4g} "
+                f"(> {affine_atol}); the modalities must be co-registered on one grid"
+            )
+        images[ch] = img
+    volume = np.empty((len(CHANNELS), *ref_shape), dtype=np.float32)
+    sha = {}
+    for i, ch in enumerate(CHANNELS):
+        path = files.paths[ch]
+        volume[i] = _read_data(ch, path, images[ch], ref_shape)
+        sha[ch] = sha256_file(path)
+    header = ref_img.header.copy()
+    log.debug("loaded %s: shape %s, zooms %s", files.case_id, ref_shape, header.get_zooms()[:3])
+    return LoadedCase(volume, ref_affine, header, ref_path, sha)
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+
+
+def check_folder_writable(folder: str | Path) -> None:
+    """Raise OutputError unless ``folder`` is an existing, writable folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OutputError(f"output folder {folder} does not exist or is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {folder} is not writable")
+
+
+def check_writable(path: str | Path, *, overwrite: bool = False) -> None:
+    """Check before any work that ``path`` can be written: not an existing file unless ``overwrite``, not a folder,
+    and its nearest existing parent is a writable folder (missing parents are created on writing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise OutputError(f"output {path} exists; pass --overwrite to replace it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create output {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot create output {path}: folder {parent} is not writable")
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path, *, overwrite: bool, suffix: str) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``, on failure remove it.
+
+    Without ``overwrite`` the final step is a hard link, which fails if ``path`` appeared meanwhile.
+    """
+    check_writable(path, overwrite=overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create folder {path.parent}: {e.strerror or e}") from e
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # reserve the name, honour umask
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    try:
+        yield tmp
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError as e:
+                raise OutputError(f"output {path} exists; pass --overwrite to replace it") from e
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+                if path.exists():  # no hard links on this file system: check, then rename
+                    raise OutputError(f"output {path} exists; pass --overwrite to replace it") from e
+                os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _nifti_suffix(path: Path) -> str:
+    lower = path.name.lower()
+    for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    raise OutputError(f"output {path} must end in .nii or .nii.gz")
+
+
+def output_header(array: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None) -> nib.Nifti1Header:
+    """The input header adapted to ``array``: its dtype (uint8 labels / float32 otherwise), shape, no intensity
+    scaling or display range, and ``affine`` in the sform/qform with the input's codes."""
+    hdr = header.copy() if isinstance(header, (nib.Nifti1Header, nib.Nifti2Header)) else nib.Nifti1Header()
+    hdr.set_data_shape(array.shape)
+    hdr.set_data_dtype(array.dtype)
+    hdr.set_slope_inter(None, None)
+    hdr["cal_min"] = hdr["cal_max"] = 0
+    sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+    if sform_code == 0 and qform_code == 0:
+        sform_code, qform_code = 2, 0  # nibabel's default for a new image: "aligned" sform, unknown qform
+    hdr.set_sform(affine, code=sform_code)
+    hdr.set_qform(affine, code=qform_code)
+    return hdr
+
+
+def _output_array(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(f"labels must be in 0..255 to be written as uint8, got {array.min()}..{array.max()}")
+        return np.ascontiguousarray(array, dtype=np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        return np.ascontiguousarray(array, dtype=np.float32)
+    raise ValueError(f"cannot write an array of dtype {array.dtype} as NIfTI")
+
+
+def save_nifti_atomic(
+    array: np.ndarray,
+    affine: np.ndarray,
+    header: nib.Nifti1Header | None,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``array`` (integers -> uint8 labels, floats -> float32) with exactly ``affine`` and the input
+    ``header`` (see :func:`output_header`) to ``path`` (.nii or .nii.gz), atomically."""
+    path = Path(path)
+    suffix = _nifti_suffix(path)
+    data = _output_array(array)
+    affine = np.asarray(affine, dtype=np.float64)
+    hdr = output_header(data, affine, header)
+    image_class = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+    img = image_class(data, affine, header=hdr)
+    with _atomic_path(path, overwrite=overwrite, suffix=suffix) as tmp:
+        img.to_filename(str(tmp))
+    log.debug("wrote %s %s %s", path, data.shape, data.dtype)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_json_atomic(obj: Any, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``obj`` as indented JSON (numpy values and paths converted) to ``path``, atomically."""
+    path = Path(path)
+    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
+    with _atomic_path(path, overwrite=overwrite, suffix=".json") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
