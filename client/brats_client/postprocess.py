@@ -1,0 +1,126 @@
+"""From the network's probabilities back to a label volume, as the seed does (spec steps 5-9).
+
+- :func:`flips`: the test-time flips (the seed: identity, X, Y, X+Y over the first two spatial axes).
+- :func:`unpad`: remove the padding added by :func:`brats_client.preprocess.preprocess` (from its record).
+- :func:`labels_from_probabilities`: threshold at 0.5 (strictly greater), WT -> 2, TC -> 1 (overwrites),
+  ET -> 4 (3 in the BraTS 2023 convention) only when the ET mask has more than 32 voxels, then drop every
+  26-connected component of label > 0 smaller than 10% of all labelled voxels.
+- :func:`paste`: put the crop back at its place in a zero volume of the original shape.
+- :func:`region_masks`, :func:`region_volumes_ml`, :func:`dice`: the nested BraTS regions and their measures.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+from scipy import ndimage
+
+from .preprocess import PreprocessRecord
+
+OUTPUT_CHANNELS = 3  # sigmoid WT, TC, ET
+REGIONS = ("WT", "TC", "ET")
+TTA_CHOICES = ("none", "flip4", "flip8")
+CONVENTIONS = ("brats2019", "brats2023")
+NECROTIC, EDEMA = 1, 2
+ENHANCING = {"brats2019": 4, "brats2023": 3}
+
+
+def _check_convention(convention: str) -> int:
+    if convention not in ENHANCING:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}; got {convention!r}")
+    return ENHANCING[convention]
+
+
+def flips(tta: str) -> list[tuple[int, ...]]:
+    """Spatial axes (0 = X) to flip for each test-time pass: ``none`` -> identity only; ``flip4`` -> identity,
+    X, Y, X+Y (the seed); ``flip8`` -> every subset of X, Y, Z."""
+    if tta == "none":
+        return [()]
+    if tta == "flip4":
+        return [(), (0,), (1,), (0, 1)]
+    if tta == "flip8":
+        return [axes for n in range(4) for axes in combinations(range(3), n)]
+    raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}; got {tta!r}")
+
+
+def unpad(prob: np.ndarray, record: PreprocessRecord) -> np.ndarray:
+    """``[C, *record.padded_shape]`` -> ``[C, *record.crop_shape]`` (a view)."""
+    if tuple(prob.shape[1:]) != tuple(record.padded_shape):
+        raise ValueError(f"array has spatial shape {tuple(prob.shape[1:])}, the record pads to {record.padded_shape}")
+    return prob[(slice(None), *record.unpad_slices)]
+
+
+def remove_small_components(labels: np.ndarray, min_fraction: float = 0.1) -> np.ndarray:
+    """Zero every 26-connected component of ``labels > 0`` with fewer than ``min_fraction`` of all labelled
+    voxels (in place; also returned)."""
+    components, count = ndimage.label(labels > 0, structure=np.ones((3,) * labels.ndim, dtype=bool))
+    if count == 0:
+        return labels
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    keep = sizes >= min_fraction * sizes[1:].sum()
+    keep[0] = True  # background stays as it is
+    labels[~keep[components]] = 0
+    return labels
+
+
+def labels_from_probabilities(
+    prob: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    et_min_voxels: int = 32,
+    min_component_fraction: float = 0.1,
+    convention: str = "brats2019",
+) -> np.ndarray:
+    """Labels (uint8) from ``prob [3 (WT, TC, ET), X, Y, Z]``: WT -> 2, TC -> 1, ET -> 4 (brats2023: 3) when the
+    ET mask has more than ``et_min_voxels`` voxels, each later region overwriting; then small components removed."""
+    enhancing = _check_convention(convention)
+    if prob.ndim != 4 or prob.shape[0] != OUTPUT_CHANNELS:
+        raise ValueError(f"probabilities must be [3 (WT, TC, ET), X, Y, Z], got shape {prob.shape}")
+    wt, tc, et = (prob[i] > threshold for i in range(OUTPUT_CHANNELS))
+    labels = np.zeros(prob.shape[1:], dtype=np.uint8)
+    labels[wt] = EDEMA
+    labels[tc] = NECROTIC
+    if int(np.count_nonzero(et)) > et_min_voxels:
+        labels[et] = enhancing
+    return remove_small_components(labels, min_component_fraction)
+
+
+def paste(labels_crop: np.ndarray, record: PreprocessRecord) -> np.ndarray:
+    """Place ``[*crop_shape]`` (or ``[C, *crop_shape]``) into zeros of ``[*original_shape]`` (or ``[C, ...]``) at
+    the crop position."""
+    lead = labels_crop.shape[:-3]
+    if tuple(labels_crop.shape[-3:]) != tuple(record.crop_shape):
+        raise ValueError(f"array has spatial shape {tuple(labels_crop.shape[-3:])}, the crop is {record.crop_shape}")
+    out = np.zeros((*lead, *record.original_shape), dtype=labels_crop.dtype)
+    out[(Ellipsis, *record.crop_slices)] = labels_crop
+    return out
+
+
+def region_masks(labels: np.ndarray, convention: str = "brats2019") -> dict[str, np.ndarray]:
+    """Boolean WT (every tumour label), TC (necrotic + enhancing) and ET (enhancing) masks."""
+    enhancing = _check_convention(convention)
+    return {
+        "WT": np.isin(labels, (NECROTIC, EDEMA, enhancing)),
+        "TC": np.isin(labels, (NECROTIC, enhancing)),
+        "ET": labels == enhancing,
+    }
+
+
+def region_volumes_ml(labels: np.ndarray, voxel_volume_mm3: float, convention: str = "brats2019") -> dict[str, float]:
+    """WT, TC and ET volumes in millilitres (1 mL = 1000 mm^3)."""
+    return {
+        name: float(np.count_nonzero(mask)) * float(voxel_volume_mm3) / 1000.0
+        for name, mask in region_masks(labels, convention).items()
+    }
+
+
+def dice(a_mask: np.ndarray, b_mask: np.ndarray) -> float:
+    """Dice overlap of two boolean masks; 1.0 when both are empty (the BraTS convention)."""
+    a, b = np.asarray(a_mask, dtype=bool), np.asarray(b_mask, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"masks have different shapes {a.shape} and {b.shape}")
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.count_nonzero(a & b)) / total
