@@ -1,0 +1,117 @@
+"""The eager reference pipeline (brats_export.reference) against the client's numpy stages, on tiny volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from brats_client import postprocess, preprocess, tiling  # noqa: E402
+from brats_export.model import build_model  # noqa: E402
+from brats_export.reference import reference_segment  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two shared cores: torch's thread pool spinning beside other processes is slower than one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _volume(shape=(21, 26, 13), seed=0) -> np.ndarray:
+    """A head-like ellipsoid of noise in four channels with a bright off-centre blob (the "tumour")."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij"))
+    head = (grid**2).sum(0) < 0.8
+    blob = ((grid - np.array([0.3, -0.2, 0.1])[:, None, None, None]) ** 2).sum(0) < 0.15
+    v = rng.uniform(20, 60, size=(4, *shape)).astype(np.float32) * head
+    v[:, blob] += np.array([10, 120, 40, 150], np.float32)[:, None]
+    return v
+
+
+def _model(kernel: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(4, 3, kernel, padding=kernel // 2)
+    with torch.no_grad():
+        conv.weight.normal_(0, 0.6)
+        conv.bias.copy_(torch.tensor([0.5, -0.5, -1.0]))
+    return torch.nn.Sequential(conv, torch.nn.Sigmoid()).eval()
+
+
+def _client_segment(volume, model, *, keep_last_slice=True, tta="flip4", tile=None, overlap=0.0, blend="constant"):
+    """The client's stages composed as brats_client.pipeline does, with an in-process predictor."""
+    x, record = preprocess.preprocess(volume, keep_last_slice=keep_last_slice)
+    passes = postprocess.flips(tta)
+
+    def predictor(batch: np.ndarray) -> np.ndarray:
+        total = None
+        for axes in passes:
+            dims = tuple(a + 2 for a in axes)
+            flipped = np.ascontiguousarray(np.flip(batch, dims)) if dims else batch
+            with torch.no_grad():
+                out = model(torch.from_numpy(flipped)).numpy()
+            out = np.flip(out, dims) if dims else out
+            total = out.copy() if total is None else total + out
+        return total / len(passes)
+
+    plan = tiling.plan_tiles(x.shape[1:], tile, overlap)
+    prob = tiling.sliding_window(x, predictor, plan, blend, pad_value=record.pad_value)
+    crop = postprocess.unpad(prob, record)
+    labels = postprocess.paste(postprocess.labels_from_probabilities(crop), record)
+    return labels, crop, record
+
+
+@pytest.mark.parametrize("keep_last_slice", [True, False])
+@pytest.mark.parametrize("tta", ["none", "flip4", "flip8"])
+def test_reference_and_client_agree_whole_volume(keep_last_slice: bool, tta: str) -> None:
+    volume, model = _volume(), _model(3)
+    ref_labels, ref_prob = reference_segment(volume, model, keep_last_slice=keep_last_slice, tta=tta)
+    labels, prob, record = _client_segment(volume, model, keep_last_slice=keep_last_slice, tta=tta)
+    assert ref_prob.shape == prob.shape == (3, *record.crop_shape)
+    np.testing.assert_allclose(prob, ref_prob, rtol=1e-5, atol=1e-6)
+    assert ref_labels.dtype == labels.dtype == np.uint8
+    assert labels.shape == volume.shape[1:]
+    assert (labels != ref_labels).sum() == 0
+    assert set(np.unique(labels)) == {0, 1, 2, 4}
+
+
+def test_seed_crop_drops_the_last_nonzero_slice() -> None:
+    volume = _volume()
+    nz = np.argwhere(np.any(volume != 0, axis=0))
+    extent = nz.max(0) - nz.min(0)
+    _, seed_prob = reference_segment(volume, _model(1), keep_last_slice=False, tta="none")
+    _, kept_prob = reference_segment(volume, _model(1), keep_last_slice=True, tta="none")
+    assert seed_prob.shape[1:] == tuple(extent)
+    assert kept_prob.shape[1:] == tuple(extent + 1)
+
+
+def test_tiled_pointwise_model_equals_whole_volume() -> None:
+    """A 1x1x1 model has no context: tiles, overlaps and blends must reassemble to the whole-volume answer."""
+    volume, model = _volume((40, 35, 20)), _model(1)
+    ref_labels, ref_prob = reference_segment(volume, model)
+    for overlap, blend in ((0.0, "constant"), (0.5, "gaussian")):
+        labels, prob, _ = _client_segment(volume, model, tile=16, overlap=overlap, blend=blend)
+        np.testing.assert_allclose(prob, ref_prob, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(labels, ref_labels)
+
+
+def test_seed_network_whole_volume_agrees() -> None:
+    torch.manual_seed(0)
+    model = build_model()
+    volume = _volume((14, 17, 12))
+    ref_labels, ref_prob = reference_segment(volume, model, tta="flip4")
+    labels, prob, _ = _client_segment(volume, model, tta="flip4")
+    assert prob.shape == ref_prob.shape
+    np.testing.assert_allclose(prob, ref_prob, rtol=1e-4, atol=1e-5)
+
+
+def test_reference_rejects_bad_options_and_empty_volume() -> None:
+    with pytest.raises(ValueError, match="all-zero"):
+        reference_segment(np.zeros((4, 8, 8, 8), np.float32), _model(1))
+    with pytest.raises(ValueError, match="tta must be one of"):
+        reference_segment(_volume(), _model(1), tta="flip2")
+    labels, _ = reference_segment(_volume(), _model(1), convention="brats2023")
+    assert 4 not in labels and 3 in labels
