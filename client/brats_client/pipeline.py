@@ -169,18 +169,16 @@ def segment_case(
         case = io.load_case(files)
     with timer.stage("preprocess"):
         volume, record = preprocess.preprocess(case.volume, keep_last_slice=options.keep_last_slice)
-        pad_value = np.array(
-            [(0.0 - m) / s for m, s in zip(record.mean, record.std, strict=True)], dtype=np.float32
-        )
     before = _stats_or_none(transport)
     with timer.stage("inference"):
-        prediction = predict(volume, transport, options, pad_value=pad_value, progress=progress)
+        prediction = predict(volume, transport, options, pad_value=record.pad_value, progress=progress)
     after = _stats_or_none(transport)
     with timer.stage("postprocess"):
         probabilities = postprocess.unpad(prediction.probabilities, record)
         labels_crop = postprocess.labels_from_probabilities(probabilities, convention=options.labels)
         labels = postprocess.paste(labels_crop, record)
-    voxel_mm3 = float(np.prod(case.header.get_zooms()[:3]))
+    voxel_mm3 = case.voxel_volume_mm3
+    crop_voxels = int(np.prod(record.crop_shape))
     report = {
         "case": files.case_id,
         "inputs": {ch: str(p) for ch, p in files.paths.items()},
@@ -201,9 +199,8 @@ def segment_case(
         "tiles": prediction.tiles,
         "requests": prediction.requests,
         "voxels_computed": prediction.voxels_computed,
-        "crop_voxels": int(np.prod(record.crop_shape)),
-        "tiling_waste": prediction.voxels_computed / max(1, int(np.prod(record.crop_shape)))
-        / len(postprocess.flips(options.tta)),
+        "crop_voxels": crop_voxels,
+        "tiling_waste": prediction.voxels_computed / len(postprocess.flips(options.tta)) / crop_voxels,
         "region_volumes_ml": postprocess.region_volumes_ml(labels, voxel_mm3, options.labels),
         "server_compute_s": _compute_s(before, after),
         "outputs": {k: str(v) for k, v in asdict(outputs).items() if isinstance(v, Path)},
@@ -212,8 +209,7 @@ def segment_case(
         io.save_nifti_atomic(labels, case.affine, case.header, outputs.segmentation, overwrite=outputs.overwrite)
         if outputs.probabilities is not None:
             full = np.zeros((*case.volume.shape[1:], probabilities.shape[0]), dtype=np.float32)
-            sl = tuple(slice(a, b) for a, b in zip(record.crop_start, record.crop_stop, strict=True))
-            full[sl] = np.moveaxis(probabilities, 0, -1)
+            full[record.crop_slices] = np.moveaxis(probabilities, 0, -1)
             io.save_nifti_atomic(full, case.affine, case.header, outputs.probabilities, overwrite=outputs.overwrite)
     report["time_s"] = {k: round(v, 4) for k, v in timer.stages_s.items()}
     report["time_s"]["total"] = round(sum(timer.stages_s.values()), 4)

@@ -1,0 +1,79 @@
+"""Pure logic of the pipeline: tiles x flips travel as batches and come back in place (fake transport)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from brats_client import pipeline
+from brats_client.transport import ModelInfo
+
+
+@dataclass
+class FakeTransport:
+    """Stands in for TritonTransport: a pointwise 'network' that is not flip-invariant by accident."""
+
+    max_batch_size: int = 8
+    batches: list = None
+
+    def __post_init__(self):
+        self.batches = []
+        self.info = ModelInfo("fake", "1", "INPUT__0", "OUTPUT__0", self.max_batch_size, "fake")
+
+    def infer_stream(self, items):
+        for key, batch in items:
+            self.batches.append(batch.shape)
+            # channel c of the output = input channel c + a ramp along X, so unflipping matters
+            ramp = np.arange(batch.shape[2], dtype=np.float32)[None, None, :, None, None]
+            yield key, batch[:, :3] * 2.0 + 0.0 * ramp
+
+
+def _volume(shape=(4, 48, 64, 32), seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("tta", ["none", "flip4", "flip8"])
+@pytest.mark.parametrize("tile,overlap", [(None, 0.0), (32, 0.0), (32, 0.5), (16, 0.25)])
+def test_predict_reassembles_pointwise_model(tta, tile, overlap):
+    volume = _volume()
+    fake = FakeTransport()
+    options = pipeline.SegmentOptions(tile=tile, overlap=overlap, tta=tta, blend="gaussian")
+    pred = pipeline.predict(volume, fake, options)
+    np.testing.assert_allclose(pred.probabilities, volume[:3] * 2.0, rtol=1e-5, atol=1e-5)
+    n_flips = {"none": 1, "flip4": 4, "flip8": 8}[tta]
+    assert all(shape[0] == n_flips for shape in fake.batches)  # all flips of a tile in one request
+    assert pred.requests == pred.tiles
+
+
+def test_flips_are_split_when_the_model_takes_smaller_batches():
+    volume = _volume()
+    fake = FakeTransport(max_batch_size=3)
+    pred = pipeline.predict(volume, fake, pipeline.SegmentOptions(tile=None, tta="flip8"))
+    assert [s[0] for s in fake.batches] == [3, 3, 2]
+    np.testing.assert_allclose(pred.probabilities, volume[:3] * 2.0, rtol=1e-5, atol=1e-5)
+
+
+def test_flipped_model_output_is_flipped_back():
+    """A model that is not flip-equivariant: the average must equal the mean of unflipped outputs."""
+    volume = _volume((4, 32, 32, 32))
+
+    class Asymmetric(FakeTransport):
+        def infer_stream(self, items):
+            for key, batch in items:
+                ramp = np.linspace(0, 1, batch.shape[2], dtype=np.float32)[None, None, :, None, None]
+                yield key, batch[:, :3] + ramp
+
+    pred = pipeline.predict(volume, Asymmetric(), pipeline.SegmentOptions(tile=None, tta="flip4"))
+    ramp = np.linspace(0, 1, 32, dtype=np.float32)[None, :, None, None]
+    # flips along X (axis 0) turn the ramp around for half of the passes
+    expected = volume[:3] + (ramp + ramp[:, ::-1]) / 2
+    np.testing.assert_allclose(pred.probabilities, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"tile": 20}, {"overlap": 1.0}, {"tta": "flip3"}, {"labels": "brats2020"}, {"blend": "max"}]
+)
+def test_options_reject_bad_values_naming_them(kwargs):
+    with pytest.raises(ValueError, match=str(next(iter(kwargs.values())))):
+        pipeline.SegmentOptions(**kwargs)
