@@ -28,18 +28,37 @@ def _axis_starts(plan: tiling.TilePlan, axis: int) -> list[int]:
     ],
 )
 def test_hand_computed_starts(size: int, tile: int, overlap: float, expected: list[int]) -> None:
-    plan = tiling.plan_tiles((size, 16, 16), tile, overlap)
+    plan = tiling.plan_tiles((size, 16, 16), tile, overlap, shrink=False)
     assert _axis_starts(plan, 0) == expected
 
 
 def test_plan_shapes_and_counts() -> None:
-    plan = tiling.plan_tiles((160, 40, 7), 128)
+    plan = tiling.plan_tiles((160, 40, 7), 128, shrink=False)
     assert plan.tile_shape == (128, 48, 16)
     assert plan.tile_padding == (0, 8, 9)
     assert plan.starts == ((0, 0, 0), (32, 0, 0))
     assert len(plan) == 2
     assert plan.voxels_computed == 2 * 128 * 48 * 16
     assert plan.waste == pytest.approx(plan.voxels_computed / (160 * 40 * 7))
+
+
+@pytest.mark.parametrize(
+    ("size", "tile", "overlap", "edge", "starts"),
+    [
+        (144, 128, 0.0, 80, [0, 64]),  # two tiles either way; 160 voxels computed instead of 256
+        (160, 128, 0.0, 80, [0, 80]),  # exact halves, no overlap left
+        (176, 128, 0.0, 96, [0, 80]),
+        (144, 128, 0.25, 96, [0, 48]),  # overlap kept: 48 shared voxels = 0.5 of 96 >= 0.25
+        (100, 128, 0.0, 112, [0]),  # one tile: only the round-up to 16
+        (257, 128, 0.0, 96, [0, 81, 161]),
+    ],
+)
+def test_shrink_keeps_the_tile_count_and_cuts_the_edge(size, tile, overlap, edge, starts) -> None:
+    plan = tiling.plan_tiles((size, 16, 16), tile, overlap)
+    assert plan.tile_shape[0] == edge and edge % 16 == 0 and edge <= tile
+    assert _axis_starts(plan, 0) == starts
+    assert len(plan) == len(tiling.plan_tiles((size, 16, 16), tile, overlap, shrink=False))
+    assert starts[-1] + edge >= size  # last tile flush with (or past) the border
 
 
 def test_tile_none_is_one_whole_tile() -> None:
