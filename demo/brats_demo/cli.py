@@ -2,6 +2,7 @@
 
 Subcommands:
   phantoms   write synthetic BraTS 2019 case folders (see ``brats_demo.phantom``)
+  run        the whole pipeline on a held-out phantom: export, local Triton, segmentation, summary, preview PNG
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+
+from brats_client.errors import BratsError
+from brats_serve.errors import ServeError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,13 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
         write_case(make_phantom(seed), out, cid)
         log.info("%s: seed %d", cid, seed)
     log.info("wrote %d phantom case(s) under %s", args.n, out)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from brats_demo.run import run_demo
+
+    run_demo(Path(args.out), checkpoint=Path(args.checkpoint), seed=args.seed, model_format=args.format)
     return 0
 
 
@@ -51,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seed of the first case; case i (from 0) uses seed + i (default 0)")
     p.set_defaults(func=_cmd_phantoms)
+
+    from brats_demo.run import DEFAULT_CHECKPOINT, HELD_OUT_SEED
+
+    r = sub.add_parser("run", help="phantom -> export -> local Triton -> segmentation -> summary and preview PNG")
+    r.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
+    r.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="seed-format checkpoint to export")
+    r.add_argument("--seed", type=_non_negative_int, default=HELD_OUT_SEED,
+                   help="phantom seed (default %(default)s, held out from training)")
+    r.add_argument("--format", choices=("openvino", "onnx", "torchscript"), default="openvino",
+                   help="which export to serve (default %(default)s)")
+    r.set_defaults(func=_cmd_run)
     return parser
 
 
@@ -60,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except OSError as e:
-        log.error("cannot write phantoms: %s; check that the output folder is writable", e)
+        log.error("cannot write: %s; check that the output folder is writable", e)
+        return 1
+    except (BratsError, ServeError, RuntimeError) as e:
+        log.error("%s", e)
         return 1
 
 
