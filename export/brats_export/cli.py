@@ -1,0 +1,221 @@
+"""``brats-export``: turn a trained checkpoint into a Triton model repository (ONNX, TorchScript, OpenVINO)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import CheckpointError, ExportError, ParityError, RepositoryError
+
+log = logging.getLogger("brats_export")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY = 0, 1, 2, 3, 4, 5
+FORMATS = ("onnx", "torchscript", "openvino")  # same as brats_export.exporters.FORMATS, without importing torch
+DEFAULT_CHECK_SIZES = "64,96x112x80"
+DEFAULT_TOLERANCE = 1e-4
+
+DESCRIPTION = """\
+Export the BraTS 2019 3D residual UNet from a PyTorch checkpoint to the formats Triton serves, check that
+every exported file computes what PyTorch computes, and write a Triton model repository:
+
+  DIR/brats_onnx/1/model.onnx            platform onnxruntime_onnx (ONNX opset 17)
+  DIR/brats_torchscript/1/model.pt       platform pytorch_libtorch (traced TorchScript)
+  DIR/brats_openvino/1/model.{xml,bin}   backend openvino (IR, FP32)
+  DIR/<model>/config.pbtxt               CPU config; DIR/<model>/configs/gpu.pbtxt is the GPU variant
+  DIR/manifest.json                      checkpoint sha256, parity table, library versions, tensor contract
+
+Every model takes INPUT__0 float32 [N, 4, D, H, W] (channels t1, t1ce, t2, flair; D, H, W multiples of 8)
+and returns OUTPUT__0 float32 [N, 3, D, H, W] (sigmoid probabilities of WT, TC, ET).
+Nothing is written unless every format passes the parity check; files are built in a temporary folder
+beside DIR and moved into place. The checkpoint may be the published brain-tumor-segmentation-0002 file
+or a plain state dict; it is loaded without running code from it.
+"""
+
+EPILOG = """\
+examples:
+  brats-export --checkpoint brain-tumor-segmentation-0002 --repository model_repository
+  brats-export --checkpoint model.pth --repository model_repository --formats onnx --force
+  brats-export --configs-only --repository model_repository --threads 2
+
+exit codes:
+  0  success
+  1  other export error (e.g. an exporter failed)
+  2  usage error (bad option or value)
+  3  checkpoint error (missing, unreadable, unsafe, or not this network)
+  4  parity failure (an export differs from PyTorch by more than --tolerance; nothing written)
+  5  repository error (a model version exists without --force, or DIR cannot be written)
+"""
+
+
+def _formats(text: str) -> list[str]:
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(map(repr, unknown)) or repr(text)}; choose from {','.join(FORMATS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _sizes(text: str) -> list[tuple[int, int, int]]:
+    sizes = []
+    for item in (t.strip() for t in text.split(",")):
+        if not re.fullmatch(r"\d+(x\d+x\d+)?", item):
+            raise argparse.ArgumentTypeError(f"size {item!r} is not N or DxHxW (e.g. 64 or 96x112x80)")
+        dims = tuple(int(d) for d in item.split("x"))
+        dims = dims * 3 if len(dims) == 1 else dims
+        if any(d <= 0 or d % 8 for d in dims):
+            raise argparse.ArgumentTypeError(f"size {item!r}: every side must be a positive multiple of 8")
+        sizes.append(dims)
+    return sizes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _fixed(text: str) -> int:
+    value = _positive_int(text)
+    if value % 8:
+        raise argparse.ArgumentTypeError(f"--fixed-size must be a multiple of 8, got {value}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"tolerance must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="brats-export", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="trained weights: the published checkpoint or a (DataParallel) state dict")
+    p.add_argument("--repository", type=Path, required=True, metavar="DIR",
+                   help="Triton model repository to write (its parent folder must exist)")
+    p.add_argument("--formats", type=_formats, default=list(FORMATS), metavar="LIST",
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
+    p.add_argument("--force", action="store_true", help="replace model versions that already exist in DIR")
+    p.add_argument("--fixed-size", type=_fixed, metavar="N",
+                   help="export a static N^3 spatial shape (batch stays dynamic) for servers that need static "
+                        "shapes; configs then carry fixed dims and parity is checked at N^3 only")
+    p.add_argument("--check-sizes", type=_sizes, default=_sizes(DEFAULT_CHECK_SIZES), metavar="LIST",
+                   help=f"spatial sizes of the parity check, N or DxHxW, comma-separated (default: "
+                        f"{DEFAULT_CHECK_SIZES}; the first at batch 1, the others at batch 2)")
+    p.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE, metavar="X",
+                   help=f"largest allowed max |exported - PyTorch| (default: {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads per model instance written into the configs (default: this machine's cores)")
+    p.add_argument("--configs-only", action="store_true",
+                   help="write only config.pbtxt files (no checkpoint needed): what model_repository/ commits")
+    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors and 0 for --help
+        return int(e.code or 0)
+    if not args.configs_only and args.checkpoint is None:
+        parser.print_usage(sys.stderr)
+        print("brats-export: error: --checkpoint FILE is required (or pass --configs-only)", file=sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(args.quiet)
+    try:
+        if args.configs_only:
+            _configs_only(args)
+        else:
+            _export(args)
+    except CheckpointError as e:
+        return _fail(e, EXIT_CHECKPOINT)
+    except ParityError as e:
+        return _fail(e, EXIT_PARITY)
+    except RepositoryError as e:
+        return _fail(e, EXIT_REPOSITORY)
+    except ExportError as e:
+        return _fail(e, EXIT_ERROR)
+    return EXIT_OK
+
+
+def _fail(error: ExportError, code: int) -> int:
+    print(f"brats-export: error: {error}", file=sys.stderr)
+    return code
+
+
+def _configure_logging(quiet: bool) -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _configs_only(args: argparse.Namespace) -> None:
+    from .repository import write_configs
+
+    written = write_configs(args.repository, args.formats, args.threads, args.fixed_size)
+    for path in written:
+        log.info("wrote %s", path)
+
+
+def _export(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    from . import repository
+
+    repository.check_writable(args.repository, args.formats, args.force)  # fail before the slow part
+
+    log.info("loading checkpoint %s", args.checkpoint)
+    from .checkpoint import load_model, sha256_file  # imports torch
+
+    model = load_model(args.checkpoint)
+    digest = sha256_file(args.checkpoint)
+    log.info("checkpoint sha256 %s", digest)
+
+    from . import exporters
+
+    with repository.staging(args.repository) as stage:
+        folders = {fmt: repository.version_dir(stage, fmt) for fmt in args.formats}
+        for folder in folders.values():
+            folder.mkdir(parents=True)
+        result = exporters.export_formats(
+            model, folders, fixed_size=args.fixed_size, check_spatial_sizes=args.check_sizes,
+            tolerance=args.tolerance,
+        )
+        table = exporters.format_parity_table(result.parity)
+        if not args.quiet:
+            print(table)
+        files_sha = {fmt: {p.name: sha256_file(p) for p in paths} for fmt, paths in result.files.items()}
+        manifest = repository.build_manifest(
+            args.formats, checkpoint=args.checkpoint, checkpoint_sha256=digest,
+            parity=[r.as_dict() for r in result.parity], opset=result.opset,
+            versions=exporters.library_versions(), tolerance=args.tolerance, fixed_size=args.fixed_size,
+            files_sha256=files_sha, openvino_host_precision=result.openvino_host_precision,
+        )
+        repository.publish(stage, args.repository, args.formats, threads=args.threads,
+                           fixed_size=args.fixed_size, force=args.force, manifest=manifest)
+    log.info("repository %s ready (%s) in %.1f s", args.repository, ", ".join(args.formats),
+             time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Export the network to TorchScript, ONNX and OpenVINO IR, and check each file against eager PyTorch.
+
+Each exporter takes a model (or the ONNX file, for OpenVINO) and writes files; :func:`check_parity` loads
+the files back with the runtime that will serve them and compares their outputs with eager PyTorch on random
+inputs of several shapes. :func:`export_formats` runs both and raises :class:`ParityError` before anything
+leaves the caller's (temporary) folder.
+
+Tensor names follow Triton's conventions in every format: input ``INPUT__0`` ``[N, 4, D, H, W]`` (t1, t1ce, t2,
+flair), output ``OUTPUT__0`` ``[N, 3, D, H, W]`` (sigmoid WT, TC, ET). N, D, H, W are dynamic unless a fixed
+spatial size is asked for; N stays dynamic even then, because Triton's batching (``max_batch_size`` >= 1)
+needs a dynamic first dimension.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ExportError, ParityError
+from .model import DIVISOR, IN_CHANNELS, UNet
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript", "openvino")
+INPUT_NAME = "INPUT__0"
+OUTPUT_NAME = "OUTPUT__0"
+ONNX_OPSET = 17  # <= 20: ONNX Runtime 1.19.2 (NGC 24.10) lacks the opset-21 GroupNormalization
+FILES = {"onnx": ("model.onnx",), "torchscript": ("model.pt",), "openvino": ("model.xml", "model.bin")}
+DEFAULT_CHECK_SHAPES = ((64, 64, 64), (96, 112, 80))
+DEFAULT_TOLERANCE = 1e-4
+TRACE_SIZE = 32  # spatial size of the tracing example (any multiple of 8 works; small is fast)
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    """One comparison of an exported file with eager PyTorch."""
+
+    format: str
+    shape: tuple[int, ...]  # input shape [N, 4, D, H, W]
+    max_abs_diff: float
+    tolerance: float
+    gated: bool = True  # False: measured for information, never fails the export
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+    def as_dict(self) -> dict:
+        return {
+            "format": self.format,
+            "shape": list(self.shape),
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+            "gated": self.gated,
+        }
+
+
+def _input_shape(spatial: Sequence[int], batch: int = 1) -> tuple[int, ...]:
+    return (batch, IN_CHANNELS, *spatial)
+
+
+def check_spatial(spatial: Sequence[int]) -> tuple[int, int, int]:
+    """Validate a spatial size: three positive multiples of 8 (three stride-2 downsamplings)."""
+    dims = tuple(int(s) for s in spatial)
+    if len(dims) != 3 or any(s <= 0 or s % DIVISOR for s in dims):
+        raise ValueError(f"spatial sizes must be three positive multiples of {DIVISOR}, got {list(spatial)}")
+    return dims  # type: ignore[return-value]
+
+
+# --- exporters -----------------------------------------------------------------------------------------------
+
+
+def export_torchscript(model: UNet, path: Path, fixed_size: int | None = None) -> Path:
+    """Trace ``model`` to a TorchScript file for Triton's PyTorch backend (``INPUT__0`` -> ``OUTPUT__0``).
+
+    Tracing records shapes symbolically here (``F.interpolate(scale_factor=2)`` included), but only
+    :func:`check_parity` at several input sizes proves it; run it on the written file.
+    """
+    size = fixed_size or TRACE_SIZE
+    example = torch.zeros(_input_shape((size, size, size)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what Triton's PyTorch backend loads
+        traced = torch.jit.trace(model.eval(), example, check_trace=False)
+        torch.jit.save(traced, str(path))
+    return path
+
+
+def export_onnx(model: UNet, path: Path, fixed_size: int | None = None, opset: int = ONNX_OPSET) -> Path:
+    """Export with the TorchScript-based exporter (``dynamo=False``) and check the file with ``onnx.checker``.
+
+    Dynamic axes N, D, H, W on input and output (only N with ``fixed_size``); trilinear upsampling becomes a
+    standard ``Resize`` (mode linear, half_pixel); GroupNorm becomes Reshape + InstanceNormalization + Mul/Add.
+    """
+    import onnx
+
+    if opset > 20:
+        raise ExportError(f"ONNX opset {opset} is too new for ONNX Runtime 1.19 in Triton 24.10; use <= 20")
+    size = fixed_size or TRACE_SIZE
+    example = torch.zeros(_input_shape((size, size, size)))
+    axes = {0: "N"} if fixed_size else {0: "N", 2: "D", 3: "H", 4: "W"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and tracer warnings
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            do_constant_folding=True,
+        )
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"{path} fails onnx.checker: {e}") from e
+    return path
+
+
+def export_openvino(onnx_path: Path, xml_path: Path) -> Path:
+    """Convert the ONNX file to OpenVINO IR (``.xml`` + ``.bin``, FP32 weights), keeping its dynamic shapes.
+
+    Converting the ONNX file (rather than the torch module) keeps exactly the graph and tensor names that
+    the ONNX model has; the names are checked after saving.
+    """
+    import openvino as ov
+
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov_model = ov.convert_model(str(onnx_path))
+    ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
+    saved = ov.Core().read_model(str(xml_path))
+    in_names, out_names = saved.inputs[0].get_names(), saved.outputs[0].get_names()
+    if INPUT_NAME not in in_names or OUTPUT_NAME not in out_names:
+        raise ExportError(
+            f"{xml_path}: tensor names {sorted(in_names)} -> {sorted(out_names)} lost {INPUT_NAME} / {OUTPUT_NAME}"
+        )
+    return xml_path
+
+
+# --- loading the written files back ---------------------------------------------------------------------------
+
+
+def load_torchscript(path: Path) -> Predictor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return predict
+
+
+def load_onnx(path: Path) -> Predictor:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+    return predict
+
+
+def load_openvino(xml_path: Path, precision: str | None = "f32") -> Predictor:
+    """Compile the IR for CPU; ``precision=None`` keeps this host's default (bf16 on CPUs with AVX512_BF16/AMX)."""
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
+    compiled = core.compile_model(core.read_model(str(xml_path)), "CPU", config)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return compiled({INPUT_NAME: x})[compiled.output(OUTPUT_NAME)]
+
+    return predict
+
+
+def openvino_host_precision() -> str:
+    """The CPU plugin's default inference precision on this host (``f32`` or ``bf16``)."""
+    import openvino as ov
+
+    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+
+
+LOADERS: dict[str, Callable[[Path], Predictor]] = {
+    "onnx": load_onnx,
+    "torchscript": load_torchscript,
+    "openvino": load_openvino,
+}
+
+
+# --- parity ---------------------------------------------------------------------------------------------------
+
+
+def check_shapes(spatial_sizes: Iterable[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Input shapes for the parity check: batch 1 for the first size, batch 2 after (exercises dynamic N)."""
+    return [_input_shape(check_spatial(s), 1 if i == 0 else 2) for i, s in enumerate(spatial_sizes)]
+
+
+def check_parity(
+    model: UNet,
+    predictors: dict[str, Predictor],
+    shapes: Sequence[tuple[int, ...]],
+    tolerance: float = DEFAULT_TOLERANCE,
+    seed: int = 0,
+    ungated: Iterable[str] = (),
+) -> list[ParityRow]:
+    """Compare each predictor with eager ``model`` on standard-normal inputs of each shape (max |diff|)."""
+    ungated = set(ungated)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for shape in shapes:
+        x = torch.randn(shape, generator=generator)
+        with torch.no_grad():
+            expected = model.eval()(x).numpy()
+        for name, predict in predictors.items():
+            start = time.perf_counter()
+            got = np.asarray(predict(x.numpy()))
+            if got.shape != expected.shape:
+                raise ParityError(
+                    f"{name} returned shape {got.shape} for input {tuple(shape)}, expected {expected.shape}"
+                )
+            diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
+            row = ParityRow(name, tuple(shape), diff, tolerance, gated=name not in ungated)
+            log.info("parity %-16s %-20s max|diff| %.3g (%.1f s)", name, "x".join(map(str, shape)), diff,
+                     time.perf_counter() - start)
+            rows.append(row)
+    return rows
+
+
+def format_parity_table(rows: Sequence[ParityRow]) -> str:
+    """A fixed-width table: format, input shape, max |diff|, pass."""
+    lines = [f"{'format':<16} {'input shape':<20} {'max|diff|':>10}  pass", "-" * 55]
+    for r in rows:
+        verdict = ("yes" if r.passed else "NO") if r.gated else "info"
+        lines.append(f"{r.format:<16} {'x'.join(map(str, r.shape)):<20} {r.max_abs_diff:>10.3g}  {verdict}")
+    return "\n".join(lines)
+
+
+# --- everything together --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    files: dict[str, tuple[Path, ...]]  # format -> files written into its folder
+    parity: tuple[ParityRow, ...]
+    opset: int
+    openvino_host_precision: str | None  # the CPU plugin's default precision here (None without openvino)
+
+
+def export_formats(
+    model: UNet,
+    folders: dict[str, Path],
+    fixed_size: int | None = None,
+    check_spatial_sizes: Sequence[Sequence[int]] = DEFAULT_CHECK_SHAPES,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportResult:
+    """Export ``model`` into ``folders[format]`` for each requested format, then check parity.
+
+    Raises :class:`ParityError` (with the table) when a gated row exceeds ``tolerance``; the caller discards
+    the folders. OpenVINO is compared at FP32 (what the IR holds); when this host's default precision is not
+    FP32 (bf16 on CPUs with AVX512_BF16 or AMX), the host default is measured as extra, ungated rows, since
+    Triton 24.10's openvino backend has no parameter that forces FP32.
+    """
+    unknown = sorted(set(folders) - set(FORMATS))
+    if unknown:
+        raise ExportError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
+    if fixed_size is not None:
+        check_spatial((fixed_size,) * 3)
+        check_spatial_sizes = [(fixed_size,) * 3]
+    model = model.eval()
+    files: dict[str, tuple[Path, ...]] = {}
+    onnx_path = None
+    if "onnx" in folders or "openvino" in folders:
+        onnx_dir = folders.get("onnx") or folders["openvino"]  # a scratch copy beside the IR, removed below
+        onnx_path = onnx_dir / "model.onnx"
+        _step(f"ONNX (opset {ONNX_OPSET})", export_onnx, model, onnx_path, fixed_size)
+        if "onnx" in folders:
+            files["onnx"] = (onnx_path,)
+    if "torchscript" in folders:
+        path = _step("TorchScript", export_torchscript, model, folders["torchscript"] / "model.pt", fixed_size)
+        files["torchscript"] = (path,)
+    host_precision = None
+    if "openvino" in folders:
+        xml = _step("OpenVINO IR", export_openvino, onnx_path, folders["openvino"] / "model.xml")
+        files["openvino"] = (xml, xml.with_suffix(".bin"))
+        host_precision = openvino_host_precision()
+    if onnx_path is not None and "onnx" not in folders:
+        onnx_path.unlink()
+
+    predictors = {fmt: LOADERS[fmt](files[fmt][0]) for fmt in FORMATS if fmt in files}
+    ungated = []
+    if host_precision is not None and host_precision != "f32":
+        name = f"openvino[{host_precision}]"
+        predictors[name] = load_openvino(files["openvino"][0], precision=None)
+        ungated.append(name)
+    shapes = check_shapes(check_spatial_sizes)
+    log.info("checking parity with eager PyTorch at %s", ", ".join("x".join(map(str, s)) for s in shapes))
+    rows = check_parity(model, predictors, shapes, tolerance, ungated=ungated)
+    failed = [r for r in rows if r.gated and not r.passed]
+    if failed:
+        names = sorted({r.format for r in failed})
+        raise ParityError(
+            f"{', '.join(names)} differ from eager PyTorch by more than {tolerance:g}; "
+            "nothing is written to the repository:\n"
+            + format_parity_table(rows)
+        )
+    if ungated:
+        worst = max(r.max_abs_diff for r in rows if not r.gated)
+        log.warning(
+            "this CPU runs OpenVINO in %s by default (max|diff| %.2g here); Triton 24.10's openvino backend "
+            "cannot force FP32, so served probabilities may differ by that much", host_precision, worst,
+        )
+    return ExportResult(files, tuple(rows), ONNX_OPSET, host_precision)
+
+
+def _step(what: str, fn, *args):
+    log.info("exporting %s ...", what)
+    start = time.perf_counter()
+    try:
+        out = fn(*args)
+    except ExportError:
+        raise
+    except (RuntimeError, ValueError, OSError) as e:
+        raise ExportError(f"exporting {what} failed: {e}") from e
+    log.info("exported %s -> %s (%.1f s)", what, out, time.perf_counter() - start)
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that produced (and checked) the files."""
+    import onnx
+    import onnxruntime
+    import openvino
+
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.get_version(),
+        "numpy": np.__version__,
+    }

@@ -1,0 +1,165 @@
+"""The config.pbtxt writer and the repository layout: fast, no torch, no exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from brats_export import repository
+from brats_export.errors import RepositoryError
+from tritonclient.grpc import model_config_pb2 as mc
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "model_repository"
+COMMITTED_THREADS = 2  # model_repository/ is generated with `brats-export --configs-only --threads 2`
+
+EXPECTED = {
+    "onnx": ("brats_onnx", "onnxruntime_onnx", "", 8),
+    "torchscript": ("brats_torchscript", "pytorch_libtorch", "", 8),
+    "openvino": ("brats_openvino", "", "openvino", 1),
+}
+THREAD_KEYS = {
+    "onnx": {"intra_op_thread_count", "inter_op_thread_count"},
+    "torchscript": {"INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"},
+    "openvino": {"NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"},
+}
+
+
+def _committed_files() -> list[Path]:
+    return sorted(p for p in COMMITTED.rglob("*.pbtxt"))
+
+
+@pytest.mark.parametrize("fmt", repository.FORMATS)
+@pytest.mark.parametrize("gpu", [False, True])
+def test_config_parses_back_with_names_dims_platform(fmt, gpu):
+    name, platform, backend, max_batch = EXPECTED[fmt]
+    if gpu and fmt == "openvino":
+        with pytest.raises(RepositoryError, match="CPU only"):
+            repository.render_config(fmt, threads=3, gpu=True)
+        return
+    cfg = repository.parse_config(repository.render_config(fmt, threads=3, gpu=gpu))
+    assert (cfg.name, cfg.platform, cfg.backend, cfg.max_batch_size) == (name, platform, backend, max_batch)
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("INPUT__0", mc.TYPE_FP32, [4, -1, -1, -1])]
+    assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [("OUTPUT__0", mc.TYPE_FP32, [3, -1, -1, -1])]
+    kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
+    assert [(g.kind, g.count) for g in cfg.instance_group] == [(kind, 1)]
+    assert set(cfg.parameters) == THREAD_KEYS[fmt]
+    thread_key = {"onnx": "intra_op_thread_count", "torchscript": "INTRA_OP_THREAD_COUNT"}.get(
+        fmt, "INFERENCE_NUM_THREADS")
+    assert cfg.parameters[thread_key].string_value == "3"
+    assert cfg.HasField("dynamic_batching") == (max_batch > 1)
+    (warmup,) = cfg.model_warmup
+    tile = warmup.inputs["INPUT__0"]
+    assert warmup.batch_size == 1 and tile.zero_data and tile.data_type == mc.TYPE_FP32
+    assert list(tile.dims) == [4] + [128 if gpu else 32] * 3
+
+
+def test_onnx_gpu_variant_uses_tensorrt_fp32():
+    cfg = repository.build_config("onnx", threads=2, gpu=True)
+    (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP32"
+    assert set(acc.parameters) == {"precision_mode", "max_workspace_size_bytes", "trt_engine_cache_enable",
+                                   "trt_engine_cache_path"}
+
+
+def test_fixed_size_fixes_dims_and_warmup():
+    cfg = repository.build_config("onnx", threads=2, fixed_size=128)
+    assert list(cfg.input[0].dims) == [4, 128, 128, 128] and list(cfg.output[0].dims) == [3, 128, 128, 128]
+    assert list(cfg.model_warmup[0].inputs["INPUT__0"].dims) == [4, 128, 128, 128]
+
+
+def test_threads_default_to_cpu_count(monkeypatch):
+    monkeypatch.setattr(repository.os, "cpu_count", lambda: 7)
+    cfg = repository.build_config("torchscript")
+    assert cfg.parameters["INTRA_OP_THREAD_COUNT"].string_value == "7"
+
+
+def test_committed_configs_are_what_the_writer_produces():
+    """Golden test: regenerate with `brats-export --configs-only --repository model_repository --threads 2`."""
+    expected = {}
+    for fmt, spec in repository.MODELS.items():
+        for rel, text in repository.config_texts(fmt, threads=COMMITTED_THREADS).items():
+            expected[COMMITTED / spec.name / rel] = text
+    assert sorted(expected) == _committed_files()
+    for path, text in expected.items():
+        assert path.read_text(encoding="utf-8") == text, f"{path} is stale: regenerate it"
+
+
+def test_committed_configs_parse():
+    for path in _committed_files():
+        cfg = repository.parse_config(path.read_text(encoding="utf-8"))
+        assert cfg.name == path.relative_to(COMMITTED).parts[0]
+
+
+def test_configs_only_cli_reproduces_committed(tmp_path):
+    from brats_export.cli import main
+
+    repo = tmp_path / "repo"
+    assert main(["--configs-only", "--repository", str(repo), "--threads", "2", "--quiet"]) == 0
+    written = sorted(p.relative_to(repo) for p in repo.rglob("*") if p.is_file())
+    assert written == [p.relative_to(COMMITTED) for p in _committed_files()]
+    for rel in written:
+        assert (repo / rel).read_text() == (COMMITTED / rel).read_text()
+
+
+def _stage_fake(stage: Path, formats, content: bytes = b"new") -> None:
+    for fmt in formats:
+        folder = repository.version_dir(stage, fmt)
+        folder.mkdir(parents=True)
+        for name in repository.MODELS[fmt].files:
+            (folder / name).write_bytes(content)
+
+
+def _manifest(formats, sha="0" * 64):
+    return repository.build_manifest(
+        formats, checkpoint=Path("ckpt.pt"), checkpoint_sha256=sha,
+        parity=[{"format": "onnx", "shape": [1, 4, 32, 32, 32], "max_abs_diff": 0.0}], opset=17,
+        versions={"torch": "x"}, tolerance=1e-4,
+    )
+
+
+def test_publish_layout_force_and_manifest_merge(tmp_path):
+    repo = tmp_path / "repo"
+    with repository.staging(repo) as stage:
+        _stage_fake(stage, ["onnx", "openvino"])
+        repository.publish(stage, repo, ["onnx", "openvino"], threads=2, manifest=_manifest(["onnx", "openvino"]))
+    assert not stage.exists()
+    assert (repo / "brats_onnx" / "1" / "model.onnx").read_bytes() == b"new"
+    assert (repo / "brats_onnx" / "configs" / "gpu.pbtxt").is_file()
+    assert not (repo / "brats_openvino" / "configs").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging leftovers
+
+    with pytest.raises(RepositoryError, match=r"brats_onnx/1.*--force"):
+        repository.check_writable(repo, ["onnx"], force=False)
+    with repository.staging(repo) as stage, pytest.raises(RepositoryError, match="--force"):
+        _stage_fake(stage, ["onnx"], b"newer")
+        repository.publish(stage, repo, ["onnx"], threads=2)
+    assert (repo / "brats_onnx" / "1" / "model.onnx").read_bytes() == b"new"
+
+    with repository.staging(repo) as stage:
+        _stage_fake(stage, ["onnx"], b"newer")
+        repository.publish(stage, repo, ["onnx"], threads=2, force=True, manifest=_manifest(["onnx"], "1" * 64))
+    assert (repo / "brats_onnx" / "1" / "model.onnx").read_bytes() == b"newer"
+    manifest = json.loads((repo / "manifest.json").read_text())
+    assert manifest["models"]["brats_onnx"]["checkpoint_sha256"] == "1" * 64
+    assert manifest["models"]["brats_openvino"]["checkpoint_sha256"] == "0" * 64  # kept from the first run
+    assert manifest["input"]["channels"] == ["t1", "t1ce", "t2", "flair"]
+    assert manifest["output"]["channels"] == ["WT", "TC", "ET"]
+    assert manifest["labels"]["4"].startswith("ET")
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]
+
+
+def test_publish_refuses_incomplete_stage(tmp_path):
+    repo = tmp_path / "repo"
+    with repository.staging(repo) as stage:
+        repository.version_dir(stage, "openvino").mkdir(parents=True)
+        (repository.version_dir(stage, "openvino") / "model.xml").write_text("<net/>")
+        with pytest.raises(RepositoryError, match="model.bin"):
+            repository.publish(stage, repo, ["openvino"])
+    assert not repo.exists()
+
+
+def test_missing_parent_is_a_repository_error(tmp_path):
+    with pytest.raises(RepositoryError, match="does not exist"):
+        repository.check_writable(tmp_path / "nope" / "repo", ["onnx"])
