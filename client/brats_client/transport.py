@@ -32,8 +32,10 @@ INPUT_CHANNELS = 4
 OUTPUT_CHANNELS = 3
 
 
-def channel_args() -> list[tuple[str, Any]]:
-    return [
+def channel_args(url: str = "") -> list[tuple[str, Any]]:
+    """Message-size limits restated; ``dns:///name:port`` targets spread requests over every address."""
+    extra = [("grpc.lb_policy_name", "round_robin")] if url.startswith("dns:") else []
+    return extra + [
         ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 2**31 - 1),
@@ -47,7 +49,7 @@ def channel_args() -> list[tuple[str, Any]]:
 class ServerOptions:
     """Where and how to reach the model."""
 
-    url: str = "127.0.0.1:8001"
+    url: str = "127.0.0.1:8001"  # HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT
     model: str = "brats_openvino"
     model_version: str = ""
     concurrency: int = 2
@@ -68,6 +70,16 @@ class ServerOptions:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if not self.urls or any(not u for u in self.urls):
+            raise ValueError(
+                f"url must be HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT; got {self.url!r}"
+            )
+        if self.shared_memory and len(self.urls) > 1:
+            raise ValueError("--shared-memory needs one server on this host; it cannot be used with several URLs")
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(u.strip() for u in self.url.split(","))
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,15 @@ class _Pending:
     batch: np.ndarray
     attempt: int = 0
     slot: int | None = None
+    endpoint: _Endpoint | None = None
+
+
+@dataclass(eq=False)
+class _Endpoint:
+    url: str
+    client: grpcclient.InferenceServerClient
+    alive: bool = True
+    in_flight: int = 0
 
 
 class TritonTransport:
@@ -145,14 +166,18 @@ class TritonTransport:
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        self._client = grpcclient.InferenceServerClient(
-            options.url,
-            ssl=options.ssl,
-            root_certificates=options.root_certificates,
-            private_key=options.private_key,
-            certificate_chain=options.certificate_chain,
-            channel_args=channel_args(),
-        )
+        self._endpoints = [
+            _Endpoint(url, grpcclient.InferenceServerClient(
+                url,
+                ssl=options.ssl,
+                root_certificates=options.root_certificates,
+                private_key=options.private_key,
+                certificate_chain=options.certificate_chain,
+                channel_args=channel_args(url),
+            ))
+            for url in options.urls
+        ]
+        self._client = self._endpoints[0].client
         self._info: ModelInfo | None = None
         self._slots: _SharedMemorySlots | None = None
 
@@ -166,7 +191,8 @@ class TritonTransport:
         if self._slots is not None:
             self._slots.close()
             self._slots = None
-        self._client.close()
+        for endpoint in self._endpoints:
+            endpoint.client.close()
 
     # -- checks ---------------------------------------------------------------------------------------------
 
@@ -174,38 +200,58 @@ class TritonTransport:
         return f"model {self.options.model!r} at {self.options.url}"
 
     def check_model(self) -> ModelInfo:
-        """Check that the server answers and that the live model takes what this client sends."""
+        """Check that the servers answer and that the live model takes what this client sends.
+
+        With several URLs, endpoints that fail the check are left out (with a warning) while one passes.
+        """
+        infos, failures = [], []
+        for endpoint in self._endpoints:
+            try:
+                infos.append(self._check_endpoint(endpoint))
+            except ServerError as e:
+                endpoint.alive = False
+                failures.append(e)
+        if not infos:
+            raise failures[0] if len(failures) == 1 else ServerError("; ".join(str(e) for e in failures))
+        for e in failures:
+            log.warning("left out: %s", e)
+        first = infos[0]
+        for other in infos[1:]:
+            if (other.input_name, other.output_name, other.max_batch_size) != (
+                first.input_name, first.output_name, first.max_batch_size
+            ):
+                raise ServerError(f"the servers in {self.options.url} serve different {self.options.model!r} models")
+        self._info = first
+        log.info(
+            "model %s version %s (%s) on %s: %s -> %s, max batch %d",
+            first.name, first.version, first.platform, self.options.url,
+            first.input_name, first.output_name, first.max_batch_size,
+        )
+        return first
+
+    def _check_endpoint(self, endpoint: _Endpoint) -> ModelInfo:
         o = self.options
+        client, url = endpoint.client, endpoint.url
+        where = f"model {o.model!r} at {url}"
         try:
-            live = self._client.is_server_live(client_timeout=o.connect_timeout_s)
+            live = client.is_server_live(client_timeout=o.connect_timeout_s)
         except InferenceServerException as e:
             raise ServerError(
-                f"no Triton server answers at {o.url} within {o.connect_timeout_s:g} s ({_describe(e)}); "
+                f"no Triton server answers at {url} within {o.connect_timeout_s:g} s ({_describe(e)}); "
                 "start one with `brats-serve --repository model_repository` or pass --url HOST:PORT"
             ) from e
         if not live:
-            raise ServerError(f"the Triton server at {o.url} is not live")
+            raise ServerError(f"the Triton server at {url} is not live")
         try:
-            ready = self._client.is_model_ready(o.model, o.model_version, client_timeout=o.connect_timeout_s)
-            if not ready:
-                index = self._client.get_model_repository_index(client_timeout=o.connect_timeout_s)
+            if not client.is_model_ready(o.model, o.model_version, client_timeout=o.connect_timeout_s):
+                index = client.get_model_repository_index(client_timeout=o.connect_timeout_s)
                 names = sorted({m.name for m in index.models})
-                raise ServerError(
-                    f"{self._where()} is not ready; the server knows: {', '.join(names) or 'no models'}"
-                )
-            meta = self._client.get_model_metadata(o.model, o.model_version, client_timeout=o.connect_timeout_s)
-            config = self._client.get_model_config(
-                o.model, o.model_version, client_timeout=o.connect_timeout_s
-            ).config
+                raise ServerError(f"{where} is not ready; the server knows: {', '.join(names) or 'no models'}")
+            meta = client.get_model_metadata(o.model, o.model_version, client_timeout=o.connect_timeout_s)
+            config = client.get_model_config(o.model, o.model_version, client_timeout=o.connect_timeout_s).config
         except InferenceServerException as e:
-            raise ServerError(f"cannot read {self._where()}: {_describe(e)}") from e
-        self._info = _validate_metadata(meta, config, self._where())
-        log.info(
-            "model %s version %s (%s) on %s: %s -> %s, max batch %d",
-            self._info.name, self._info.version, self._info.platform, o.url,
-            self._info.input_name, self._info.output_name, self._info.max_batch_size,
-        )
-        return self._info
+            raise ServerError(f"cannot read {where}: {_describe(e)}") from e
+        return _validate_metadata(meta, config, where)
 
     @property
     def info(self) -> ModelInfo:
@@ -216,16 +262,19 @@ class TritonTransport:
     def inference_statistics(self) -> dict[str, int]:
         """Cumulative server-side counters of the model (nanoseconds and counts)."""
         o = self.options
-        try:
-            stats = self._client.get_inference_statistics(o.model, o.model_version)
-        except InferenceServerException as e:
-            raise ServerError(f"cannot read statistics of {self._where()}: {_describe(e)}") from e
         out = {"inference_count": 0, "execution_count": 0, "compute_infer_ns": 0, "queue_ns": 0}
-        for s in stats.model_stats:
-            out["inference_count"] += s.inference_count
-            out["execution_count"] += s.execution_count
-            out["compute_infer_ns"] += s.inference_stats.compute_infer.ns
-            out["queue_ns"] += s.inference_stats.queue.ns
+        for endpoint in self._endpoints:
+            try:
+                stats = endpoint.client.get_inference_statistics(
+                    o.model, o.model_version, client_timeout=o.connect_timeout_s
+                )
+            except InferenceServerException as e:
+                raise ServerError(f"cannot read statistics of {o.model!r} at {endpoint.url}: {_describe(e)}") from e
+            for s in stats.model_stats:
+                out["inference_count"] += s.inference_count
+                out["execution_count"] += s.execution_count
+                out["compute_infer_ns"] += s.inference_stats.compute_infer.ns
+                out["queue_ns"] += s.inference_stats.queue.ns
         return out
 
     # -- inference ------------------------------------------------------------------------------------------
@@ -259,20 +308,41 @@ class TritonTransport:
             if in_flight == 0:
                 return
             pending, result, error = done.get()
+            endpoint = pending.endpoint
+            if endpoint is not None:
+                endpoint.in_flight -= 1
             if error is not None:
-                if _status(error) in RETRYABLE and pending.attempt < o.retries:
-                    delay_s = o.backoff_s * 2**pending.attempt
-                    log.warning("%s: %s; retrying in %.1f s", self._where(), _describe(error), delay_s)
-                    time.sleep(delay_s)
-                    pending.attempt += 1
-                    self._submit(pending, done)
+                if self._resubmit(pending, error, done):
                     continue
                 self._free_slot(pending)
-                raise ServerError(f"inference on {self._where()} failed: {_describe(error)}")
+                where = endpoint.url if endpoint is not None else o.url
+                raise ServerError(f"inference of {o.model!r} at {where} failed: {_describe(error)}")
             in_flight -= 1
             output = self._read_output(pending, result, info)
             self._free_slot(pending)
             yield pending.key, output
+
+    def _resubmit(self, pending: _Pending, error: InferenceServerException, done: queue.SimpleQueue) -> bool:
+        """Send a failed request again: at once to another live server, else after a backoff; False to give up."""
+        if _status(error) not in RETRYABLE:
+            return False
+        failed = pending.endpoint
+        if failed is not None and failed.alive and len(self._endpoints) > 1:
+            failed.alive = False
+            log.warning("%s stopped answering (%s); sending its requests elsewhere", failed.url, _describe(error))
+        if len(self._endpoints) > 1 and any(e.alive for e in self._endpoints):
+            self._submit(pending, done)
+            return True
+        if pending.attempt >= self.options.retries:
+            return False
+        delay_s = self.options.backoff_s * 2**pending.attempt
+        log.warning("%s: %s; retrying in %.1f s", self.options.url, _describe(error), delay_s)
+        time.sleep(delay_s)
+        for e in self._endpoints:  # every server failed: give each another chance
+            e.alive = True
+        pending.attempt += 1
+        self._submit(pending, done)
+        return True
 
     def _check_batch(self, batch: np.ndarray, info: ModelInfo) -> None:
         if batch.dtype != np.float32 or batch.ndim != 5 or batch.shape[1] != INPUT_CHANNELS:
@@ -301,8 +371,11 @@ class TritonTransport:
         def callback(result: Any, error: Any) -> None:
             done.put((pending, result, error))
 
+        endpoint = min((e for e in self._endpoints if e.alive), key=lambda e: e.in_flight)
+        endpoint.in_flight += 1
+        pending.endpoint = endpoint
         try:
-            self._client.async_infer(
+            endpoint.client.async_infer(
                 o.model, [inp], callback, model_version=o.model_version, outputs=[out],
                 client_timeout=o.timeout_s,
             )
