@@ -1,0 +1,64 @@
+"""Python stand-in for Triton's native ``onnxruntime`` backend (``platform: "onnxruntime_onnx"``).
+
+Loads ``<version>/model.onnx`` (or ``default_model_filename``) into an ONNX Runtime session and serves it with
+dynamic batching (see ``_common``). Honours from ``config.pbtxt``: input/output name and dims, ``max_batch_size``,
+the instance kind (``KIND_GPU`` -> ``CUDAExecutionProvider`` on the instance's device when ONNX Runtime offers it,
+else CPU) and the parameters ``intra_op_thread_count`` and ``inter_op_thread_count`` (0 or absent: ONNX Runtime's
+default). Ignored: ``optimization`` (ONNX Runtime's full graph optimisation always applies) and
+``execution_accelerators``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def _load_common():
+    here = Path(__file__).resolve().parent
+    for path in (here / "_common.py", here.parent / "_common.py"):  # copied alongside; the source tree's parent
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("brats_backend_common", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up by name
+            spec.loader.exec_module(module)
+            return module
+    raise ImportError(f"_common.py not found next to {__file__}; rebuild the backend directory (brats_serve)")
+
+
+_common = _load_common()
+
+
+class TritonPythonModel(_common.StandInModel):
+    backend = "onnxruntime"
+    default_filename = "model.onnx"
+
+    def load(self, path, spec, use_gpu, device_id):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        intra = _common.int_parameter(spec, "intra_op_thread_count")
+        inter = _common.int_parameter(spec, "inter_op_thread_count")
+        if intra:
+            options.intra_op_num_threads = intra
+        if inter:
+            options.inter_op_num_threads = inter
+        providers: list = ["CPUExecutionProvider"]
+        if use_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if spec.input.name not in inputs or spec.output.name not in outputs:
+            raise ValueError(
+                f"{path}: the config names input {spec.input.name!r} and output {spec.output.name!r}, "
+                f"the model has inputs {inputs} and outputs {outputs}; re-export or fix config.pbtxt"
+            )
+        names = [spec.output.name]
+        feed = spec.input.name
+
+        def predict(batch):
+            return session.run(names, {feed: batch})[0]
+
+        return predict, session.get_providers()[0]

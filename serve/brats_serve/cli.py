@@ -1,0 +1,151 @@
+"""``brats-serve``: run Triton (the nvidia-pytriton wheel's ``tritonserver``) on a model repository until stopped.
+
+Exit codes: 0 stopped by SIGINT/SIGTERM; 1 unexpected error; 2 usage error; 3 the server did not start (the
+message says why: repository, port, binary, or a model that failed to load); 4 the server exited by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from .errors import ServeError
+
+log = logging.getLogger("brats_serve")
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_START_FAILED, EXIT_SERVER_DIED = range(5)
+
+EPILOG = """\
+arguments after -- go to tritonserver unchanged.
+
+exit codes: 0 stopped by Ctrl-C / SIGTERM, 2 usage error, 3 the server did not start (repository missing or
+empty, port in use, tritonserver not installed, a model failed to load: the message quotes Triton), 4 the server
+exited by itself, 1 unexpected error.
+
+examples:
+  brats-serve --repository model_repository
+  brats-serve --repository model_repository --models brats_onnx --grpc-port 9001 --http-port 9000 --metrics-port 9002
+  brats-serve --repository model_repository --model-config-name gpu -- --log-verbose=1
+"""
+
+
+class _Stop(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived (a KeyboardInterrupt, so no `except Exception` on the way swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is an integer in [0, 65535], got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is an integer in [0, 65535], got {port}")
+    return port
+
+
+def _positive(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {seconds:g}")
+    return seconds
+
+
+def _models(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"--models takes comma-separated model names, got {value!r}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="brats-serve", description=__doc__.splitlines()[0].split(": ", 1)[1], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--repository", required=True, help="model repository folder (written by brats-export)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default %(default)s: this machine only; 0.0.0.0 for all)")
+    p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default %(default)s; 0 = any free)")
+    p.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default %(default)s; 0 = any free)")
+    p.add_argument("--metrics-port", type=_port, default=8002,
+                   help="Prometheus metrics port (default %(default)s; 0 = any free)")
+    p.add_argument("--models", type=_models,
+                   help="comma-separated models to load (default: every model in the repository)")
+    p.add_argument("--model-config-name",
+                   help="load <model>/configs/NAME.pbtxt instead of config.pbtxt where it exists (e.g. gpu)")
+    p.add_argument("--log-file", help="write the server's log here (default: a temporary file, shown at start)")
+    p.add_argument("--startup-timeout-s", type=_positive, default=120.0,
+                   help="give up when not ready after this many seconds (default %(default)g)")
+    p.add_argument("--stop-timeout-s", type=_positive, default=30.0,
+                   help="on stop, kill the server when it has not exited after this long (default %(default)g)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log the tritonserver command line")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:  # everything after -- goes to tritonserver unchanged
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return EXIT_OK if e.code == 0 else EXIT_USAGE
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+    from .launcher import TritonServer, log_tail
+
+    def interrupt(signum: int, _frame) -> None:
+        raise _Stop(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, interrupt) for s in signals}
+    server = TritonServer(
+        args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+        metrics_port=args.metrics_port, models=args.models, model_config_name=args.model_config_name,
+        log_path=args.log_file, startup_timeout_s=args.startup_timeout_s, stop_timeout_s=args.stop_timeout_s,
+        extra_args=extra,
+    )
+    keep_log = False
+    try:
+        server.start()
+        print(
+            f"brats-serve: serving {args.repository}\n"
+            f"  gRPC     {server.grpc_url}\n  HTTP     {server.http_url}\n  metrics  {server.metrics_url}/metrics\n"
+            f"  log      {server.log_path}\n"
+            "Ctrl-C to stop.",
+            flush=True,
+        )
+        while True:
+            code = server.wait(timeout_s=0.5)
+            if code is not None:
+                keep_log = True
+                print(f"brats-serve: tritonserver exited by itself (code {code}); log {server.log_path}:\n"
+                      f"{log_tail(server.log_path)}", file=sys.stderr)
+                return EXIT_SERVER_DIED
+    except ServeError as e:
+        print(f"brats-serve: {e}", file=sys.stderr)
+        return EXIT_START_FAILED
+    except _Stop as e:
+        print(f"brats-serve: {signal.Signals(e.signum).name} received, stopping", file=sys.stderr, flush=True)
+        return EXIT_OK
+    finally:
+        for s in signals:  # stopping is not interrupted by a second Ctrl-C
+            signal.signal(s, signal.SIG_IGN)
+        server.stop(keep_log=keep_log)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""Run the ``tritonserver`` binary of the nvidia-pytriton wheel on a model repository, without Docker.
+
+The wheel carries Triton 2.51 with only the ``python`` backend. ``build_backend_directory`` lays out a backend
+directory with *copies* (Triton refuses libraries that escape the backend directory) of the python backend and the
+stub for the running interpreter, plus this package's Python stand-ins for the ``onnxruntime``, ``pytorch`` and
+``openvino`` backends, so a repository written for the NGC container loads unchanged.
+
+The stub is an executable linked against ``libpython3.X.so`` that starts an *isolated* interpreter: it ignores
+``PYTHONPATH`` and ``PYTHONHOME`` and finds its prefix by looking ``python3`` up on ``PATH`` (a ``pyvenv.cfg`` next
+to it selects that venv). ``server_environment`` therefore puts the running interpreter's ``bin`` first on ``PATH``
+(the stub then imports this venv's numpy, onnxruntime, torch and openvino, not the base interpreter's) and its
+``LIBDIR`` first on ``LD_LIBRARY_PATH`` (the stub loads this interpreter's libpython, not the system's).
+
+    with TritonServer("model_repository", grpc_port=0, http_port=0, metrics_port=0) as server:
+        client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ServeError
+
+log = logging.getLogger(__name__)
+
+STAND_IN_BACKENDS = ("onnxruntime", "pytorch", "openvino")
+BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
+LOG_TAIL_LINES = 30
+POLL_INTERVAL_S = 0.25
+
+
+def pytriton_root() -> Path:
+    """The installed ``pytriton`` package folder; a ``ServeError`` saying what to install when it is missing."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServeError(
+            "the tritonserver binary comes with the nvidia-pytriton wheel, which is not installed; "
+            "install the serve extra: pip install -e '.[serve]'"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def tritonserver_binary() -> Path:
+    """Path of the ``tritonserver`` executable shipped in the nvidia-pytriton wheel."""
+    binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServeError(
+            f"tritonserver binary not found at {binary}; reinstall the serve extra: pip install -e '.[serve]' "
+            "(nvidia-pytriton 0.7.0 carries Triton 2.51)"
+        )
+    return binary
+
+
+def _server_libs() -> Path:
+    return pytriton_root().parent / "nvidia_pytriton.libs"
+
+
+def build_backend_directory(dest: str | os.PathLike, python_version: str | None = None) -> Path:
+    """Lay out a Triton backend directory in ``dest`` (created; existing files are replaced) and return it.
+
+    ``dest/python/`` gets copies of ``libtriton_python.so``, ``triton_python_backend_utils.py`` and the stub for
+    ``python_version`` (default: the running interpreter, "3.11"); ``dest/<name>/`` gets ``model.py`` and
+    ``_common.py`` for each stand-in backend in ``STAND_IN_BACKENDS``.
+    """
+    version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+    root = pytriton_root() / "tritonserver"
+    stubs = root / "python_backend_stubs"
+    stub = stubs / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        available = sorted(p.name for p in stubs.iterdir()) if stubs.is_dir() else []
+        raise ServeError(
+            f"nvidia-pytriton has no python backend stub for Python {version} (it has {available}); "
+            "run brats-serve with one of those Python versions"
+        )
+    dest = Path(dest)
+    python_dir = dest / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(root / "backends" / "python" / name, python_dir / name)
+    shutil.copy2(stub, python_dir / "triton_python_backend_stub")  # copy2 keeps the executable bit
+    for name in STAND_IN_BACKENDS:
+        backend_dir = dest / name
+        backend_dir.mkdir(exist_ok=True)
+        shutil.copy2(BACKENDS_SOURCE / name / "model.py", backend_dir / "model.py")
+        shutil.copy2(BACKENDS_SOURCE / "_common.py", backend_dir / "_common.py")
+    return dest
+
+
+def interpreter_bin() -> Path:
+    """The folder of the running interpreter (a venv's ``bin``), which must hold a ``python3`` for the stub."""
+    return Path(sys.executable).parent
+
+
+def _prepend(value: str | None, *paths: str) -> str:
+    return os.pathsep.join([*paths, *([value] if value else [])])
+
+
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for ``tritonserver`` and the stubs it starts (see the module docstring)."""
+    env = dict(os.environ if base is None else base)
+    libs = [str(_server_libs())]
+    libdir = sysconfig.get_config_var("LIBDIR")
+    soname = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and soname and (Path(libdir) / soname).is_file():
+        # Else the stub takes the system's libpython3.X, possibly another patch release than our standard library.
+        libs.insert(0, libdir)
+    env["LD_LIBRARY_PATH"] = _prepend(env.get("LD_LIBRARY_PATH"), *libs)
+    # The stub's interpreter is isolated (PYTHONPATH and PYTHONHOME are ignored); it finds its prefix by looking
+    # up "python3" on PATH, and a pyvenv.cfg next to that makes it use the venv's site-packages.
+    bin_dir = interpreter_bin()
+    if not (bin_dir / "python3").exists():
+        log.warning("%s has no python3: the python backend stub will not see this environment's packages", bin_dir)
+    env["PATH"] = _prepend(env.get("PATH"), str(bin_dir))
+    return env
+
+
+def check_repository(repository: str | os.PathLike, models: Sequence[str] = ()) -> list[str]:
+    """Names of the model folders (those with a config) in ``repository``; a ``ServeError`` when there is none."""
+    repo = Path(repository)
+    if not repo.exists():
+        raise ServeError(f"model repository {repo} does not exist; write it with brats-export --repository {repo}")
+    if not repo.is_dir():
+        raise ServeError(f"model repository {repo} is not a directory; pass the folder that holds the model folders")
+    found = sorted(
+        p.name for p in repo.iterdir()
+        if p.is_dir() and ((p / "config.pbtxt").is_file() or any((p / "configs").glob("*.pbtxt")))
+    )
+    if not found:
+        raise ServeError(
+            f"model repository {repo} holds no model (no <model>/config.pbtxt); write it with brats-export"
+        )
+    missing = [m for m in models if m not in found]
+    if missing:
+        raise ServeError(f"model(s) {missing} not in repository {repo}; it holds {found}")
+    return found
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on ``host:port`` (bound like servers do, with ``SO_REUSEADDR``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return True
+            raise ServeError(f"cannot listen on {host}:{port}: {e}; check --host and the port") from e
+    return False
+
+
+def free_port(host: str = "127.0.0.1", exclude: Sequence[int] = ()) -> int:
+    """A port on ``host`` that nobody listens on now (the kernel's choice), not in ``exclude``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(20):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in exclude:
+            return port
+    raise ServeError(f"no free port found on {host}")
+
+
+def log_tail(path: str | os.PathLike, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 256 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
+
+
+def load_failures(path: str | os.PathLike) -> list[str]:
+    """What Triton's log says went wrong at start-up: each model's load failure (first line of the reason),
+    repository errors, and the server's final ``error:`` line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    found: list[str] = []
+    for line in text.splitlines():
+        match = _FAILED_LOAD.search(line)
+        if match:
+            reason = match["reason"].split("\\n")[0].rstrip('"')
+            entry = f"model '{match['model']}' version {match['version']}: {reason}"
+        elif line.startswith("error:") or (line.startswith("E") and "model_repository_manager" in line):
+            entry = line.strip()
+        else:
+            continue
+        if entry not in found:
+            found.append(entry)
+    return found
+
+
+class TritonServer:
+    """A ``tritonserver`` process serving ``repository``; a context manager (``start`` / ``stop``).
+
+    Ports given as 0 are chosen free at ``start``. ``models`` (names) are loaded with
+    ``--model-control-mode=explicit``; ``None`` serves every model in the repository (``--model-control-mode=none``).
+    ``extra_args`` are passed to ``tritonserver`` last (keep HTTP enabled: readiness is polled over HTTP). The
+    server's stdout and stderr go to ``log_path`` (default: a file in a temporary work folder that ``stop`` removes,
+    kept when start-up failed). The backend directory is laid out in that work folder, or in ``backend_directory``
+    when given (rebuilt at each start, kept). ``start`` raises ``ServeError`` with the cause, Triton's reasons for
+    models that did not load, and the log's last lines; ``stop`` is safe to call twice and runs at exit.
+    """
+
+    def __init__(
+        self,
+        repository: str | os.PathLike,
+        *,
+        host: str = "127.0.0.1",
+        grpc_port: int = 8001,
+        http_port: int = 8000,
+        metrics_port: int = 8002,
+        models: Sequence[str] | None = None,
+        model_config_name: str | None = None,
+        log_path: str | os.PathLike | None = None,
+        startup_timeout_s: float = 120.0,
+        stop_timeout_s: float = 30.0,
+        backend_directory: str | os.PathLike | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        for name, value in (("startup_timeout_s", startup_timeout_s), ("stop_timeout_s", stop_timeout_s)):
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for flag, port in (("--grpc-port", grpc_port), ("--http-port", http_port), ("--metrics-port", metrics_port)):
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{flag} must be in [0, 65535], got {port}")
+        self.repository = Path(repository)
+        self.host = host
+        self.models = list(models) if models is not None else None
+        self.model_config_name = model_config_name
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.extra_args = list(extra_args)
+        self._requested_ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
+        self._ports = dict(self._requested_ports)
+        self._given_log_path = Path(log_path) if log_path is not None else None
+        self._log_path = self._given_log_path
+        self._backend_directory = Path(backend_directory) if backend_directory is not None else None
+        self._workdir: Path | None = None
+        self._process: subprocess.Popen | None = None
+        self._log_file = None
+        self._lock = threading.Lock()
+
+    # -- endpoints -------------------------------------------------------------------------------------------
+    def _url(self, kind: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._ports[kind]}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``HOST:PORT`` of the gRPC endpoint (what ``tritonclient.grpc`` takes)."""
+        return self._url("grpc")
+
+    @property
+    def http_url(self) -> str:
+        """``HOST:PORT`` of the HTTP endpoint (what ``tritonclient.http`` takes)."""
+        return self._url("http")
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://HOST:PORT`` of the Prometheus endpoint (metrics under ``/metrics``)."""
+        return f"http://{self._url('metrics')}"
+
+    @property
+    def log_path(self) -> Path | None:
+        """The server's log file (known once ``start`` ran, or when given)."""
+        return self._log_path
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """``{"grpc": ..., "http": ..., "metrics": ...}`` as used (free ports filled in at ``start``)."""
+        return dict(self._ports)
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # -- command line ----------------------------------------------------------------------------------------
+    def command(self, backend_directory: str | os.PathLike) -> list[str]:
+        """The ``tritonserver`` command line (ports as they are now: call after ``start`` for chosen ports)."""
+        cmd = [
+            str(tritonserver_binary()),
+            f"--model-repository={self.repository.resolve()}",
+            f"--backend-directory={Path(backend_directory).resolve()}",
+            f"--cache-directory={pytriton_root() / 'tritonserver' / 'caches'}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self._ports['grpc']}",
+            f"--http-address={self.host}",
+            f"--http-port={self._ports['http']}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self._ports['metrics']}",
+            "--allow-gpu-metrics=false",
+        ]
+        if self.models is None:
+            cmd.append("--model-control-mode=none")
+        else:
+            cmd.append("--model-control-mode=explicit")
+            cmd.extend(f"--load-model={name}" for name in self.models)
+        if self.model_config_name:
+            cmd.append(f"--model-config-name={self.model_config_name}")
+        return cmd + self.extra_args
+
+    def _choose_ports(self) -> None:
+        flags = {"grpc": "--grpc-port", "http": "--http-port", "metrics": "--metrics-port"}
+        chosen = {k: v for k, v in self._requested_ports.items() if v}
+        if len(set(chosen.values())) != len(chosen):
+            raise ServeError(f"the ports must differ, got {chosen}; change --grpc-port, --http-port or --metrics-port")
+        for kind, port in chosen.items():
+            if port_in_use(self.host, port):
+                raise ServeError(
+                    f"port {port} on {self.host} ({kind}) is already in use; pass another with {flags[kind]} "
+                    f"(or {kind}_port=...; 0 picks a free port) or stop the process listening there"
+                )
+        for kind, port in self._requested_ports.items():
+            self._ports[kind] = port or free_port(self.host, exclude=list(chosen.values()))
+            chosen[kind] = self._ports[kind]
+
+    # -- life cycle ------------------------------------------------------------------------------------------
+    def start(self) -> TritonServer:
+        """Start the server and wait until it is ready; a ``ServeError`` with the cause and the log's tail if not."""
+        with self._lock:
+            if self._process is not None:
+                raise ServeError("this TritonServer is already started; stop() it first")
+            check_repository(self.repository, self.models or ())
+            binary = tritonserver_binary()
+            self._choose_ports()
+            self._workdir = Path(tempfile.mkdtemp(prefix="brats-serve-"))
+            backend_dir = self._backend_directory or self._workdir / "backends"
+            build_backend_directory(backend_dir)
+            self._log_path = self._given_log_path or self._workdir / "tritonserver.log"
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            cmd = self.command(backend_dir)
+            log.info("starting %s", " ".join(cmd))
+            self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - open as long as the process runs
+            try:
+                self._process = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                    env=server_environment(), cwd=self._workdir, start_new_session=True,
+                )
+            except OSError as e:
+                self._log_file.close()
+                raise ServeError(f"cannot run {binary}: {e}; reinstall the serve extra") from e
+            atexit.register(self.stop)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop(keep_log=True)
+            raise
+        log.info("tritonserver ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url, self.metrics_url)
+        return self
+
+    def _failure(self, cause: str) -> ServeError:
+        failures = load_failures(self._log_path) if self._log_path else []
+        reasons = "".join(f"\n  {line}" for line in failures[-10:])
+        tail = log_tail(self._log_path) if self._log_path else ""
+        return ServeError(
+            f"tritonserver did not start: {cause}"
+            + (f"\nTriton says:{reasons}" if reasons else "")
+            + f"\nlast lines of {self._log_path}:\n{tail}"
+        )
+
+    def _ready(self, path: str) -> bool:
+        url = f"http://{self.http_url}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as response:  # noqa: S310 - our own loopback endpoint
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        paths = ["/v2/health/ready", *(f"/v2/models/{name}/ready" for name in self.models or ())]
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                raise self._failure(f"the process exited with code {code}")
+            if all(self._ready(p) for p in paths):
+                return
+            if time.monotonic() > deadline:
+                raise self._failure(
+                    f"not ready after {self.startup_timeout_s:g} s (raise startup_timeout_s / --startup-timeout-s)"
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Wait for the process to exit; its exit code, or ``None`` on timeout or when not started."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, keep_log: bool = False) -> int | None:
+        """SIGTERM, wait ``stop_timeout_s``, then SIGKILL; remove the work folder. Safe to call again.
+
+        Returns the exit code (``None`` when there was nothing to stop).
+        """
+        with self._lock:
+            process, self._process = self._process, None
+            if process is None:
+                return None
+            atexit.unregister(self.stop)
+            code = process.poll()
+            if code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    code = process.wait(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("tritonserver did not stop in %g s; killing it", self.stop_timeout_s)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)  # its stubs too: they share its session
+                    code = process.wait()
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+            workdir, self._workdir = self._workdir, None
+            if workdir is not None:
+                log_inside = self._log_path is not None and workdir in self._log_path.parents
+                if keep_log and log_inside:
+                    shutil.rmtree(workdir / "backends", ignore_errors=True)
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    if log_inside:
+                        self._log_path = None
+            log.info("tritonserver stopped (exit code %s)", code)
+            return code
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

@@ -1,0 +1,111 @@
+"""Shared fixtures for tests against a real ``tritonserver``: one exported repository and one running server per
+session (starting three models takes seconds; every test that only reads from the server should share it).
+
+    def test_something(grpc_client, serve_helpers):
+        out = serve_helpers.infer(grpc_client, "brats_onnx", x)
+
+Fixtures: ``checkpoint`` (state dict of ``torch.manual_seed(0); build_model()``), ``eager_model`` (that network,
+eval), ``model_repository`` (exported by ``brats_export``), ``triton_server`` (a started ``TritonServer`` on free
+loopback ports), ``grpc_client`` (a ``tritonclient.grpc`` client of it), ``serve_helpers`` (``MODELS``, ``infer``,
+``eager``, ``model_stats`` below; a fixture because test modules should not import a conftest). Each fixture skips
+its test when the package it needs (torch, nvidia-pytriton, tritonclient) is not installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+MODELS = ("brats_onnx", "brats_torchscript", "brats_openvino")
+INPUT, OUTPUT = "INPUT__0", "OUTPUT__0"
+
+
+def infer(client, model: str, x: np.ndarray) -> np.ndarray:
+    """One synchronous gRPC inference of ``x`` (N, 4, D, H, W float32) -> the output array."""
+    import tritonclient.grpc as grpcclient
+
+    tensor = grpcclient.InferInput(INPUT, list(x.shape), "FP32")
+    tensor.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    result = client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT)])
+    return result.as_numpy(OUTPUT)
+
+
+def eager(model, x: np.ndarray) -> np.ndarray:
+    """The eager PyTorch output for ``x``."""
+    import torch
+
+    with torch.inference_mode():
+        return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def model_stats(client, model: str) -> dict[str, int]:
+    """Triton's counters for ``model``: inference_count, execution_count, success, fail."""
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    counters = stats.get("inference_stats", {})
+    return {
+        "inference_count": int(stats.get("inference_count", 0)),
+        "execution_count": int(stats.get("execution_count", 0)),
+        "success": int(counters.get("success", {}).get("count", 0)),
+        "fail": int(counters.get("fail", {}).get("count", 0)),
+        "batch_sizes": sorted(int(b["batch_size"]) for b in stats.get("batch_stats", [])),
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_helpers() -> SimpleNamespace:
+    return SimpleNamespace(MODELS=MODELS, INPUT=INPUT, OUTPUT=OUTPUT, infer=infer, eager=eager, model_stats=model_stats)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    torch = pytest.importorskip("torch", reason="the export extra (torch) is not installed")
+    from brats_export.model import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoint") / "seed0.pt"
+    torch.save(build_model().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def eager_model(checkpoint):
+    import torch
+    from brats_export.model import build_model
+
+    model = build_model()
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory, checkpoint) -> Path:
+    """The three models exported from ``checkpoint`` by ``brats-export`` (parity checked at 32^3 only, for speed)."""
+    from brats_export.cli import main
+
+    repo = tmp_path_factory.mktemp("repository") / "model_repository"
+    code = main(["--checkpoint", str(checkpoint), "--repository", str(repo), "--check-sizes", "32", "--quiet"])
+    assert code == 0, f"brats-export failed with exit code {code}"
+    return repo
+
+
+@pytest.fixture(scope="session")
+def triton_server(model_repository, tmp_path_factory):
+    """One ``TritonServer`` serving ``model_repository`` on free loopback ports for the whole session."""
+    pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
+    from brats_serve.launcher import TritonServer
+
+    log_path = tmp_path_factory.mktemp("server") / "tritonserver.log"
+    server = TritonServer(model_repository, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def grpc_client(triton_server):
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    yield client
+    client.close()
