@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     for ch in ("t1", "t1ce", "t2", "flair"):
         seg.add_argument(f"--{ch}", type=Path, help=f"explicit {ch} file (instead of INPUT)")
     seg.add_argument("--channel-order", help="nnU-Net inputs: modalities of _0000.._0003, e.g. t1,t1ce,t2,flair")
-    seg.add_argument("--tile", type=_tile, default=128, help="tile edge (multiple of 16) or 'full' (default 128)")
+    seg.add_argument("--tile", type=_tile, default=192,
+                     help="largest tile edge (multiple of 16) or 'full' (default 192: the whole crop of a BraTS case)")
     seg.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction in [0, 1) (default 0.25)")
     seg.add_argument("--blend", choices=("constant", "gaussian"), default="gaussian",
                      help="how overlapping tiles are averaged")
@@ -166,7 +167,7 @@ def _run_perf(args: argparse.Namespace) -> int:
 
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,9 @@ BLEND_CHOICES = ("constant", "gaussian")
 class SegmentOptions:
     """How to cut, augment and label. ``tile=None`` sends the whole padded crop as one tile."""
 
-    tile: int | None = 128
+    # Tiles smaller than the crop change the labels (GroupNorm; docs/tiling.md), so the default sends the whole
+    # crop of any BraTS-size case (<= 192 per axis) and tiles only larger volumes.
+    tile: int | None = 192
     overlap: float = 0.25
     blend: str = "gaussian"
     tta: str = "flip4"

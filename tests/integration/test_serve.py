@@ -16,29 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient  # noqa: E402
 from brats_serve.errors import ServeError
 from brats_serve.launcher import TritonServer
-
-pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
-grpcclient = pytest.importorskip("tritonclient.grpc")
 
 pytestmark = pytest.mark.integration
 
 MODELS = ("brats_onnx", "brats_torchscript", "brats_openvino")  # conftest.MODELS; parametrize needs it here
 ATOL = 1e-4
-BF16_ATOL = 1e-2  # OpenVINO on CPUs with AVX512-BF16/AMX computes in bf16, as Triton's openvino backend does
-
-
-def _atol(model: str) -> float:
-    """1e-4 against eager PyTorch; bf16 for OpenVINO where this CPU makes that its default (no way to force f32)."""
-    if model != "brats_openvino":
-        return ATOL
-    import openvino as ov
-
-    precision = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-    return ATOL if precision == "f32" else BF16_ATOL
-
-
 @pytest.fixture(scope="module")
 def infer(serve_helpers):
     return serve_helpers.infer
@@ -87,7 +72,7 @@ def test_inference_matches_eager_pytorch(grpc_client, infer, tiles, model):
     got = infer(grpc_client, model, x)
     assert got.dtype == np.float32 and got.shape == (1, 3, 64, 64, 64)
     diff = float(np.abs(got - expected).max())
-    assert diff <= _atol(model), f"{model}: max |served - eager| = {diff:.2e} > {_atol(model)}"
+    assert diff <= ATOL, f"{model}: max |served - eager| = {diff:.2e} > {ATOL}"
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -97,7 +82,7 @@ def test_concurrent_requests_are_answered_and_batched(grpc_client, infer, model_
         futures = [pool.submit(infer, grpc_client, model, x) for x, _ in tiles]
         results = [f.result(timeout=120) for f in futures]
     for (_, expected), got in zip(tiles, results, strict=True):
-        assert float(np.abs(got - expected).max()) <= _atol(model)  # each answer belongs to its own request
+        assert float(np.abs(got - expected).max()) <= ATOL  # each answer belongs to its own request
     after = _stats_after(model_stats, grpc_client, model, before, len(tiles))
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
@@ -132,8 +117,8 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(grpc_client, infer
         good_future = pool.submit(infer, grpc_client, model, good)
         with pytest.raises(grpcclient.InferenceServerException):
             bad_future.result(timeout=60)
-        assert float(np.abs(good_future.result(timeout=60) - eager(eager_model, good)).max()) <= _atol(model)
-    assert float(np.abs(infer(grpc_client, model, good) - eager(eager_model, good)).max()) <= _atol(model)
+        assert float(np.abs(good_future.result(timeout=60) - eager(eager_model, good)).max()) <= ATOL
+    assert float(np.abs(infer(grpc_client, model, good) - eager(eager_model, good)).max()) <= ATOL
 
 
 def test_statistics_count_the_requests(grpc_client, infer, model_stats):
