@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--probabilities", type=Path, help="also write WT/TC/ET probabilities (one case)")
     seg.add_argument("--report", type=Path, help="write a JSON report (one case; a batch writes one per case)")
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    seg.add_argument("--max-voxels", type=int, metavar="N",
+                     help="refuse modalities of more than N voxels (default 2**26 = 67108864, about 400^3)")
     _add_server_args(seg)
 
     prev = sub.add_parser("preview", help="PNG of axial, coronal and sagittal slices with the labels overlaid")
@@ -165,15 +167,20 @@ def _run_perf(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+def _configure_logging(args: argparse.Namespace) -> logging.Handler:
+    """A stderr handler for this call of ``main`` (removed again at its end, so repeated calls don't stack)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args)
+    handler = _configure_logging(args)
     try:
         if args.command == "segment":
             from .commands import run_segment
@@ -195,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; nothing half-written was kept")
         return 130
+    finally:
+        logging.getLogger().removeHandler(handler)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

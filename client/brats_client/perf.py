@@ -34,7 +34,6 @@ class PerfRow:
     p90_ms: float
     p95_ms: float
     p99_ms: float
-    avg_ms: float
     server_compute_ms: float
     server_queue_ms: float
 
@@ -106,7 +105,6 @@ def parse_csv(path: Path) -> list[PerfRow]:
                 p90_ms=float(r["p90 latency"]) * us,
                 p95_ms=float(r["p95 latency"]) * us,
                 p99_ms=float(r["p99 latency"]) * us,
-                avg_ms=float(r["Avg latency"]) * us,
                 server_compute_ms=float(r["Server Compute Infer"]) * us,
                 server_queue_ms=float(r["Server Queue"]) * us,
             )

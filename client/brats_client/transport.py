@@ -32,9 +32,13 @@ INPUT_CHANNELS = 4
 OUTPUT_CHANNELS = 3
 
 
+GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:")  # gRPC name-resolver targets that may stand for several servers
+
+
 def channel_args(url: str = "") -> list[tuple[str, Any]]:
-    """Message-size limits restated; ``dns:///name:port`` targets spread requests over every address."""
-    extra = [("grpc.lb_policy_name", "round_robin")] if url.startswith("dns:") else []
+    """Message-size limits restated; ``dns:///NAME:PORT`` (or ``ipv4:A:P,B:P``) targets spread requests over every
+    address the name resolves to (client-side round robin)."""
+    extra = [("grpc.lb_policy_name", "round_robin")] if url.startswith(GRPC_SCHEMES) else []
     return extra + [
         ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -49,7 +53,7 @@ def channel_args(url: str = "") -> list[tuple[str, Any]]:
 class ServerOptions:
     """Where and how to reach the model."""
 
-    url: str = "127.0.0.1:8001"  # HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT
+    url: str = "127.0.0.1:8001"  # HOST:PORT, a comma-separated list of them, or a gRPC target (dns:///NAME:PORT)
     model: str = "brats_openvino"
     model_version: str = ""
     concurrency: int = 2
@@ -79,6 +83,9 @@ class ServerOptions:
 
     @property
     def urls(self) -> tuple[str, ...]:
+        """One target per endpoint; a gRPC resolver target (``dns:``, ``ipv4:``, ``ipv6:``) is one endpoint."""
+        if self.url.startswith(GRPC_SCHEMES):
+            return (self.url.strip(),)
         return tuple(u.strip() for u in self.url.split(","))
 
 

@@ -106,3 +106,40 @@ def grpc_client(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     yield client
     client.close()
+
+
+def write_small_phantom_case(root: Path, seed: int, shape=(112, 96, 80)) -> Path:
+    """A phantom cut around its tumour (non-cubic), written with a flipped, oblique, anisotropic affine
+    (voxels 1 x 1 x 1.2 mm) under BraTS 2019 names, with its ``_seg`` truth."""
+    import nibabel as nib
+    from brats_demo.phantom import make_phantom
+
+    ph = make_phantom(seed)
+    centre = np.argwhere(ph.seg > 0).mean(axis=0).round().astype(int)
+    start = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, shape, ph.seg.shape, strict=True)]
+    box = tuple(slice(a, a + s) for a, s in zip(start, shape, strict=True))
+    angle = np.deg2rad(10)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([-1.0, 1.0, -1.2])
+    affine[:3, 3] = [90.0, -126.0, 72.0]
+    case_id = f"Case{seed}"
+    folder = root / case_id
+    folder.mkdir(parents=True)
+    for name, image in ph.images.items():
+        nib.save(nib.Nifti1Image(image[box].astype(np.float32), affine), folder / f"{case_id}_{name}.nii.gz")
+    nib.save(nib.Nifti1Image(ph.seg[box].astype(np.uint8), affine), folder / f"{case_id}_seg.nii.gz")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_case_factory(tmp_path_factory):
+    """``make(seed, shape=...) -> case folder``: small phantom cases (see ``write_small_phantom_case``)."""
+    root = tmp_path_factory.mktemp("phantom_cases")
+
+    def make(seed: int, shape=(112, 96, 80), parent: str = "") -> Path:
+        folder = root / parent if parent else root
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_small_phantom_case(folder, seed, shape)
+
+    return make

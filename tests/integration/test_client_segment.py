@@ -17,32 +17,9 @@ pytestmark = pytest.mark.integration
 MODEL = "brats_onnx"
 
 
-def _small_phantom_case(root: Path, seed: int, shape=(112, 96, 80)) -> Path:
-    """A phantom cut around its tumour (non-cubic), written with a flipped, oblique, anisotropic affine."""
-    from brats_demo.phantom import make_phantom
-
-    ph = make_phantom(seed)
-    centre = np.argwhere(ph.seg > 0).mean(axis=0).round().astype(int)
-    start = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, shape, ph.seg.shape, strict=True)]
-    box = tuple(slice(a, a + s) for a, s in zip(start, shape, strict=True))
-    angle = np.deg2rad(10)
-    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    affine = np.eye(4)
-    affine[:3, :3] = rot @ np.diag([-1.0, 1.0, -1.2])
-    affine[:3, 3] = [90.0, -126.0, 72.0]
-    case_id = f"Case{seed}"
-    folder = root / case_id
-    folder.mkdir(parents=True)
-    for name, image in ph.images.items():
-        nib.save(nib.Nifti1Image(image[box].astype(np.float32), affine), folder / f"{case_id}_{name}.nii.gz")
-    nib.save(nib.Nifti1Image(ph.seg[box].astype(np.uint8), affine), folder / f"{case_id}_seg.nii.gz")
-    return folder
-
-
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("cases")
-    return [_small_phantom_case(root, 9001), _small_phantom_case(root, 9002, shape=(160, 96, 64))]
+def cases(small_case_factory) -> list[Path]:
+    return [small_case_factory(9001, parent="segment"), small_case_factory(9002, (160, 96, 64), parent="segment")]
 
 
 def _segment(case: Path, out: Path, server, *extra: str) -> int:
