@@ -4,8 +4,8 @@ Every input problem is one :class:`~brats_client.errors.InputError` line naming 
 :class:`~brats_client.errors.OutputError` naming the path. Outputs are written to a hidden temporary file in the
 destination folder and renamed into place, so a reader never sees half a file and a crash leaves none.
 
-An all-zero case is loaded without complaint (:attr:`LoadedCase.is_empty` says so); the pipeline decides what to
-do with it (:func:`brats_client.preprocess.preprocess` refuses it with an InputError).
+An all-zero case is loaded without complaint (:attr:`LoadedCase.is_empty` says so); the pipeline refuses it
+(:func:`brats_client.pipeline.prepare_case` raises an InputError naming the files) before any request.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _one_line(error: BaseException) -> str:
+    """An exception's text on one line (nibabel's messages can span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _open_nifti(channel: str, path: Path, max_voxels: int) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     """Open the header of one modality and check it is a 3-D NIfTI image under the voxel limit."""
     what = f"{channel} file {path}"
@@ -76,7 +82,7 @@ def _open_nifti(channel: str, path: Path, max_voxels: int) -> tuple[nib.Nifti1Im
     try:
         img = nib.load(str(path))
     except _READ_ERRORS as e:
-        raise InputError(f"{what} is not a readable NIfTI file: {e}") from e
+        raise InputError(f"{what} is not a readable NIfTI file: {_one_line(e)}") from e
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{what} is a {type(img).__name__}, not NIfTI; convert it to .nii.gz")
     shape = tuple(int(s) for s in img.shape)
@@ -94,7 +100,7 @@ def _read_data(channel: str, path: Path, img: nib.Nifti1Image, shape: tuple[int,
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except _READ_ERRORS as e:  # truncated .nii.gz: EOFError / zlib.error; short .nii: ValueError
-        raise InputError(f"{channel} file {path} cannot be read (truncated or corrupt?): {e}") from e
+        raise InputError(f"{channel} file {path} cannot be read (truncated or corrupt?): {_one_line(e)}") from e
     data = data.reshape(shape)
     bad = int(np.count_nonzero(~np.isfinite(data)))
     if bad:
@@ -143,13 +149,29 @@ def load_case(files: CaseFiles, *, max_voxels: int = MAX_VOXELS, affine_atol: fl
 # ---------------------------------------------------------------------------------------------------- outputs
 
 
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (None when one can). ``os.access`` alone is not enough: root passes
+    it everywhere, and it ignores read-only or special file systems; so create and remove an empty probe file."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".brats-probe-", dir=folder)
+    except OSError as e:
+        return e.strerror or str(e)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
+
+
 def check_folder_writable(folder: str | Path) -> None:
-    """Raise OutputError unless ``folder`` is an existing, writable folder."""
+    """Raise OutputError unless ``folder`` is an existing folder in which files can be created."""
     folder = Path(folder)
     if not folder.is_dir():
         raise OutputError(f"output folder {folder} does not exist or is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {folder} is not writable")
+    why = _cannot_create_in(folder)
+    if why is not None:
+        raise OutputError(f"output folder {folder} is not writable ({why})")
 
 
 def check_writable(path: str | Path, *, overwrite: bool = False) -> None:
@@ -165,8 +187,9 @@ def check_writable(path: str | Path, *, overwrite: bool = False) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"cannot create output {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot create output {path}: folder {parent} is not writable")
+    why = _cannot_create_in(parent)
+    if why is not None:
+        raise OutputError(f"cannot create output {path}: folder {parent} is not writable ({why})")
 
 
 @contextlib.contextmanager
