@@ -61,17 +61,49 @@ def _tile_bar(quiet: bool, desc: str) -> tuple[Callable[[int, int], None], Calla
 
 
 def _run_one(
-    files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, transport, options, quiet: bool
+    prepared: pipeline.PreparedCase, outputs: pipeline.CaseOutputs, transport, options, quiet: bool
 ) -> dict:
+    files = prepared.files
     update, close = _tile_bar(quiet, files.case_id)
     try:
-        return pipeline.segment_case(files, outputs, transport, options, progress=update)
+        return pipeline.segment_case(files, outputs, transport, options, progress=update, prepared=prepared)
     finally:
         close()
 
 
+def _max_voxels(args: argparse.Namespace) -> int:
+    from . import io
+
+    value = getattr(args, "max_voxels", None)
+    if value is None:
+        return io.MAX_VOXELS
+    if value < 1:
+        raise ValueError(f"--max-voxels must be >= 1, got {value}")
+    return value
+
+
+def _check_tls_files(server: ServerOptions) -> None:
+    """The certificate and key files exist (tritonclient would raise a bare OSError) and are used (--ssl)."""
+    given = {
+        "--root-certificates": server.root_certificates,
+        "--private-key": server.private_key,
+        "--certificate-chain": server.certificate_chain,
+    }
+    given = {flag: path for flag, path in given.items() if path is not None}
+    if given and not server.ssl:
+        raise ValueError(f"{', '.join(given)} given without --ssl: the connection would not use TLS; add --ssl")
+    for flag, path in given.items():
+        if not Path(path).is_file():
+            raise InputError(f"{flag} {path} does not exist or is not a file")
+    if (server.private_key is None) != (server.certificate_chain is None):
+        raise ValueError("mutual TLS needs both --private-key and --certificate-chain")
+
+
 def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
+    """Check every input and output, then connect: a bad input or output is reported before any request."""
     options = _options(args)
+    max_voxels = _max_voxels(args)
+    _check_tls_files(server)
     explicit = _explicit(args)
     if explicit is None and args.input is None:
         raise InputError("give a case folder, a folder of case folders, or --t1/--t1ce/--t2/--flair")
@@ -80,7 +112,7 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
     batch = explicit is None and not modalities.is_case_folder(args.input)
     if batch:
         cases = modalities.find_cases(args.input, nnunet_order=_order(args))
-        return _run_batch(cases, args, server, options)
+        return _run_batch(cases, args, server, options, max_voxels)
     files = explicit or modalities.find_case_files(args.input, nnunet_order=_order(args))
     if args.output.name.endswith(NIFTI_SUFFIXES) is False:
         raise OutputError(f"output {args.output} must end in .nii or .nii.gz for one case")
@@ -88,8 +120,9 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
         log.info("%-5s <- %s", ch, path)
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
+    prepared = pipeline.prepare_case(files, keep_last_slice=options.keep_last_slice, max_voxels=max_voxels)
     with pipeline.open_transport(server) as transport:
-        report = _run_one(files, outputs, transport, options, args.quiet)
+        report = _run_one(prepared, outputs, transport, options, args.quiet)
     vols = report["region_volumes_ml"]
     log.info(
         "%s: WT %.1f mL, TC %.1f mL, ET %.1f mL in %.1f s -> %s",
@@ -98,7 +131,7 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
     return 0
 
 
-def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, options) -> int:
+def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, options, max_voxels: int) -> int:
     from . import io
 
     out_dir: Path = args.output
@@ -106,7 +139,14 @@ def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, o
         raise OutputError(f"a folder of cases needs an output folder, got the file name {out_dir}")
     if args.probabilities is not None:
         raise InputError("--probabilities is for one case; a batch writes segmentations and reports only")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output folder {out_dir} exists and is not a folder")
+    if args.report is not None:
+        io.check_writable(args.report, overwrite=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {out_dir}: {e.strerror or e}") from e
     io.check_folder_writable(out_dir)
     done, failed, skipped = [], [], []
     with pipeline.open_transport(server) as transport:
@@ -118,7 +158,10 @@ def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, o
                 continue
             outputs = pipeline.CaseOutputs(seg, None, out_dir / f"{files.case_id}.json", args.overwrite)
             try:
-                _run_one(files, outputs, transport, options, args.quiet)
+                prepared = pipeline.prepare_case(
+                    files, keep_last_slice=options.keep_last_slice, max_voxels=max_voxels
+                )
+                _run_one(prepared, outputs, transport, options, args.quiet)
                 done.append(files.case_id)
             except (InputError, OutputError, ServerError) as e:
                 failed.append((files.case_id, str(e)))

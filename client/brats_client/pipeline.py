@@ -156,6 +156,33 @@ def check_outputs(outputs: CaseOutputs) -> None:
             io.check_writable(path, overwrite=outputs.overwrite)
 
 
+@dataclass
+class PreparedCase:
+    """A case loaded, checked and preprocessed: everything that can fail on the input, done before any request."""
+
+    files: CaseFiles
+    case: io.LoadedCase
+    volume: np.ndarray  # [4, *record.padded_shape], normalised
+    record: preprocess.PreprocessRecord
+    time_s: dict[str, float]
+
+
+def prepare_case(
+    files: CaseFiles, *, keep_last_slice: bool = True, max_voxels: int = io.MAX_VOXELS
+) -> PreparedCase:
+    """Load and check the four modalities (:func:`brats_client.io.load_case`), refuse an all-zero case, and
+    preprocess. Raises InputError naming the file; sends nothing to a server."""
+    timer = Timer()
+    with timer.stage("load"):
+        case = io.load_case(files, max_voxels=max_voxels)
+    if case.is_empty:
+        names = ", ".join(str(p) for p in files.paths.values())
+        raise InputError(f"case {files.case_id}: every voxel is 0 in all four modalities ({names}); nothing to segment")
+    with timer.stage("preprocess"):
+        volume, record = preprocess.preprocess(case.volume, keep_last_slice=keep_last_slice)
+    return PreparedCase(files, case, volume, record, dict(timer.stages_s))
+
+
 def segment_case(
     files: CaseFiles,
     outputs: CaseOutputs,
@@ -163,14 +190,20 @@ def segment_case(
     options: SegmentOptions = SegmentOptions(),
     *,
     progress: Callable[[int, int], None] | None = None,
+    prepared: PreparedCase | None = None,
 ) -> dict[str, Any]:
-    """Segment one case and write its outputs atomically; returns the report."""
-    timer = Timer()
+    """Segment one case and write its outputs atomically; returns the report.
+
+    ``prepared`` (from :func:`prepare_case`, with the same ``keep_last_slice``) skips loading: callers check the
+    inputs that way before they connect to a server.
+    """
     check_outputs(outputs)
-    with timer.stage("load"):
-        case = io.load_case(files)
-    with timer.stage("preprocess"):
-        volume, record = preprocess.preprocess(case.volume, keep_last_slice=options.keep_last_slice)
+    if prepared is None:
+        prepared = prepare_case(files, keep_last_slice=options.keep_last_slice)
+    elif prepared.files != files or prepared.record.keep_last_slice != options.keep_last_slice:
+        raise ValueError(f"prepared case {prepared.files.case_id} does not match {files.case_id} and these options")
+    timer = Timer(dict(prepared.time_s))
+    case, volume, record = prepared.case, prepared.volume, prepared.record
     before = _stats_or_none(transport)
     with timer.stage("inference"):
         prediction = predict(volume, transport, options, pad_value=record.pad_value, progress=progress)
