@@ -69,25 +69,43 @@ def run_sweep(
     *, url: str, model: str, data_dir: Path, shape: tuple, concurrency: list[int], csv_path: Path,
     request_count: int = 10, timeout_s: float = 1800.0,
 ) -> list[PerfRow]:
-    """Run perf_analyzer over ``concurrency`` and parse its CSV."""
+    """Run perf_analyzer once per concurrency level (a level that does not stabilise would otherwise end the
+    whole sweep early), merge the rows into ``csv_path`` and parse them."""
     binary, env = find_perf_analyzer()
-    cmd = [
-        binary, "-m", model, "-u", url, "-i", "grpc", "-b", "1",
-        "--input-data", str(data_dir), "--shape", f"{INPUT_NAME}:{','.join(str(s) for s in shape)}",
-        "--concurrency-range", f"{min(concurrency)}:{max(concurrency)}:1",
-        "--measurement-mode", "count_windows", "--measurement-request-count", str(request_count),
-        "--max-trials", "4", "--stability-percentage", "50", "-f", str(csv_path),
-    ]
-    log.info("running %s", " ".join(cmd))
-    try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise ServerError(f"perf_analyzer did not finish within {timeout_s:g} s") from e
-    if done.returncode != 0:
+    header: list[str] = []
+    records: list[dict] = []
+    for level in concurrency:
+        level_csv = csv_path.with_name(f"{csv_path.stem}_c{level}.csv")
+        cmd = [
+            binary, "-m", model, "-u", url, "-i", "grpc", "-b", "1",
+            "--input-data", str(data_dir), "--shape", f"{INPUT_NAME}:{','.join(str(s) for s in shape)}",
+            "--concurrency-range", f"{level}:{level}:1",
+            "--measurement-mode", "count_windows", "--measurement-request-count", str(request_count),
+            "--max-trials", "6", "--stability-percentage", "50", "-f", str(level_csv),
+        ]
+        log.info("running %s", " ".join(cmd))
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise ServerError(f"perf_analyzer did not finish within {timeout_s:g} s at concurrency {level}") from e
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise ServerError(f"perf_analyzer failed (exit {done.returncode}) against {model} at {url}:\n{tail}")
-    rows = parse_csv(csv_path)
-    return [r for r in rows if r.concurrency in set(concurrency)]
+        if done.returncode != 0 or not level_csv.exists():
+            raise ServerError(
+                f"perf_analyzer failed (exit {done.returncode}) against {model} at {url}, concurrency {level}:\n{tail}"
+            )
+        with open(level_csv, newline="") as f:
+            reader = csv.DictReader(f)
+            header = header or list(reader.fieldnames or [])
+            rows = list(reader)
+        level_csv.unlink()
+        if not rows:
+            raise ServerError(f"perf_analyzer measured nothing at concurrency {level}:\n{tail}")
+        records.extend(rows)
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(records)
+    return parse_csv(csv_path)
 
 
 def parse_csv(path: Path) -> list[PerfRow]:
