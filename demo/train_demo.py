@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--snapshot-every", type=int, default=25)
     p.add_argument("--init", default=None, help="start from the weights of this training snapshot (.pt)")
     p.add_argument("--resume", action="store_true", help="continue from <cache>/snapshot.pt of this run")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="leave after this step (snapshot written, no evaluation); continue later with --resume")
     p.add_argument("--log-csv", default="demo/training_log.csv", help="per-step loss log")
     p.add_argument("--summary", default="demo/training_summary.json", help="config, timings and held-out Dice")
     return p.parse_args(argv)
@@ -189,8 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         csv.flush()
         log.info("step %d/%d crop %s lr %.2e loss %.4f (bce %.4f dice %.4f) train-dice WT %.3f TC %.3f ET %.3f %.1fs",
                  step + 1, total, crop, lr, float(loss), float(bce), float(soft), *d, dt)
-        if (step + 1) % args.snapshot_every == 0 or step + 1 == total:
+        if (step + 1) % args.snapshot_every == 0 or step + 1 == total or step + 1 == args.stop_after:
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step + 1}, snapshot)
+        if step + 1 == args.stop_after:
+            log.info("stopping after step %d as asked; snapshot %s", step + 1, snapshot)
+            csv.close()
+            return 0
     csv.close()
     train_s = time.time() - t_train
     log.info("training: %d steps in %.0f s", total - first_step, train_s)
