@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -178,6 +179,9 @@ def _configure_logging(args: argparse.Namespace) -> logging.Handler:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # gRPC's C core writes its own log lines to stderr (e.g. each failed TLS handshake) unless told otherwise:
+    # keep one error line per problem. Set before the first import of grpc (build_parser imports the transport).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = _configure_logging(args)

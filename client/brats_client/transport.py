@@ -243,10 +243,7 @@ class TritonTransport:
         try:
             live = client.is_server_live(client_timeout=o.connect_timeout_s)
         except InferenceServerException as e:
-            raise ServerError(
-                f"no Triton server answers at {url} within {o.connect_timeout_s:g} s ({_describe(e)}); "
-                "start one with `brats-serve --repository model_repository` or pass --url HOST:PORT"
-            ) from e
+            raise ServerError(_unreachable(url, o, e)) from e
         if not live:
             raise ServerError(f"the Triton server at {url} is not live")
         try:
@@ -405,6 +402,28 @@ class TritonTransport:
         if self._slots is not None and pending.slot is not None:
             self._slots.free.put(pending.slot)
             pending.slot = None
+
+
+def _unreachable(url: str, o: ServerOptions, error: InferenceServerException) -> str:
+    """Why the first call to ``url`` failed, with what to do: TLS problems are told apart from no server."""
+    desc = _describe(error)
+    text = desc.lower()
+    if o.ssl and any(word in text for word in ("handshake", "certificate", "ssl_error")):
+        return (
+            f"the TLS handshake with {url} failed ({desc}); pass the CA that signed the server's certificate with "
+            "--root-certificates (and for mutual TLS a client certificate the server trusts: --private-key, "
+            "--certificate-chain)"
+        )
+    if "socket closed" in text:
+        hint = (
+            "it may want a client certificate signed by its CA (mutual TLS): pass --private-key and "
+            "--certificate-chain" if o.ssl else "it may expect TLS: pass --ssl --root-certificates CA.pem"
+        )
+        return f"the server at {url} closed the connection ({desc}); {hint}"
+    return (
+        f"no Triton server answers at {url} within {o.connect_timeout_s:g} s ({desc}); "
+        "start one with `brats-serve --repository model_repository` or pass --url HOST:PORT"
+    )
 
 
 def _validate_metadata(meta: Any, config: Any, where: str) -> ModelInfo:
