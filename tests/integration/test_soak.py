@@ -1,0 +1,136 @@
+"""Soak, bounded in count and time, loopback only: N client threads x M rounds against one ``tritonserver``.
+
+Each thread is a separate client (its own gRPC channel) and segments one small phantom case per round; the
+threads wait for each other between rounds, and the server's resident memory (``VmRSS`` of ``tritonserver`` and
+its python backend stubs) is read after every round. A warm-up round comes first (the server's allocators and
+onnxruntime's arena grow to their working size there: +150 MiB), then M measured rounds. Checks: every case done,
+every request answered (Triton's ``fail`` counter stays 0 and ``success`` grows by exactly the requests sent), and
+the memory after the last measured round within a stated bound of the memory after the first. The figures are
+printed (run with ``-s``) and recorded in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "brats_onnx"
+THREADS, ROUNDS = 3, 3  # N parallel clients x M measured cases each (after one warm-up case each)
+SHAPE = (64, 64, 48)
+TILE = 32  # 18 tiles per case: many requests per case
+RSS_GROWTH_BOUND_MIB = 40.0  # last vs first measured round, whole server (process + stubs, about 320 MiB)
+WALL_BOUND_S = 240.0
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry))
+    return found
+
+
+def server_rss_mib(pid: int) -> tuple[float, int]:
+    """Resident memory of ``pid`` and its children (the python backend stubs), MiB; and the process count."""
+    pids = [pid, *_children(pid)]
+    return sum(_rss_kib(p) for p in pids) / 1024, len(pids)
+
+
+def test_soak_parallel_clients(model_repository, small_case_factory, tmp_path):
+    from brats_client import pipeline
+    from brats_client.modalities import find_case_files
+    from brats_client.transport import ServerOptions
+    from brats_serve.launcher import TritonServer
+
+    cases = [find_case_files(small_case_factory(seed, SHAPE, parent="soak")) for seed in (9301, 9302, 9303)]
+    options = pipeline.SegmentOptions(tile=TILE, tta="none")
+    with TritonServer(model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0) as server:
+        pid = server._process.pid
+        server_opts = ServerOptions(url=server.grpc_url, model=MODEL, concurrency=2, retries=0)
+        with pipeline.open_transport(server_opts) as probe:
+            stats_before = _stats(probe)
+        rss_start, _ = server_rss_mib(pid)
+        rss_after_round: list[float] = []
+        requests: list[int] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def after_round() -> None:  # run by one thread when all have finished the round
+            rss_after_round.append(server_rss_mib(pid)[0])
+
+        barrier = threading.Barrier(THREADS, action=after_round, timeout=WALL_BOUND_S)
+
+        def client(index: int) -> None:
+            try:
+                with pipeline.open_transport(server_opts) as transport:
+                    for r in range(ROUNDS + 1):  # round 0 is the warm-up
+                        files = cases[(index + r) % len(cases)]
+                        out = tmp_path / f"client{index}" / f"round{r}_{files.case_id}.nii.gz"
+                        report = pipeline.segment_case(files, pipeline.CaseOutputs(out), transport, options)
+                        with lock:
+                            requests.append(report["requests"])
+                        barrier.wait()
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                errors.append(e)
+                barrier.abort()
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=client, args=(i,), name=f"soak-client-{i}") for i in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=WALL_BOUND_S)
+        wall_s = time.monotonic() - t0
+        assert not any(t.is_alive() for t in threads), f"the soak did not finish within {WALL_BOUND_S:g} s"
+        assert not errors, errors
+        with pipeline.open_transport(server_opts) as probe:
+            stats_after = _stats(probe)
+        rss_end, processes = server_rss_mib(pid)
+
+    sent = sum(requests)
+    served = stats_after["success"] - stats_before["success"]
+    failed = stats_after["fail"] - stats_before["fail"]
+    growth = rss_after_round[-1] - rss_after_round[1]
+    print(
+        f"\nsoak: {THREADS} clients x (1 warm-up + {ROUNDS}) cases ({SHAPE}, tile {TILE}, tta none) = "
+        f"{len(requests)} cases, {sent} requests sent, {served} answered, {failed} failed, wall {wall_s:.1f} s; "
+        f"server RSS ({processes} processes) MiB: start {rss_start:.0f}, after the warm-up {rss_after_round[0]:.0f}, "
+        f"after each measured round {', '.join(f'{v:.0f}' for v in rss_after_round[1:])}; growth first->last "
+        f"measured round {growth:+.1f} MiB (bound {RSS_GROWTH_BOUND_MIB:g})"
+    )
+    assert len(requests) == THREADS * (ROUNDS + 1)
+    assert len(list(tmp_path.glob("client*/*.nii.gz"))) == THREADS * (ROUNDS + 1)
+    assert failed == 0 and served == sent, (served, sent, failed)
+    assert len(rss_after_round) == ROUNDS + 1
+    assert growth <= RSS_GROWTH_BOUND_MIB, f"server memory grew by {growth:.1f} MiB between the first and last round"
+    assert wall_s < WALL_BOUND_S
+
+
+def _stats(transport) -> dict[str, int]:
+    """Triton's success and fail counters of the model (as JSON, through the transport's client)."""
+    client = transport._endpoints[0].client
+    s = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+    inference = s.get("inference_stats", {})
+    return {k: int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail")}
+
