@@ -13,6 +13,7 @@ import os
 import queue
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +115,9 @@ class _SharedMemorySlots:
     """One input and one output system shared-memory region per request in flight."""
 
     def __init__(self, client: grpcclient.InferenceServerClient, count: int) -> None:
-        from tritonclient.utils import shared_memory as shm
+        with warnings.catch_warnings():  # it imports the deprecated pkg_resources
+            warnings.simplefilter("ignore", UserWarning)
+            from tritonclient.utils import shared_memory as shm
 
         self._shm = shm
         self._client = client

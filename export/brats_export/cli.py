@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("brats-export: error: --checkpoint FILE is required (or pass --configs-only)", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(args.quiet)
+    handler = _configure_logging(args.quiet)
     try:
         if args.configs_only:
             _configs_only(args)
@@ -154,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(e, EXIT_REPOSITORY)
     except ExportError as e:
         return _fail(e, EXIT_ERROR)
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
     return EXIT_OK
 
 
@@ -162,12 +165,15 @@ def _fail(error: ExportError, code: int) -> int:
     return code
 
 
-def _configure_logging(quiet: bool) -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
+def _configure_logging(quiet: bool) -> logging.Handler | None:
+    """A stderr handler for this call, unless the caller (e.g. brats-demo) already logs through the root logger."""
     log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if logging.getLogger().handlers:
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    return handler
 
 
 def _configs_only(args: argparse.Namespace) -> None:
