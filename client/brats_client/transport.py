@@ -33,6 +33,7 @@ INPUT_CHANNELS = 4
 OUTPUT_CHANNELS = 3
 
 
+RECONNECT_BACKOFF_MAX_MS = 2000
 GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:")  # gRPC name-resolver targets that may stand for several servers
 
 
@@ -47,6 +48,11 @@ def channel_args(url: str = "") -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", 20000),
         ("grpc.keepalive_permit_without_calls", False),
         ("grpc.http2.max_pings_without_data", 2),
+        # After a server restart, reconnect within RECONNECT_BACKOFF_MAX_MS: gRPC's default backoff grows to 120 s,
+        # and while it waits every request fails at once, so the client's own retries (1, 2, 4 s) would all miss
+        # a server that is back.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
     ]
 
 
