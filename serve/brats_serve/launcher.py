@@ -438,6 +438,10 @@ class TritonServer:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)  # its stubs too: they share its session
                     code = process.wait()
+            # Python backend stubs left behind (the server killed from outside, or exiting without reaping them)
+            # would hold memory and shared-memory regions: end whatever remains of the server's own session.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
