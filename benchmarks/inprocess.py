@@ -5,7 +5,6 @@ Used by the benchmarks to compare each backend with and without Triton on the sa
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,12 @@ class InProcess:
             yield key, self._predict(batch)
 
 
-def predictors(model, formats: Iterable[str], workdir: Path | None = None) -> dict[str, Callable]:
-    """Export ``model`` to each format in a temporary folder and load it back as a numpy predictor."""
+def predictors(model, formats: Iterable[str], workdir: Path) -> dict[str, Callable]:
+    """Export ``model`` to each format in ``workdir`` and load it back as a numpy predictor."""
     import torch
     from brats_export import exporters
 
-    work = Path(workdir or tempfile.mkdtemp(prefix="brats_bench_"))
+    work = Path(workdir)
     out: dict[str, Callable] = {}
     for fmt in formats:
         if fmt == "torch":

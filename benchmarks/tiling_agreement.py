@@ -13,6 +13,7 @@ import argparse
 import logging
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from brats_export.checkpoint import load_model, sha256_file
 
     model = load_model(args.checkpoint)
-    transport = InProcess("openvino", predictors(model, ["openvino"])["openvino"])
+    work = tempfile.TemporaryDirectory(prefix="brats_tiling_")
+    transport = InProcess("openvino", predictors(model, ["openvino"], Path(work.name))["openvino"])
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         ph = make_phantom(seed)
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     log.info("wrote %s", args.out)
+    work.cleanup()
     return 0
 
 
