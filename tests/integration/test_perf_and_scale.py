@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import nibabel as nib
 import numpy as np
@@ -96,12 +97,17 @@ def test_round_robin_target_reaches_two_servers(scheme, small_case_factory, mode
                              str(report), "--model", "brats_onnx", "--tile", "32", "--tta", "flip4",
                              "--concurrency", "2"])
             assert code == 0 and nib.load(str(out)).shape == (64, 64, 48)
-            served = []
-            for server, b in zip(servers, before, strict=True):
-                with TritonTransport(ServerOptions(url=server.grpc_url, model="brats_onnx")) as t:
-                    served.append(t.inference_statistics()["inference_count"] - b)
+            tiles = json.loads(report.read_text())["tiles"]
+            deadline = time.monotonic() + 15  # Triton's statistics trail the responses slightly
+            while True:
+                served = []
+                for server, b in zip(servers, before, strict=True):
+                    with TritonTransport(ServerOptions(url=server.grpc_url, model="brats_onnx")) as t:
+                        served.append(t.inference_statistics()["inference_count"] - b)
+                if sum(served) >= 4 * tiles or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
     finally:
         stop_dns()
-    tiles = json.loads(report.read_text())["tiles"]
     assert tiles > 1 and sum(served) == 4 * tiles  # four flips per tile
     assert all(n > 0 for n in served), f"requests per server: {served}"
