@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     if not args.configs_only and args.checkpoint is None:
         parser.print_usage(sys.stderr)
-        print("brats-export: error: --checkpoint FILE is required (or pass --configs-only)", file=sys.stderr)
+        sys.stderr.write("brats-export: error: --checkpoint FILE is required (or pass --configs-only)\n")
         return EXIT_USAGE
     handler = _configure_logging(args.quiet)
     try:
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(error: ExportError, code: int) -> int:
-    print(f"brats-export: error: {error}", file=sys.stderr)
+    sys.stderr.write(f"brats-export: error: {error}\n")
     return code
 
 
