@@ -10,24 +10,11 @@ default). Ignored: ``optimization`` (ONNX Runtime's full graph optimisation alwa
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
-
-def _load_common():
-    here = Path(__file__).resolve().parent
-    for path in (here / "_common.py", here.parent / "_common.py"):  # copied alongside; the source tree's parent
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("brats_backend_common", path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module  # dataclasses look their module up by name
-            spec.loader.exec_module(module)
-            return module
-    raise ImportError(f"_common.py not found next to {__file__}; rebuild the backend directory (brats_serve)")
-
-
-_common = _load_common()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # brats_serve copies _common.py next to this file
+import _common  # noqa: E402
 
 
 class TritonPythonModel(_common.StandInModel):
