@@ -209,7 +209,7 @@ def _export(args: argparse.Namespace) -> None:
         )
         table = exporters.format_parity_table(result.parity)
         if not args.quiet:
-            print(table)
+            sys.stdout.write(table + "\n")
         files_sha = {fmt: {p.name: sha256_file(p) for p in paths} for fmt, paths in result.files.items()}
         manifest = repository.build_manifest(
             args.formats, checkpoint=args.checkpoint, checkpoint_sha256=digest,
