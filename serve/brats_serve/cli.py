@@ -39,6 +39,12 @@ class _Stop(KeyboardInterrupt):
         self.signum = signum
 
 
+def _say(stream, text: str) -> None:
+    """The CLI's output: one message, flushed at once (the server may run for hours after it)."""
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -119,25 +125,25 @@ def main(argv: list[str] | None = None) -> int:
     keep_log = False
     try:
         server.start()
-        print(
+        _say(
+            sys.stdout,
             f"brats-serve: serving {args.repository}\n"
             f"  gRPC     {server.grpc_url}\n  HTTP     {server.http_url}\n  metrics  {server.metrics_url}/metrics\n"
             f"  log      {server.log_path}\n"
             "Ctrl-C to stop.",
-            flush=True,
         )
         while True:
             code = server.wait(timeout_s=0.5)
             if code is not None:
                 keep_log = True
-                print(f"brats-serve: tritonserver exited by itself (code {code}); log {server.log_path}:\n"
-                      f"{log_tail(server.log_path)}", file=sys.stderr)
+                _say(sys.stderr, f"brats-serve: tritonserver exited by itself (code {code}); log {server.log_path}:\n"
+                     f"{log_tail(server.log_path)}")
                 return EXIT_SERVER_DIED
     except ServeError as e:
-        print(f"brats-serve: {e}", file=sys.stderr)
+        _say(sys.stderr, f"brats-serve: {e}")
         return EXIT_START_FAILED
     except _Stop as e:
-        print(f"brats-serve: {signal.Signals(e.signum).name} received, stopping", file=sys.stderr, flush=True)
+        _say(sys.stderr, f"brats-serve: {signal.Signals(e.signum).name} received, stopping")
         return EXIT_OK
     finally:
         for s in signals:  # stopping is not interrupted by a second Ctrl-C
