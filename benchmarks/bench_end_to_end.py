@@ -8,7 +8,8 @@ On a full-size BraTS-grid phantom (240x240x155, seed 9003, held out from trainin
 - ``triton``: ``pipeline.segment_case`` (what ``brats-client segment`` runs) against a ``tritonserver`` started here
   on free loopback ports, serving the repository that ``brats-export`` writes into a temporary folder: whole crop,
   the default tiling (run only where its plan differs from the whole crop), and 128^3 tiles with overlap 0.5 for the
-  fastest backend; TTA none and flip4; shared memory off (the CLI default) and on for the fastest backend.
+  fastest backend; TTA none and flip4; shared memory auto (the CLI default: on for this loopback server) and off
+  (as for a server on another host) for the fastest backend.
 
 Per row: wall time (preprocess + inference + postprocess, the span the seed row covers), ratio to the seed row, tiles,
 tiling waste (voxels computed / crop voxels), achieved GFLOP/s over the inference stage and its fraction of the
@@ -269,7 +270,8 @@ class Row:
     backend: str
     tile: str
     tta: str
-    shared_memory: str = ""
+    shared_memory: str = ""  # on / off: what the transport used
+    shm_mode: str = ""  # the client's --shared-memory (auto is the default)
     tiles: int = 1
     requests: int = 1
     voxels_computed: int = 0
@@ -331,12 +333,13 @@ def run_triton(files, transport, backend: str, options: pipeline.SegmentOptions,
     import nibabel as nib
 
     label = _tile_label(options).replace("/", "_")
-    seg = work / "out" / f"{backend}_{label}_{options.tta}_shm{int(transport.options.shared_memory)}.nii.gz"
+    seg = work / "out" / f"{backend}_{label}_{options.tta}_shm_{transport.options.shared_memory}.nii.gz"
     seg.parent.mkdir(parents=True, exist_ok=True)
     report = pipeline.segment_case(files, pipeline.CaseOutputs(seg, overwrite=True), transport, options)
     t = report["time_s"]
     row = Row("triton", backend, _tile_label(options), options.tta,
-              shared_memory="on" if transport.options.shared_memory else "off", tiles=report["tiles"],
+              shared_memory="on" if report["server"]["shared_memory"] else "off",
+              shm_mode=transport.options.shared_memory, tiles=report["tiles"],
               requests=report["requests"],
               voxels_computed=report["voxels_computed"],
               wall_s=t["preprocess"] + t["inference"] + t["postprocess"], inference_s=t["inference"],
@@ -451,7 +454,7 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
     measurements of this run, why."""
     rows, out = ctx.rows, []
     seed = rows[0]
-    client = find(rows, path="triton", backend="openvino", default_tiling=True, tta="flip4", shared_memory="off")
+    client = find(rows, path="triton", backend="openvino", default_tiling=True, tta="flip4", shm_mode="auto")
     t = TARGETS["client_vs_seed"]
     if client is None:
         out.append(f"1. default `brats-client segment` (flip4) <= {t:.2f}x the seed pipeline: **not measured** "
@@ -462,7 +465,8 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
         verdict = "**met**" if ratio <= t else f"**not met** (gap {ratio - t:+.2f}x, {ratio / t:.2f} times the target)"
         text = (
             f"1. default `brats-client segment` ({DEFAULT_MODEL}, default tiling = one tile, flip4, 2 requests in "
-            f"flight, no shared memory) <= {t:.2f}x the seed pipeline: {client.wall_s:.1f} s against "
+            f"flight, shared memory auto = {client.shared_memory} here) <= {t:.2f}x the seed pipeline: "
+            f"{client.wall_s:.1f} s against "
             f"{ctx.seed_s:.1f} s = **{ratio:.2f}x** -> {verdict}. Counting the NIfTI load and write as well "
             f"(which the seed row does not), {client.e2e_s:.1f} s = {e2e:.2f}x."
         )
@@ -486,13 +490,13 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
     t = TARGETS["triton_vs_inprocess"]
     parts, why = [], []
     for backend in SERVED:
-        tri = find(rows, path="triton", backend=backend, default_tiling=True, tta="flip4", shared_memory="off")
+        tri = find(rows, path="triton", backend=backend, default_tiling=True, tta="flip4", shm_mode="auto")
         inp = find(rows, path="in-process", backend=backend, tta="flip4")
         if tri is None or inp is None:
             continue
         ratio = tri.wall_s / inp.wall_s
-        shm = find(rows, path="triton", backend=backend, default_tiling=True, tta="flip4", shared_memory="on")
-        extra = f"; shared memory on: {shm.wall_s / inp.wall_s:.2f}x" if shm else ""
+        off = find(rows, path="triton", backend=backend, default_tiling=True, tta="flip4", shm_mode="off")
+        extra = f"; shared memory off: {off.wall_s / inp.wall_s:.2f}x" if off and off is not tri else ""
         parts.append(f"{backend} {tri.wall_s:.1f} / {inp.wall_s:.1f} s = **{ratio:.2f}x** "
                      f"({'met' if ratio <= t else f'not met, gap {ratio - t:+.2f}x'}{extra})")
         if ratio > t and tri.compute_s:
@@ -508,7 +512,8 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
                        f"in-process ({tri.compute_s - inp.compute_s:+.1f} s), time outside compute "
                        f"{outside_tri:.1f} s against {outside_inp:.1f} s ({outside_tri - outside_inp:+.1f} s: gRPC, "
                        "serialisation, the Python backend's copies)")
-    text = (f"2. Triton path <= {t:.2f}x the same backend in-process (flip4, default tiling, wall time): "
+    text = (f"2. Triton path <= {t:.2f}x the same backend in-process (flip4, default tiling, default options, "
+            "wall time): "
             + ("; ".join(parts) if parts else "**not measured**") + ".")
     if why:
         text += " Where not met: " + "; ".join(why) + "."
@@ -717,17 +722,17 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 plans: list[tuple[pipeline.SegmentOptions, bool, str]] = []
                 for tta in ("none", "flip4"):
                     note = "default tiling (192/0.25) = the same plan" if default_is_full else ""
-                    plans.append((pipeline.SegmentOptions(tile=None, tta=tta), False, note))
+                    plans.append((pipeline.SegmentOptions(tile=None, tta=tta), "auto", note))
                     if not default_is_full:
-                        plans.append((pipeline.SegmentOptions(tta=tta), False, ""))
+                        plans.append((pipeline.SegmentOptions(tta=tta), "auto", ""))
                 if backend == fastest:
-                    plans.append((pipeline.SegmentOptions(tile=None if default_is_full else default.tile), True, ""))
+                    plans.append((pipeline.SegmentOptions(tile=None if default_is_full else default.tile), "off", ""))
                     for tta in ("none", "flip4"):
-                        plans.append((pipeline.SegmentOptions(tile=edge, overlap=overlap, tta=tta), False, ""))
-                for shm in sorted({s for _, s, _ in plans}):
+                        plans.append((pipeline.SegmentOptions(tile=edge, overlap=overlap, tta=tta), "auto", ""))
+                for n, shm in enumerate(sorted({s for _, s, _ in plans})):
                     opts = pipeline.ServerOptions(url=server.grpc_url, model=name, shared_memory=shm)
                     with pipeline.open_transport(opts) as transport:
-                        if not shm:
+                        if n == 0:
                             warm(transport.infer, name)
                         for options, s, note in plans:
                             if s != shm:
@@ -858,9 +863,9 @@ def render(args, ctx: Context, goals, record, plan_default, plan_tiled, default_
         "peak of the row's precision; *infer/compute* = infer / time inside the runtime (in-process: the predictor "
         "calls; Triton: the server's `compute_infer` from model statistics, so this is the Triton+gRPC overhead; seed: "
         "1 by definition); *waste* = voxels computed per TTA pass / crop voxels; *Dice* against the seed row's labels. "
-        "Triton rows use `pipeline.segment_case` (what `brats-client segment` runs) with 2 requests in flight; "
-        "`brats_openvino` takes batches of 1 (4 requests per tile with flip4), the other models take the 4 flips in "
-        "one request; in-process rows send the same batches. `openvino-bf16` is an extra: the same IR compiled with "
+        "Triton rows use `pipeline.segment_case` (what `brats-client segment` runs) with its defaults: 2 requests "
+        "in flight, one flip per request (4 requests per tile with flip4), shared memory auto (*shm* says what it "
+        "used); in-process rows send the same batches. `openvino-bf16` is an extra: the same IR compiled with "
         "`INFERENCE_PRECISION_HINT=bf16` (served: `HINT_BF16`), which is what Triton's native openvino backend "
         "does by default on this CPU; the stand-in serves f32. Every backend got one untimed whole-crop pass first.",
         "",

@@ -62,8 +62,9 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
                    help="requests in flight (default %(default)s)")
     g.add_argument("--timeout-s", type=float, default=d.timeout_s, help="deadline per request in seconds")
     g.add_argument("--retries", type=int, default=d.retries, help="retries on UNAVAILABLE (default %(default)s)")
-    g.add_argument("--shared-memory", action="store_true",
-                   help="pass tensors through system shared memory (server on this host only)")
+    g.add_argument("--shared-memory", nargs="?", const="on", default=d.shared_memory, choices=("auto", "on", "off"),
+                   help="pass tensors through system shared memory: auto (default) when the server is on a loopback "
+                   "URL and can open this host's /dev/shm, else inside the gRPC messages; on: required")
     g.add_argument("--ssl", action="store_true", help="use TLS for gRPC")
     g.add_argument("--root-certificates", help="PEM file of the CA that signed the server's certificate")
     g.add_argument("--private-key", help="client private key (PEM) for mutual TLS")
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how overlapping tiles are averaged")
     seg.add_argument("--tta", choices=("none", "flip4", "flip8"), default="flip4",
                      help="test-time flips (flip4 = the seed's four, default)")
+    seg.add_argument("--flips-per-request", type=int, default=1, metavar="N",
+                     help="flips of a tile batched into one request (default 1: requests overlap on the wire; "
+                     "a GPU server may prefer 4)")
     seg.add_argument("--labels", choices=("brats2019", "brats2023"), default="brats2019",
                      help="label convention of the output")
     seg.add_argument("--seed-crop", action="store_true",

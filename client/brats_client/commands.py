@@ -22,7 +22,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 def _options(args: argparse.Namespace) -> pipeline.SegmentOptions:
     return pipeline.SegmentOptions(
         tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta, labels=args.labels,
-        keep_last_slice=not args.seed_crop,
+        keep_last_slice=not args.seed_crop, flips_per_request=args.flips_per_request,
     )
 
 

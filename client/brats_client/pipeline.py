@@ -39,10 +39,15 @@ class SegmentOptions:
     tta: str = "flip4"
     labels: str = "brats2019"
     keep_last_slice: bool = True
+    # One flip per request: while the server computes one, the next is already on its way. Larger values batch
+    # a tile's flips into one request (up to the model's max_batch_size), which helps only a GPU.
+    flips_per_request: int = 1
 
     def __post_init__(self) -> None:
         if self.tile is not None and (self.tile < 16 or self.tile % 16):
             raise ValueError(f"tile must be a multiple of 16 and >= 16, or 'full'; got {self.tile}")
+        if self.flips_per_request < 1:
+            raise ValueError(f"flips_per_request must be >= 1, got {self.flips_per_request}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         for name, value, choices in (
@@ -98,7 +103,7 @@ def predict(
     pad_value: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Prediction:
-    """Sliding window over ``volume [4, *padded]`` with test-time flips, all flips of a tile in one batch."""
+    """Sliding window over ``volume [4, *padded]`` with test-time flips, ``options.flips_per_request`` a batch."""
     info = transport.info
     tile = options.tile
     if info.fixed_spatial is not None:
@@ -111,7 +116,7 @@ def predict(
             f"model {info.name} takes only tiles of {info.fixed_spatial}, the plan needs {plan.tile_shape}"
         )
     flips = postprocess.flips(options.tta)
-    per_request = max(1, min(len(flips), info.max_batch_size or 1))
+    per_request = max(1, min(len(flips), options.flips_per_request, info.max_batch_size or 1))
     chunks = [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
 
     def batches() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
@@ -228,7 +233,7 @@ def segment_case(
             "model": transport.info.name,
             "version": transport.info.version,
             "platform": transport.info.platform,
-            "shared_memory": transport.options.shared_memory,
+            "shared_memory": transport.shared_memory_active,
             "concurrency": transport.options.concurrency,
         },
         "tiles": prediction.tiles,

@@ -1,6 +1,7 @@
-"""gRPC transport to Triton: the only module of the client that imports tritonclient.
+"""gRPC transport to Triton: with :mod:`brats_client.shm`, the only modules of the client that import tritonclient.
 
-Tensors travel as binary (raw) contents, or through system shared memory when the server runs on this host.
+Tensors travel as binary (raw) contents, or through system shared memory when the server runs on this host
+(``shared_memory="auto"``: when :func:`brats_client.shm.problem` finds nothing in the way).
 Requests are asynchronous with a bounded number in flight; the caller's iterator is consumed lazily, so the
 next batches are prepared while earlier ones compute. Failed requests whose status is retryable are sent
 again with exponential backoff.
@@ -8,12 +9,10 @@ again with exponential backoff.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import os
 import queue
 import time
-import uuid
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from . import shm
 from .errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class ServerOptions:
     connect_timeout_s: float = 10.0
     retries: int = 3
     backoff_s: float = 1.0
-    shared_memory: bool = False
+    shared_memory: str = "auto"  # auto: when the server is on this host and can use it (brats_client.shm)
     ssl: bool = False
     root_certificates: str | None = None
     private_key: str | None = None
@@ -85,8 +85,10 @@ class ServerOptions:
             raise ValueError(
                 f"url must be HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT; got {self.url!r}"
             )
-        if self.shared_memory and len(self.urls) > 1:
-            raise ValueError("--shared-memory needs one server on this host; it cannot be used with several URLs")
+        if self.shared_memory not in shm.CHOICES:
+            raise ValueError(f"shared_memory must be one of {', '.join(shm.CHOICES)}; got {self.shared_memory!r}")
+        if self.shared_memory == "on" and len(self.urls) > 1:
+            raise ValueError("--shared-memory on needs one server on this host; it cannot be used with several URLs")
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -115,49 +117,6 @@ def _status(error: InferenceServerException) -> str:
 
 def _describe(error: InferenceServerException) -> str:
     return f"{_status(error) or 'error'}: {error.message()}"
-
-
-class _SharedMemorySlots:
-    """One input and one output system shared-memory region per request in flight."""
-
-    def __init__(self, client: grpcclient.InferenceServerClient, count: int) -> None:
-        with warnings.catch_warnings():  # it imports the deprecated pkg_resources
-            warnings.simplefilter("ignore", UserWarning)
-            from tritonclient.utils import shared_memory as shm
-
-        self._shm = shm
-        self._client = client
-        self._prefix = f"brats_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        self._regions: dict[str, tuple[Any, int]] = {}
-        self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for i in range(count):
-            self.free.put(i)
-
-    def region(self, slot: int, kind: str, byte_size: int) -> tuple[str, Any]:
-        name = f"{self._prefix}_{kind}{slot}"
-        held = self._regions.get(name)
-        if held is not None and held[1] >= byte_size:
-            return name, held[0]
-        if held is not None:
-            self._release(name)
-        handle = self._shm.create_shared_memory_region(name, "/" + name, byte_size)
-        self._client.register_system_shared_memory(name, "/" + name, byte_size)
-        self._regions[name] = (handle, byte_size)
-        return name, handle
-
-    def _release(self, name: str) -> None:
-        handle, _ = self._regions.pop(name)
-        try:
-            self._client.unregister_system_shared_memory(name)
-        finally:
-            self._shm.destroy_shared_memory_region(handle)
-
-    def close(self) -> None:
-        for name in list(self._regions):
-            try:
-                self._release(name)
-            except InferenceServerException as e:  # the server may be gone; the local region is still freed
-                log.debug("could not unregister %s: %s", name, e)
 
 
 @dataclass
@@ -195,7 +154,8 @@ class TritonTransport:
         ]
         self._client = self._endpoints[0].client
         self._info: ModelInfo | None = None
-        self._slots: _SharedMemorySlots | None = None
+        self._slots: shm.Slots | None = None
+        self._shm_decided = False
 
     def __enter__(self) -> TritonTransport:
         return self
@@ -302,10 +262,13 @@ class TritonTransport:
         """Yield ``(key, output)`` in completion order, at most ``concurrency`` requests in flight."""
         info = self.info
         o = self.options
-        if o.shared_memory and self._slots is None:
-            self._slots = _SharedMemorySlots(self._client, o.concurrency)
-        done: queue.SimpleQueue[tuple[_Pending, Any, Any]] = queue.SimpleQueue()
         source = iter(batches)
+        first = next(source, None)
+        if first is None:
+            return
+        self._decide_shared_memory(first[1])
+        source = itertools.chain([first], source)
+        done: queue.SimpleQueue[tuple[_Pending, Any, Any]] = queue.SimpleQueue()
         in_flight = 0
         exhausted = False
         while True:
@@ -335,6 +298,29 @@ class TritonTransport:
             self._free_slot(pending)
             yield pending.key, output
 
+    @property
+    def shared_memory_active(self) -> bool:
+        return self._slots is not None
+
+    def _decide_shared_memory(self, batch: np.ndarray) -> None:
+        """Once per transport, on the first batch: set up shared memory if the options ask for it and it works."""
+        if self._shm_decided:
+            return
+        self._shm_decided = True
+        o = self.options
+        if o.shared_memory == "off" or len(self._endpoints) > 1:
+            return
+        if o.shared_memory == "auto" and (o.url.startswith(GRPC_SCHEMES) or not shm.is_loopback(o.url)):
+            return
+        need = o.concurrency * batch.nbytes * (INPUT_CHANNELS + OUTPUT_CHANNELS) // INPUT_CHANNELS
+        problem = shm.problem(self._client, need)
+        if problem is None:
+            self._slots = shm.Slots(self._client, o.concurrency)
+        elif o.shared_memory == "on":
+            raise ServerError(f"--shared-memory on: {problem}; use --shared-memory off")
+        else:
+            log.info("shared memory not used (%s); tensors go inside the gRPC messages", problem)
+
     def _resubmit(self, pending: _Pending, error: InferenceServerException, done: queue.SimpleQueue) -> bool:
         """Send a failed request again: at once to another live server, else after a backoff; False to give up."""
         if _status(error) not in RETRYABLE:
@@ -353,6 +339,8 @@ class TritonTransport:
         time.sleep(delay_s)
         for e in self._endpoints:  # every server failed: give each another chance
             e.alive = True
+        if self._slots is not None:
+            self._slots.server_restarted()
         pending.attempt += 1
         self._submit(pending, done)
         return True
@@ -367,19 +355,6 @@ class TritonTransport:
         info = self.info
         o = self.options
         batch = pending.batch
-        inp = grpcclient.InferInput(info.input_name, list(batch.shape), "FP32")
-        out = grpcclient.InferRequestedOutput(info.output_name)
-        if self._slots is not None:
-            if pending.slot is None:
-                pending.slot = self._slots.free.get()
-            in_name, in_handle = self._slots.region(pending.slot, "in", batch.nbytes)
-            out_bytes = batch.nbytes // INPUT_CHANNELS * OUTPUT_CHANNELS
-            out_name, _ = self._slots.region(pending.slot, "out", out_bytes)
-            self._slots._shm.set_shared_memory_region(in_handle, [np.ascontiguousarray(batch)])
-            inp.set_shared_memory(in_name, batch.nbytes)
-            out.set_shared_memory(out_name, out_bytes)
-        else:
-            inp.set_data_from_numpy(np.ascontiguousarray(batch))
 
         def callback(result: Any, error: Any) -> None:
             done.put((pending, result, error))
@@ -387,7 +362,20 @@ class TritonTransport:
         endpoint = min((e for e in self._endpoints if e.alive), key=lambda e: e.in_flight)
         endpoint.in_flight += 1
         pending.endpoint = endpoint
-        try:
+        try:  # a region registration fails like a request would (e.g. UNAVAILABLE: retried)
+            inp = grpcclient.InferInput(info.input_name, list(batch.shape), "FP32")
+            out = grpcclient.InferRequestedOutput(info.output_name)
+            if self._slots is not None:
+                if pending.slot is None:
+                    pending.slot = self._slots.free.get()
+                in_name, in_handle = self._slots.region(pending.slot, "in", batch.nbytes)
+                out_bytes = batch.nbytes // INPUT_CHANNELS * OUTPUT_CHANNELS
+                out_name, _ = self._slots.region(pending.slot, "out", out_bytes)
+                self._slots.write(in_handle, np.ascontiguousarray(batch))
+                inp.set_shared_memory(in_name, batch.nbytes)
+                out.set_shared_memory(out_name, out_bytes)
+            else:
+                inp.set_data_from_numpy(np.ascontiguousarray(batch))
             endpoint.client.async_infer(
                 o.model, [inp], callback, model_version=o.model_version, outputs=[out],
                 client_timeout=o.timeout_s,
@@ -398,9 +386,7 @@ class TritonTransport:
     def _read_output(self, pending: _Pending, result: Any, info: ModelInfo) -> np.ndarray:
         shape = (pending.batch.shape[0], OUTPUT_CHANNELS, *pending.batch.shape[2:])
         if self._slots is not None and pending.slot is not None:
-            name = f"{self._slots._prefix}_out{pending.slot}"
-            handle = self._slots._regions[name][0]
-            return np.array(self._slots._shm.get_contents_as_numpy(handle, np.float32, shape))
+            return np.array(self._slots.read(pending.slot, np.float32, shape))
         output = result.as_numpy(info.output_name)
         if output is None or output.shape != shape:
             got = None if output is None else output.shape

@@ -85,10 +85,10 @@ def run_demo(
     with TritonServer(repository, models=[model], grpc_port=0, http_port=0, metrics_port=0,
                       log_path=out / "tritonserver.log", startup_timeout_s=startup_timeout_s) as server:
         times["server_start_s"] = time.perf_counter() - t
-        _step(4, f"segment through {server.grpc_url} (default tiling, flip4 TTA, shared memory)")
+        _step(4, f"segment through {server.grpc_url} (default tiling, flip4 TTA, shared memory auto)")
         t = time.perf_counter()
         files = find_case_files(case_dir)
-        server_options = ServerOptions(url=server.grpc_url, model=model, shared_memory=True)
+        server_options = ServerOptions(url=server.grpc_url, model=model)
         outputs = pipeline.CaseOutputs(seg_path, None, report_path, overwrite=True)
         with pipeline.open_transport(server_options) as transport:
             report = pipeline.segment_case(files, outputs, transport, pipeline.SegmentOptions())

@@ -94,11 +94,17 @@ def test_output_keeps_the_input_geometry_and_the_report(cases, triton_server, tm
     assert data["region_volumes_ml"]["WT"] == pytest.approx(wt_voxels * 1.2 / 1000, rel=1e-6)
 
 
-def test_shared_memory_gives_the_same_labels(cases, triton_server, tmp_path):
-    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
-    assert _segment(cases[0], a, triton_server, "--tta", "none", "--tile", "64") == 0
-    assert _segment(cases[0], b, triton_server, "--tta", "none", "--tile", "64", "--shared-memory") == 0
-    np.testing.assert_array_equal(_labels(a), _labels(b))
+def test_shared_memory_is_used_by_default_on_loopback_and_gives_the_same_labels(cases, triton_server, tmp_path):
+    used = {}
+    for mode in ("auto", "off", "on"):
+        out, report = tmp_path / f"{mode}.nii.gz", tmp_path / f"{mode}.json"
+        args = ("--shared-memory", mode) if mode != "auto" else ()  # auto is the default
+        assert _segment(cases[0], out, triton_server, "--tta", "flip4", "--tile", "64", "--report", str(report),
+                        *args) == 0
+        used[mode] = json.loads(report.read_text())["server"]["shared_memory"]
+    assert used == {"auto": True, "off": False, "on": True}
+    np.testing.assert_array_equal(_labels(tmp_path / "auto.nii.gz"), _labels(tmp_path / "off.nii.gz"))
+    np.testing.assert_array_equal(_labels(tmp_path / "on.nii.gz"), _labels(tmp_path / "off.nii.gz"))
 
 
 def test_existing_output_is_kept_without_overwrite(cases, triton_server, tmp_path):

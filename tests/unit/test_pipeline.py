@@ -42,14 +42,24 @@ def test_predict_reassembles_pointwise_model(tta, tile, overlap):
     pred = pipeline.predict(volume, fake, options)
     np.testing.assert_allclose(pred.probabilities, volume[:3] * 2.0, rtol=1e-5, atol=1e-5)
     n_flips = {"none": 1, "flip4": 4, "flip8": 8}[tta]
-    assert all(shape[0] == n_flips for shape in fake.batches)  # all flips of a tile in one request
-    assert pred.requests == pred.tiles
+    assert all(shape[0] == 1 for shape in fake.batches)  # by default one flip per request
+    assert pred.requests == pred.tiles * n_flips == len(fake.batches)
+
+
+@pytest.mark.parametrize("per_request,sizes", [(1, [1] * 8), (2, [2] * 4), (3, [3, 3, 2]), (8, [8]), (16, [8])])
+def test_flips_per_request_batches_a_tiles_flips(per_request, sizes):
+    volume = _volume()
+    fake = FakeTransport()
+    options = pipeline.SegmentOptions(tile=None, tta="flip8", flips_per_request=per_request)
+    pred = pipeline.predict(volume, fake, options)
+    assert [s[0] for s in fake.batches] == sizes
+    np.testing.assert_allclose(pred.probabilities, volume[:3] * 2.0, rtol=1e-5, atol=1e-5)
 
 
 def test_flips_are_split_when_the_model_takes_smaller_batches():
     volume = _volume()
     fake = FakeTransport(max_batch_size=3)
-    pred = pipeline.predict(volume, fake, pipeline.SegmentOptions(tile=None, tta="flip8"))
+    pred = pipeline.predict(volume, fake, pipeline.SegmentOptions(tile=None, tta="flip8", flips_per_request=8))
     assert [s[0] for s in fake.batches] == [3, 3, 2]
     np.testing.assert_allclose(pred.probabilities, volume[:3] * 2.0, rtol=1e-5, atol=1e-5)
 
@@ -72,7 +82,8 @@ def test_flipped_model_output_is_flipped_back():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"tile": 20}, {"overlap": 1.0}, {"tta": "flip3"}, {"labels": "brats2020"}, {"blend": "max"}]
+    "kwargs", [{"tile": 20}, {"overlap": 1.0}, {"tta": "flip3"}, {"labels": "brats2020"}, {"blend": "max"},
+               {"flips_per_request": 0}]
 )
 def test_options_reject_bad_values_naming_them(kwargs):
     with pytest.raises(ValueError, match=str(next(iter(kwargs.values())))):

@@ -27,7 +27,9 @@ PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 def properties(spec) -> dict:
     """``compile_model`` properties from the config's parameters, checked as the native backend checks them."""
     params = {key: value.strip().upper() for key, value in spec.parameters.items() if value.strip()}
-    props: dict = {"INFERENCE_PRECISION_HINT": "f32"}
+    # Each instance is its own stub process, and OpenVINO pins threads per process without seeing the others
+    # (measured: two pinned 1-thread instances share one core). Unpinned, the OS spreads them.
+    props: dict = {"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
     for key in ("INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS"):
         if key in params:
             props[key] = _common.int_parameter(spec, key)
