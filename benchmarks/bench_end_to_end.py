@@ -462,12 +462,12 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
     else:
         ratio = client.wall_s / ctx.seed_s
         e2e = client.e2e_s / ctx.seed_s
-        verdict = "**met**" if ratio <= t else f"**not met** (gap {ratio - t:+.2f}x, {ratio / t:.2f} times the target)"
+        verdict = "**met**" if ratio <= t else f"**not met** (gap {ratio - t:+.3f}x, {ratio / t:.3f} times the target)"
         text = (
             f"1. default `brats-client segment` ({DEFAULT_MODEL}, default tiling = one tile, flip4, 2 requests in "
             f"flight, shared memory auto = {client.shared_memory} here) <= {t:.2f}x the seed pipeline: "
             f"{client.wall_s:.1f} s against "
-            f"{ctx.seed_s:.1f} s = **{ratio:.2f}x** -> {verdict}. Counting the NIfTI load and write as well "
+            f"{ctx.seed_s:.1f} s = **{ratio:.3f}x** -> {verdict}. Counting the NIfTI load and write as well "
             f"(which the seed row does not), {client.e2e_s:.1f} s = {e2e:.2f}x."
         )
         if ratio > t and client.compute_s:
@@ -497,8 +497,8 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
         ratio = tri.wall_s / inp.wall_s
         off = find(rows, path="triton", backend=backend, default_tiling=True, tta="flip4", shm_mode="off")
         extra = f"; shared memory off: {off.wall_s / inp.wall_s:.2f}x" if off and off is not tri else ""
-        parts.append(f"{backend} {tri.wall_s:.1f} / {inp.wall_s:.1f} s = **{ratio:.2f}x** "
-                     f"({'met' if ratio <= t else f'not met, gap {ratio - t:+.2f}x'}{extra})")
+        parts.append(f"{backend} {tri.wall_s:.1f} / {inp.wall_s:.1f} s = **{ratio:.3f}x** "
+                     f"({'met' if ratio <= t else f'not met, gap {ratio - t:+.3f}x'}{extra})")
         if ratio > t and tri.compute_s:
             outside_tri, outside_inp = tri.inference_s - tri.compute_s, inp.inference_s - inp.compute_s
             passes = len(postprocess.flips(tri.tta))
@@ -879,6 +879,8 @@ def render(args, ctx: Context, goals, record, plan_default, plan_tiled, default_
         "## Targets (issue 6, item 3)",
         "",
         *goals,
+        "",
+        "What else was tried for targets 1 and 4, with numbers: `docs/performance-notes.md`.",
         "",
     ]
     return "\n".join(lines)
