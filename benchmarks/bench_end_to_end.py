@@ -364,12 +364,11 @@ def export_repository(checkpoint: Path, repository: Path, formats: list[str], bf
                             "--formats", ",".join(formats), "--check-sizes", "32", "--quiet"])
     if code != 0:
         raise SystemExit(f"brats-export failed with exit code {code}")
-    if bf16:  # the same IR served with HINT_BF16: what Triton's native openvino backend does on this CPU by default
+    if bf16:  # the same IR with configs/bf16.pbtxt (HINT_BF16), beside the f32 model in the same server
         src, dst = repository / "brats_openvino", repository / "brats_openvino_bf16"
         shutil.copytree(src, dst)
-        config = (dst / "config.pbtxt").read_text().replace('name: "brats_openvino"', 'name: "brats_openvino_bf16"')
-        config += 'parameters {\n  key: "HINT_BF16"\n  value {\n    string_value: "YES"\n  }\n}\n'
-        (dst / "config.pbtxt").write_text(config)
+        config = (dst / "configs" / "bf16.pbtxt").read_text()
+        (dst / "config.pbtxt").write_text(config.replace('name: "brats_openvino"', 'name: "brats_openvino_bf16"'))
 
 
 def load_predictor(backend: str, model, repository: Path, work: Path):

@@ -26,7 +26,8 @@ every exported file computes what PyTorch computes, and write a Triton model rep
   DIR/brats_onnx/1/model.onnx            platform onnxruntime_onnx (ONNX opset 17)
   DIR/brats_torchscript/1/model.pt       platform pytorch_libtorch (traced TorchScript)
   DIR/brats_openvino/1/model.{xml,bin}   backend openvino (IR, FP32)
-  DIR/<model>/config.pbtxt               CPU config; DIR/<model>/configs/gpu.pbtxt is the GPU variant
+  DIR/<model>/config.pbtxt               CPU config; DIR/<model>/configs/gpu.pbtxt is the GPU variant,
+                                         DIR/brats_openvino/configs/bf16.pbtxt serves OpenVINO in bf16
   DIR/manifest.json                      checkpoint sha256, parity table, library versions, tensor contract
 
 Every model takes INPUT__0 float32 [N, 4, D, H, W] (channels t1, t1ce, t2, flair; D, H, W multiples of 8)

@@ -25,7 +25,7 @@ TINY = ["--check-sizes", "16,24x16x32", "--threads", "2"]  # where the check its
 ALL_FILES = {
     "brats_onnx": {"config.pbtxt", "configs/gpu.pbtxt", "1/model.onnx"},
     "brats_torchscript": {"config.pbtxt", "configs/gpu.pbtxt", "1/model.pt"},
-    "brats_openvino": {"config.pbtxt", "1/model.xml", "1/model.bin"},
+    "brats_openvino": {"config.pbtxt", "configs/bf16.pbtxt", "1/model.xml", "1/model.bin"},
 }
 
 

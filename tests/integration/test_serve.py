@@ -195,6 +195,30 @@ def test_explicit_models_named_config_and_stop_frees_ports(model_repository, tmp
     assert "successfully unloaded 'brats_onnx'" in (tmp_path / "server.log").read_text()
 
 
+def test_openvino_bf16_variant_loads_and_answers(model_repository, tmp_path, eager, eager_model):
+    """``--model-config-name bf16``: brats_openvino takes configs/bf16.pbtxt (HINT_BF16), brats_onnx has no such
+    variant and keeps its config.pbtxt."""
+    tile = np.random.default_rng(5).standard_normal((1, 4, 32, 32, 32)).astype(np.float32)
+    with TritonServer(model_repository, grpc_port=0, http_port=0, metrics_port=0,
+                      models=["brats_openvino", "brats_onnx"], model_config_name="bf16",
+                      log_path=tmp_path / "server.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        params = client.get_model_config("brats_openvino", as_json=True)["config"]["parameters"]
+        assert params["HINT_BF16"]["string_value"] == "YES"
+        assert "HINT_BF16" not in client.get_model_config("brats_onnx", as_json=True)["config"]["parameters"]
+        inp = grpcclient.InferInput("INPUT__0", list(tile.shape), "FP32")
+        inp.set_data_from_numpy(tile)
+        out = client.infer("brats_openvino", [inp]).as_numpy("OUTPUT__0")
+        client.close()
+    from brats_export.exporters import openvino_host_precision
+
+    diff = float(np.abs(out - eager(eager_model, tile)).max())
+    if openvino_host_precision() == "bf16":  # the CPU computes bf16: about 5e-3 from PyTorch, not f32's 1e-6
+        assert ATOL < diff < 5e-2, diff
+    else:  # OpenVINO ignores the hint without bf16 hardware
+        assert diff <= ATOL, diff
+
+
 # -- start-up errors ---------------------------------------------------------------------------------------------
 
 

@@ -63,6 +63,19 @@ def test_onnx_gpu_variant_uses_tensorrt_fp32():
                                    "trt_engine_cache_path"}
 
 
+def test_openvino_bf16_variant_differs_only_by_hint_bf16():
+    plain = repository.build_config("openvino", threads=2)
+    bf16 = repository.build_config("openvino", threads=2, bf16=True)
+    assert bf16.parameters["HINT_BF16"].string_value == "YES"
+    del bf16.parameters["HINT_BF16"]
+    assert bf16 == plain
+    texts = repository.config_texts("openvino", threads=2)
+    assert set(texts) == {"config.pbtxt", "configs/bf16.pbtxt"}
+    assert "--model-config-name bf16" in texts["configs/bf16.pbtxt"]
+    with pytest.raises(RepositoryError, match="only brats_openvino has a bf16 variant"):
+        repository.build_config("onnx", bf16=True)
+
+
 def test_fixed_size_fixes_dims_and_warmup():
     cfg = repository.build_config("onnx", threads=2, fixed_size=128)
     assert list(cfg.input[0].dims) == [4, 128, 128, 128] and list(cfg.output[0].dims) == [3, 128, 128, 128]
@@ -127,7 +140,7 @@ def test_publish_layout_force_and_manifest_merge(tmp_path):
     assert not stage.exists()
     assert (repo / "brats_onnx" / "1" / "model.onnx").read_bytes() == b"new"
     assert (repo / "brats_onnx" / "configs" / "gpu.pbtxt").is_file()
-    assert not (repo / "brats_openvino" / "configs").exists()
+    assert [p.name for p in (repo / "brats_openvino" / "configs").iterdir()] == ["bf16.pbtxt"]  # no gpu.pbtxt
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging leftovers
 
     with pytest.raises(RepositoryError, match=r"brats_onnx/1.*--force"):
