@@ -298,6 +298,11 @@ class TritonServer:
         """``{"grpc": ..., "http": ..., "metrics": ...}`` as used (free ports filled in at ``start``)."""
         return dict(self._ports)
 
+    @property
+    def pid(self) -> int | None:
+        """The tritonserver process id (also its process group: it starts a new session); ``None`` before start."""
+        return None if self._process is None else self._process.pid
+
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

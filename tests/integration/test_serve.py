@@ -182,7 +182,9 @@ def test_explicit_models_named_config_and_stop_frees_ports(model_repository, tmp
         repo, grpc_port=0, http_port=0, metrics_port=0, models=["brats_onnx"], model_config_name="small",
         log_path=tmp_path / "server.log",
     )
+    assert server.pid is None
     with server:
+        assert os.getpgid(server.pid) == server.pid  # its own process group, which stop() ends
         client = grpcclient.InferenceServerClient(server.grpc_url)
         assert client.get_model_config("brats_onnx", as_json=True)["config"]["max_batch_size"] == 2
         assert not client.is_model_ready("brats_openvino")

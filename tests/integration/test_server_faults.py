@@ -54,9 +54,8 @@ def start_server(model_repository):
 
 def kill(server) -> None:
     """SIGKILL the server and its python backend stubs (one process group: the launcher starts a new session)."""
-    pid = server._process.pid
-    os.killpg(pid, signal.SIGKILL)
-    server._process.wait(timeout=30)
+    os.killpg(server.pid, signal.SIGKILL)
+    assert server.wait(timeout_s=30) == -signal.SIGKILL
 
 
 def on_first_tile(monkeypatch, case_id: str | None, action: Callable[[], None]) -> list[int]:

@@ -71,7 +71,7 @@ def test_soak_parallel_clients(model_repository, small_case_factory, tmp_path):
     cases = [find_case_files(small_case_factory(seed, SHAPE, parent="soak")) for seed in (9301, 9302, 9303)]
     options = pipeline.SegmentOptions(tile=TILE, tta="none")
     with TritonServer(model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0) as server:
-        pid = server._process.pid
+        pid = server.pid
         server_opts = ServerOptions(url=server.grpc_url, model=MODEL, concurrency=2, retries=0)
         rss_start, _ = server_rss_mib(pid)
         with pipeline.open_transport(server_opts) as probe:
