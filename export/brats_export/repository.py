@@ -279,7 +279,8 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
     try:
         for fmt in formats:
             model_stage = stage / MODELS[fmt].name
-            for rel, text in config_texts(fmt, threads, fixed_size).items():
+            texts = config_texts(fmt, threads, fixed_size)
+            for rel, text in texts.items():
                 _atomic_write(model_stage / rel, text)
             target = version_dir(repository, fmt)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -288,7 +289,7 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
                 os.replace(target, old)
                 log.info("replacing %s (--force)", target)
             os.replace(version_dir(stage, fmt), target)
-            for rel in config_texts(fmt, threads, fixed_size):
+            for rel in texts:
                 (target.parent / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(model_stage / rel, target.parent / rel)
             published.append(target)

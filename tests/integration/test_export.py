@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
+import openvino as ov
 import pytest
-
-torch = pytest.importorskip("torch", reason="the export extra (torch) is not installed")
-onnx = pytest.importorskip("onnx")
-ov = pytest.importorskip("openvino")
-
-from brats_export import exporters, repository  # noqa: E402
-from brats_export.cli import EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY, build_parser, main  # noqa: E402
-from brats_export.model import build_model  # noqa: E402
+import torch
+from brats_export import exporters, repository
+from brats_export.cli import EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY, build_parser, main
+from brats_export.model import build_model
 
 SIZES = "32,48x32x40"
 FAST = ["--check-sizes", SIZES, "--threads", "2"]

@@ -1,124 +1,57 @@
 """Safe checkpoint loading: the seed's own file format, plain state dicts, malicious pickles, broken files.
 
-Seed-format files are written here: throwaway ``model`` and ``train`` modules are put in ``sys.modules`` only while
-saving (classes named exactly ``model.UNet``, ``model.Residual``, ``model.conv``, ``model.Trilinear``,
-``train.TrainingState``), and are gone again when the loader runs, so a load that worked imported nothing.
+Seed-format files are written with ``brats_demo.seedformat``: throwaway ``model`` and ``train`` modules are put in
+``sys.modules`` only while saving (classes named exactly ``model.UNet``, ``model.Residual``, ``model.conv``,
+``model.Trilinear``, ``train.TrainingState``), and are gone again when the loader runs, so a load that worked
+imported nothing. Here they come in four variants: legacy or zip serialisation, torch 2 or torch 1.2 module pickles.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import copyreg
 import hashlib
 import os
 import pickle
 import random
 import subprocess
 import sys
-import types
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-
-from brats_export import checkpoint  # noqa: E402
-from brats_export import model as net_module  # noqa: E402
-from brats_export.checkpoint import load_model, load_state_dict, sha256_file  # noqa: E402
-from brats_export.errors import CheckpointError  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from brats_demo import seedformat
+from brats_export import checkpoint
+from brats_export import model as net_module
+from brats_export.checkpoint import load_model, load_state_dict, sha256_file
+from brats_export.errors import CheckpointError
+from torch import nn
 
 SEED_GLOBALS = (b"cmodel\nUNet\n", b"cmodel\nResidual\n", b"cmodel\nconv\n", b"cmodel\nTrilinear\n",
                 b"ctrain\nTrainingState\n")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread is faster than a spinning pool."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ seed format
 
 
-class TrainingState:
-    """The seed's ``train.TrainingState`` (same attributes)."""
+class _Torch12ThnnPickler(seedformat.Torch12Pickler):
+    """Modules exactly as torch 1.2 wrote them: also ``_backend = _get_thnn_function_backend()``."""
 
-    def __init__(self, optimizer_state: dict) -> None:
-        self.epoch = 7
-        self.train_metric = {"Dice": [np.array([0.71, 0.62, 0.55]), np.float64(0.6)]}
-        self.val_metric = {"Dice": [np.array([0.8, 0.7, 0.6])]}
-        self.global_step = 1234
-        self.best_val = np.float32(0.7)
-        self.optimizer_state = optimizer_state
-        self.cuda = True
-
-
-TrainingState.__module__ = "train"
-
-
-def _seed_class(name: str, base: type) -> type:
-    return type(name, (base,), {"__module__": "model", "__qualname__": name})
-
-
-@contextlib.contextmanager
-def seed_modules() -> Iterator[dict[type, type]]:
-    """Register ``model`` and ``train`` in sys.modules while saving; yields brats_export class -> seed class."""
-    classes = {
-        net_module.UNet: _seed_class("UNet", net_module.UNet),
-        net_module.Residual: _seed_class("Residual", net_module.Residual),
-        net_module.ConvUnit: _seed_class("conv", net_module.ConvUnit),
-        net_module.Trilinear: _seed_class("Trilinear", net_module.Trilinear),
-    }
-    model_module = types.ModuleType("model")
-    for cls in classes.values():
-        setattr(model_module, cls.__name__, cls)
-    train_module = types.ModuleType("train")
-    train_module.TrainingState = TrainingState
-    saved = {name: sys.modules.get(name) for name in ("model", "train")}
-    sys.modules.update(model=model_module, train=train_module)
-    try:
-        yield classes
-    finally:
-        for name, previous in saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
-
-
-# torch 1.2 pickled a module's __dict__ without these (and with ``_backend``); torch 2 adds them.
-TORCH2_ONLY = {"_backward_pre_hooks", "_forward_hooks_always_called", "_forward_hooks_with_kwargs",
-               "_forward_pre_hooks_with_kwargs", "_is_full_backward_hook", "_load_state_dict_post_hooks",
-               "_non_persistent_buffers_set", "_state_dict_pre_hooks"}
-
-
-class _Torch12Pickler(pickle.Pickler):
-    """Modules as torch 1.2 wrote them: NEWOBJ + the old attribute set + ``_backend = _get_thnn_function_backend()``."""
+    def module_state(self, module):
+        return {**super().module_state(module), "_backend": _THNN_BACKEND}
 
     def reducer_override(self, obj):
-        if isinstance(obj, nn.Module):
-            state = {k: v for k, v in obj.__dict__.items() if k not in TORCH2_ONLY}
-            state["_backend"] = _THNN_BACKEND
-            return copyreg.__newobj__, (type(obj),), state
         if obj is _THNN_BACKEND:
             from torch.nn.backends import thnn  # only the test imports it, to name it in the pickle
 
             return thnn._get_thnn_function_backend, ()
-        return NotImplemented
+        return super().reducer_override(obj)
 
 
 _THNN_BACKEND = object()
-torch12_pickle = types.ModuleType("torch12_pickle")
-torch12_pickle.Pickler = _Torch12Pickler
-torch12_pickle.dump = pickle.dump
 
 
 def save_seed_checkpoint(net: nn.Module, path: Path, legacy: bool, layout: str) -> Path:
@@ -128,12 +61,15 @@ def save_seed_checkpoint(net: nn.Module, path: Path, legacy: bool, layout: str) 
         "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
                           "amsgrad": False, "params": [0]}],
     }
-    with seed_modules() as classes, warnings.catch_warnings():
+    state = seedformat.TrainingState(
+        epoch=7, train_metric={"Dice": [np.array([0.71, 0.62, 0.55]), np.float64(0.6)]},
+        val_metric={"Dice": [np.array([0.8, 0.7, 0.6])]}, global_step=1234, best_val=np.float32(0.7),
+        optimizer_state=optimizer_state, cuda=True,
+    )
+    with seedformat.seed_modules() as classes, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
-        seed_net = copy.deepcopy(net)
+        seed_net = seedformat.to_seed_unet(net)
         for module in seed_net.modules():
-            if type(module) in classes:
-                module.__class__ = classes[type(module)]
             if isinstance(module, net_module.Trilinear):
                 module.scale = 2
         # what the seed's UNet also holds: its block class, unused activations, empty module lists, settings
@@ -141,8 +77,8 @@ def save_seed_checkpoint(net: nn.Module, path: Path, legacy: bool, layout: str) 
         seed_net.softmax, seed_net.sigmoid, seed_net.relu = nn.Softmax(dim=1), nn.Sigmoid(), nn.LeakyReLU(0.01)
         seed_net.attention_convs, seed_net.upsampling_distance = nn.ModuleList(), nn.ModuleList()
         seed_net.number_of_channels, seed_net.depth = [16, 32, 64, 128], 4
-        payload = {"state": TrainingState(optimizer_state), "model": nn.DataParallel(seed_net)}
-        kwargs = {"pickle_module": torch12_pickle} if layout == "torch1.2" else {}
+        payload = {"state": state, "model": nn.DataParallel(seed_net)}
+        kwargs = {"pickle_module": seedformat.pickle_module(_Torch12ThnnPickler)} if layout == "torch1.2" else {}
         torch.save(payload, path, _use_new_zipfile_serialization=not legacy, **kwargs)
     return path
 
@@ -208,7 +144,6 @@ def test_seed_checkpoint_state_dict_is_exact(seed_files, net):
 
 
 def test_demo_seed_writer_is_read(net, tmp_path):
-    seedformat = pytest.importorskip("brats_demo.seedformat")
     path = seedformat.save_seed_checkpoint(net, tmp_path / "demo.pth", seedformat.TrainingState(epoch=1))
     state = load_state_dict(path)
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
@@ -335,7 +270,7 @@ def test_payload_in_the_header_pickle_is_refused(tmp_path):
 def test_seed_class_names_cannot_be_called(tmp_path):
     """``model.UNet`` resolves to an inert placeholder: a pickle that calls it with arguments gets nowhere."""
     path = tmp_path / "call.pth"
-    with seed_modules() as classes:
+    with seedformat.seed_modules() as classes:
         torch.save({"model": _Trigger(classes[net_module.UNet], "rm -rf /")}, path)
     with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
         load_state_dict(path)

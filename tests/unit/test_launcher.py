@@ -31,10 +31,6 @@ from brats_serve.launcher import (
     server_environment,
 )
 
-needs_pytriton = pytest.mark.skipif(
-    importlib.util.find_spec("pytriton") is None, reason="the serve extra (nvidia-pytriton) is not installed"
-)
-
 
 def _load_common():
     spec = importlib.util.spec_from_file_location("brats_backend_common_test", BACKENDS_SOURCE / "_common.py")
@@ -58,7 +54,6 @@ def repo(tmp_path) -> Path:
 # -- backend directory -------------------------------------------------------------------------------------------
 
 
-@needs_pytriton
 def test_backend_directory_holds_copies_not_links(tmp_path):
     dest = build_backend_directory(tmp_path / "backends")
     python_files = ["libtriton_python.so", "triton_python_backend_utils.py", "triton_python_backend_stub"]
@@ -79,7 +74,6 @@ def test_backend_directory_holds_copies_not_links(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == sorted(["python", *STAND_IN_BACKENDS])
 
 
-@needs_pytriton
 def test_backend_directory_rebuild_replaces_files(tmp_path):
     dest = build_backend_directory(tmp_path / "b")
     (dest / "onnxruntime" / "model.py").write_text("stale")
@@ -88,7 +82,6 @@ def test_backend_directory_rebuild_replaces_files(tmp_path):
     assert (dest / "onnxruntime" / "model.py").read_bytes() == source.read_bytes()
 
 
-@needs_pytriton
 def test_backend_directory_unknown_python(tmp_path):
     with pytest.raises(ServeError, match=r"no python backend stub for Python 2\.7 .*3\.11"):
         build_backend_directory(tmp_path / "b", python_version="2.7")
@@ -100,7 +93,6 @@ def test_binary_missing_says_to_install_the_serve_extra(monkeypatch):
         launcher.tritonserver_binary()
 
 
-@needs_pytriton
 def test_environment_points_the_stub_at_this_interpreter():
     env = server_environment({"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib"})
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
@@ -112,7 +104,6 @@ def test_environment_points_the_stub_at_this_interpreter():
 # -- command line and pre-flight checks --------------------------------------------------------------------------
 
 
-@needs_pytriton
 def test_command_binds_loopback_by_default(repo, tmp_path):
     cmd = TritonServer(repo).command(tmp_path / "b")
     assert Path(cmd[0]).name == "tritonserver"
@@ -125,7 +116,6 @@ def test_command_binds_loopback_by_default(repo, tmp_path):
     assert f"--backend-directory={(tmp_path / 'b').resolve()}" in cmd
 
 
-@needs_pytriton
 def test_command_explicit_models_config_name_and_extra_args(repo, tmp_path):
     server = TritonServer(
         repo, host="0.0.0.0", models=["a", "b"], model_config_name="gpu", extra_args=["--log-verbose=1"]
@@ -176,7 +166,6 @@ def test_port_in_use():
     assert not port_in_use("127.0.0.1", port)
 
 
-@needs_pytriton
 def test_start_refuses_a_busy_port_and_names_the_flag(repo):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

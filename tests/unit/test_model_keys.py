@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-torch = pytest.importorskip("torch")
-
-from brats_export.model import build_model  # noqa: E402
+import torch
+from brats_export.model import build_model
 
 # From the spec: channels per level, encoder blocks of levels 1..3 (encoder_convs.0..2), four decoder stages.
 SPEC_CHANNELS = (16, 32, 64, 128)
@@ -15,13 +13,7 @@ SPEC_DECODER_STAGES = 4
 UNUSED_PREFIXES = ("decoder_convs.3.", "decoder_convs1x1.3.")  # stored, never used in forward
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread is faster than a spinning pool."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _residual(prefix: str, c: int, cin: int | None = None) -> dict[str, tuple[int, ...]]:

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from brats_client import postprocess, preprocess, tiling
+from brats_export.model import build_model
+from brats_export.reference import reference_segment
 
-torch = pytest.importorskip("torch")
-
-from brats_client import postprocess, preprocess, tiling  # noqa: E402
-from brats_export.model import build_model  # noqa: E402
-from brats_export.reference import reference_segment  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: torch's thread pool spinning beside other processes is slower than one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _volume(shape=(21, 26, 13), seed=0) -> np.ndarray:
