@@ -105,16 +105,10 @@ def predict(
 ) -> Prediction:
     """Sliding window over ``volume [4, *padded]`` with test-time flips, ``options.flips_per_request`` a batch."""
     info = transport.info
-    tile = options.tile
-    if info.fixed_spatial is not None:
-        if len(set(info.fixed_spatial)) != 1:
-            raise InputError(f"model {info.name} takes a fixed non-cubic tile {info.fixed_spatial}; not supported")
-        tile = info.fixed_spatial[0]
-    plan = tiling.plan_tiles(volume.shape[1:], tile, options.overlap)
-    if info.fixed_spatial is not None and tuple(plan.tile_shape) != info.fixed_spatial:
-        raise InputError(
-            f"model {info.name} takes only tiles of {info.fixed_spatial}, the plan needs {plan.tile_shape}"
-        )
+    if info.fixed_spatial is not None:  # a static-shape export: tiles of exactly its shape (multiples of 8)
+        plan = tiling.plan_tiles(volume.shape[1:], info.fixed_spatial, options.overlap, multiple=1, exact=True)
+    else:
+        plan = tiling.plan_tiles(volume.shape[1:], options.tile, options.overlap)
     flips = postprocess.flips(options.tta)
     per_request = max(1, min(len(flips), options.flips_per_request, info.max_batch_size or 1))
     chunks = [flips[i : i + per_request] for i in range(0, len(flips), per_request)]

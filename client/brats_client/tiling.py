@@ -118,6 +118,7 @@ def plan_tiles(
     multiple: int = MULTIPLE,
     *,
     shrink: bool = True,
+    exact: bool = False,
 ) -> TilePlan:
     """Plan equal tiles over ``shape``.
 
@@ -125,6 +126,7 @@ def plan_tiles(
     volume rounded up. ``tile`` must be a positive multiple of ``multiple``; ``overlap`` in [0, 1) is the fraction
     of a tile that neighbours share at least. With ``shrink`` (default) each edge is then reduced to the smallest
     multiple that needs no more tiles along that axis, which cuts the voxels computed (``tile`` is a maximum).
+    ``exact`` keeps every edge as given (a model with a static input shape), reaching past a smaller volume.
     """
     shape = tuple(int(s) for s in shape)
     if not shape or any(s < 1 for s in shape):
@@ -134,6 +136,8 @@ def plan_tiles(
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if tile is None:
+        if exact:
+            raise ValueError("exact tiles need a tile shape")
         tiles = tuple(_round_up(s, multiple) for s in shape)
     else:
         tiles = (int(tile),) * len(shape) if isinstance(tile, (int, np.integer)) else tuple(int(t) for t in tile)
@@ -141,8 +145,8 @@ def plan_tiles(
             raise ValueError(
                 f"tile must be a positive multiple of {multiple} (or None for the whole volume), got {tile}"
             )
-    tile_shape = tuple(min(t, _round_up(s, multiple)) for t, s in zip(tiles, shape, strict=True))
-    if shrink:
+    tile_shape = tiles if exact else tuple(min(t, _round_up(s, multiple)) for t, s in zip(tiles, shape, strict=True))
+    if shrink and not exact:
         tile_shape = tuple(_shrink(s, t, overlap, multiple) for s, t in zip(shape, tile_shape, strict=True))
     per_axis = [_axis_starts(s, t, overlap) for s, t in zip(shape, tile_shape, strict=True)]
     return TilePlan(shape, tile_shape, tuple(product(*per_axis)), float(overlap))

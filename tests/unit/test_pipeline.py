@@ -16,10 +16,11 @@ class FakeTransport:
 
     max_batch_size: int = 8
     batches: list = None
+    fixed_spatial: tuple | None = None
 
     def __post_init__(self):
         self.batches = []
-        self.info = ModelInfo("fake", "1", "INPUT__0", "OUTPUT__0", self.max_batch_size, "fake")
+        self.info = ModelInfo("fake", "1", "INPUT__0", "OUTPUT__0", self.max_batch_size, "fake", self.fixed_spatial)
 
     def infer_stream(self, items):
         for key, batch in items:
@@ -61,6 +62,20 @@ def test_flips_are_split_when_the_model_takes_smaller_batches():
     fake = FakeTransport(max_batch_size=3)
     pred = pipeline.predict(volume, fake, pipeline.SegmentOptions(tile=None, tta="flip8", flips_per_request=8))
     assert [s[0] for s in fake.batches] == [3, 3, 2]
+    np.testing.assert_allclose(pred.probabilities, volume[:3] * 2.0, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,fixed", [
+    ((4, 48, 64, 32), (32, 32, 32)),
+    ((4, 16, 64, 32), (32, 32, 32)),  # the volume is thinner than the model's tile: padded past the border
+    ((4, 48, 64, 32), (40, 24, 16)),  # non-cubic, multiples of 8
+])
+def test_static_shape_model_gets_tiles_of_exactly_its_shape(shape, fixed):
+    volume = _volume(shape)
+    fake = FakeTransport(fixed_spatial=fixed)
+    options = pipeline.SegmentOptions(tile=192, overlap=0.25, tta="flip4")  # --tile is ignored for such a model
+    pred = pipeline.predict(volume, fake, options, pad_value=np.zeros(4, np.float32))
+    assert {s[2:] for s in fake.batches} == {fixed}
     np.testing.assert_allclose(pred.probabilities, volume[:3] * 2.0, rtol=1e-5, atol=1e-5)
 
 
