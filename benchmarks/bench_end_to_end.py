@@ -50,11 +50,11 @@ log = logging.getLogger("bench_end_to_end")
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("torch", "torchscript", "onnx", "openvino", "openvino-bf16")
-SERVED = {  # backend -> (Triton model, export format)
-    "torchscript": ("brats_torchscript", "torchscript"),
-    "onnx": ("brats_onnx", "onnx"),
-    "openvino": ("brats_openvino", "openvino"),
-    "openvino-bf16": ("brats_openvino_bf16", "openvino"),
+SERVED = {  # backend -> (Triton model, export format, --model-config-name)
+    "torchscript": ("brats_torchscript", "torchscript", None),
+    "onnx": ("brats_onnx", "onnx", None),
+    "openvino": ("brats_openvino", "openvino", None),
+    "openvino-bf16": ("brats_openvino", "openvino", "bf16"),  # configs/bf16.pbtxt: HINT_BF16
 }
 BF16 = ("openvino-bf16",)
 DEFAULT_MODEL = pipeline.ServerOptions().model  # what `brats-client segment` asks for without --model
@@ -357,18 +357,13 @@ def _tile_label(options: pipeline.SegmentOptions) -> str:
 # --- set-up -------------------------------------------------------------------------------------------------------
 
 
-def export_repository(checkpoint: Path, repository: Path, formats: list[str], bf16: bool) -> None:
+def export_repository(checkpoint: Path, repository: Path, formats: list[str]) -> None:
     from brats_export import cli as export_cli
 
     code = export_cli.main(["--checkpoint", str(checkpoint), "--repository", str(repository),
                             "--formats", ",".join(formats), "--check-sizes", "32", "--quiet"])
     if code != 0:
         raise SystemExit(f"brats-export failed with exit code {code}")
-    if bf16:  # the same IR with configs/bf16.pbtxt (HINT_BF16), beside the f32 model in the same server
-        src, dst = repository / "brats_openvino", repository / "brats_openvino_bf16"
-        shutil.copytree(src, dst)
-        config = (dst / "configs" / "bf16.pbtxt").read_text()
-        (dst / "config.pbtxt").write_text(config.replace('name: "brats_openvino"', 'name: "brats_openvino_bf16"'))
 
 
 def load_predictor(backend: str, model, repository: Path, work: Path):
@@ -659,7 +654,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     repository = work / "model_repository"
     if formats:
         log.info("exporting %s ...", ", ".join(formats))
-        export_repository(args.checkpoint, repository, formats, "openvino-bf16" in args.backend_list)
+        export_repository(args.checkpoint, repository, formats)
 
     rows: list[Row] = []
 
@@ -714,10 +709,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
     # Triton
     if not args.no_triton:
         for backend in [b for b in args.backend_list if b in SERVED]:
-            name = SERVED[backend][0]
-            log.info("triton %s ...", name)
+            name, _, config_name = SERVED[backend]
+            log.info("triton %s%s ...", name, f" (--model-config-name {config_name})" if config_name else "")
             with TritonServer(repository, models=[name], grpc_port=0, http_port=0, metrics_port=0,
-                              log_path=work / f"tritonserver_{name}.log", startup_timeout_s=300) as server:
+                              model_config_name=config_name, log_path=work / f"tritonserver_{backend}.log",
+                              startup_timeout_s=300) as server:
                 plans: list[tuple[pipeline.SegmentOptions, bool, str]] = []
                 for tta in ("none", "flip4"):
                     note = "default tiling (192/0.25) = the same plan" if default_is_full else ""
