@@ -353,24 +353,18 @@ class TritonServer:
             if self._process is not None:
                 raise ServeError("this TritonServer is already started; stop() it first")
             check_repository(self.repository, self.models or ())
-            binary = tritonserver_binary()
+            tritonserver_binary()  # fails early, with what to install, when the serve extra is missing
             self._choose_ports()
             self._workdir = Path(tempfile.mkdtemp(prefix="brats-serve-"))
-            backend_dir = self._backend_directory or self._workdir / "backends"
-            build_backend_directory(backend_dir)
-            self._log_path = self._given_log_path or self._workdir / "tritonserver.log"
-            self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            cmd = self.command(backend_dir)
-            log.info("starting %s", " ".join(cmd))
-            self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - open as long as the process runs
             try:
-                self._process = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-                    env=server_environment(), cwd=self._workdir, start_new_session=True,
-                )
-            except OSError as e:
-                self._log_file.close()
-                raise ServeError(f"cannot run {binary}: {e}; reinstall the serve extra") from e
+                self._launch()
+            except BaseException:  # nothing runs: leave no log handle and no work folder behind
+                if self._log_file is not None:
+                    self._log_file.close()
+                    self._log_file = None
+                shutil.rmtree(self._workdir, ignore_errors=True)
+                self._workdir = None
+                raise
             atexit.register(self.stop)
         try:
             self._wait_ready()
@@ -421,6 +415,23 @@ class TritonServer:
             return self._process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return None
+
+    def _launch(self) -> None:
+        """Backends folder, log file, process: the part of ``start`` that runs inside the work folder."""
+        backend_dir = self._backend_directory or self._workdir / "backends"
+        build_backend_directory(backend_dir)
+        self._log_path = self._given_log_path or self._workdir / "tritonserver.log"
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = self.command(backend_dir)
+        log.info("starting %s", " ".join(cmd))
+        self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - open as long as the process runs
+        try:
+            self._process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                env=server_environment(), cwd=self._workdir, start_new_session=True,
+            )
+        except OSError as e:
+            raise ServeError(f"cannot run {cmd[0]}: {e}; reinstall the serve extra") from e
 
     def stop(self, keep_log: bool = False) -> int | None:
         """SIGTERM, wait ``stop_timeout_s``, then SIGKILL; remove the work folder. Safe to call again.

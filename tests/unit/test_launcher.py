@@ -272,6 +272,27 @@ def test_exit_during_startup_raises_with_reason_and_tail(repo, tmp_path, monkeyp
     assert not server.is_running()
 
 
+@pytest.mark.parametrize("failure", ["backends", "exec"])
+def test_failed_launch_leaves_no_work_folder(repo, tmp_path, monkeypatch, failure):
+    _fake(tmp_path, monkeypatch, "ok")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(launcher.tempfile, "tempdir", str(temp))
+    if failure == "backends":
+        def no_stub(dest):
+            raise ServeError("no python backend stub for this Python")
+
+        monkeypatch.setattr(launcher, "build_backend_directory", no_stub)
+    else:
+        monkeypatch.setattr(launcher, "tritonserver_binary", lambda: tmp_path / "not-there")
+        monkeypatch.setattr(launcher, "build_backend_directory", lambda dest: Path(dest))
+    server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0)
+    with pytest.raises(ServeError, match="no python backend stub" if failure == "backends" else "cannot run"):
+        server.start()
+    assert list(temp.iterdir()) == []
+    assert not server.is_running() and server.stop() is None
+
+
 def test_startup_deadline_stops_the_process(repo, tmp_path, monkeypatch):
     _fake(tmp_path, monkeypatch, "slow")
     server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=0.5, stop_timeout_s=5)
