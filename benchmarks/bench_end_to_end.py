@@ -58,6 +58,7 @@ SERVED = {  # backend -> (Triton model, export format, --model-config-name)
 }
 BF16 = ("openvino-bf16",)
 DEFAULT_MODEL = pipeline.ServerOptions().model  # what `brats-client segment` asks for without --model
+DEFAULT = pipeline.SegmentOptions()  # and its other defaults
 GFLOP_PER_128 = 300.8  # the network, one 128^3 pass (checked against a FLOP count in every run)
 TARGETS = {"client_vs_seed": 0.40, "triton_vs_inprocess": 1.10, "waste": 1.35, "peak_fraction": 0.60}
 
@@ -245,11 +246,12 @@ def versions() -> dict[str, str]:
 def write_phantom(seed: int, work: Path, quick_box: int | None) -> tuple[pipeline.CaseFiles, io.LoadedCase]:
     """Write the phantom as a BraTS 2019 case folder and load it back the way the client does (int16 on disk)."""
     from brats_client.modalities import find_case_files
+    from brats_client.preview import tumour_centre
     from brats_demo.phantom import make_phantom, write_case
 
     ph = make_phantom(seed)
     if quick_box:  # keep only a box around the tumour: a small case for the smoke run
-        centre = np.round(np.argwhere(ph.seg > 0).mean(axis=0)).astype(int)
+        centre = tumour_centre(ph.seg)
         lo = [int(np.clip(c - quick_box // 2, 0, s - quick_box)) for c, s in zip(centre, ph.seg.shape, strict=True)]
         box = tuple(slice(a, a + quick_box) for a in lo)
         for name, image in ph.images.items():
@@ -282,7 +284,7 @@ class Row:
     pre_post_s: float = 0.0  # preprocess + postprocess (Triton rows)
     dice: dict[str, float] = field(default_factory=dict)
     note: str = ""
-    default_tiling: bool = False  # the plan of the default options (tile 192, overlap 0.25)
+    default_tiling: bool = False  # the plan of the default options (DEFAULT.tile, DEFAULT.overlap)
     others: float | None = None  # share of the CPUs other processes used meanwhile (CpuMeter)
 
     @property
@@ -308,7 +310,7 @@ def run_seed(raw: np.ndarray, model, padded_voxels: int) -> tuple[Row, np.ndarra
 
 
 def run_inprocess(raw: np.ndarray, backend: str, predictor, max_batch: int, options: pipeline.SegmentOptions,
-                  reference: np.ndarray | None) -> tuple[Row, np.ndarray]:
+                  reference: np.ndarray) -> Row:
     timed = Timed(predictor)
     transport = InProcess(backend, timed, max_batch_size=max_batch)
     t0 = time.perf_counter()
@@ -323,13 +325,12 @@ def run_inprocess(raw: np.ndarray, backend: str, predictor, max_batch: int, opti
     row = Row("in-process", backend, _tile_label(options), options.tta, tiles=pred.tiles, requests=pred.requests,
               voxels_computed=pred.voxels_computed, wall_s=t3 - t0, inference_s=t2 - t1, compute_s=timed.seconds,
               note=f"max batch {max_batch}")
-    if reference is not None:
-        row.dice = dice_all(labels, reference)
-    return row, labels
+    row.dice = dice_all(labels, reference)
+    return row
 
 
 def run_triton(files, transport, backend: str, options: pipeline.SegmentOptions, work: Path,
-               reference: np.ndarray | None, note: str = "") -> Row:
+               reference: np.ndarray, note: str = "") -> Row:
     import nibabel as nib
 
     label = _tile_label(options).replace("/", "_")
@@ -345,8 +346,7 @@ def run_triton(files, transport, backend: str, options: pipeline.SegmentOptions,
               wall_s=t["preprocess"] + t["inference"] + t["postprocess"], inference_s=t["inference"],
               compute_s=report["server_compute_s"], e2e_s=t["total"], pre_post_s=t["preprocess"] + t["postprocess"],
               note=note)
-    if reference is not None:
-        row.dice = dice_all(np.asanyarray(nib.load(str(seg)).dataobj).astype(np.uint8), reference)
+    row.dice = dice_all(np.asanyarray(nib.load(str(seg)).dataobj).astype(np.uint8), reference)
     return row
 
 
@@ -514,8 +514,9 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
     out.append(text)
     t = TARGETS["waste"]
     verdict = "**met**" if default_plan_waste <= t else f"**not met** (gap {default_plan_waste - t:+.2f})"
-    out.append(f"3. tiling waste <= {t:.2f} by default: the default plan (tile 192, overlap 0.25) on this case, "
-               f"{plan_text}, computes **{default_plan_waste:.2f}** x the crop voxels -> {verdict}.")
+    out.append(f"3. tiling waste <= {t:.2f} by default: the default plan (tile {DEFAULT.tile}, overlap "
+               f"{DEFAULT.overlap:g}) on this case, {plan_text}, computes **{default_plan_waste:.2f}** x the crop "
+               f"voxels -> {verdict}.")
     t = TARGETS["peak_fraction"]
     r = find(rows, path="in-process", backend=fastest, tta="flip4") if fastest else None
     if r is None:
@@ -639,7 +640,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     volume, record = preprocess.preprocess(raw)
     crop_voxels = int(np.prod(record.crop_shape))
     padded_voxels = int(np.prod(record.padded_shape))
-    default = pipeline.SegmentOptions()
+    default = DEFAULT
     plan_default = tiling.plan_tiles(volume.shape[1:], default.tile, default.overlap)
     plan_full = tiling.plan_tiles(volume.shape[1:], None, default.overlap)
     default_is_full = plan_default.tile_shape == plan_full.tile_shape and plan_default.starts == plan_full.starts
@@ -683,7 +684,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             predictor = load_predictor(backend, model, repository, work)
             warm(predictor, backend)
             meter.restart()
-            row, _ = run_inprocess(raw, backend, predictor, max_batch(backend), default, seed_labels)
+            row = run_inprocess(raw, backend, predictor, max_batch(backend), default, seed_labels)
             row.others = meter.others()
             row.default_tiling = True
             if default_is_full:
@@ -780,6 +781,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
 def render(args, ctx: Context, goals, record, plan_default, plan_tiled, default_is_full, counted, peaks_start,
            peaks_end, runtime, load_before, load_after, checkpoint_sha, fastest, others_peaks) -> str:
+    from brats_export.exporters import ONNX_OPSET
+
     m = machine()
     v = versions()
     try:
@@ -826,11 +829,11 @@ def render(args, ctx: Context, goals, record, plan_default, plan_tiled, default_
         f"NIfTI and loaded back by the client; crop {record.crop_shape} = {ctx.crop_voxels:,} voxels, padded to "
         f"{record.padded_shape}",
         f"- checkpoint `{checkpoint}` (sha256 {checkpoint_sha[:12]}...); export by `brats-export --check-sizes 32` "
-        "into a temporary repository (ONNX opset 17, TorchScript, OpenVINO IR f32)",
+        f"into a temporary repository (ONNX opset {ONNX_OPSET}, TorchScript, OpenVINO IR f32)",
         f"- network cost: {GFLOP_PER_128} GFLOP per 128^3 pass (issue 6; `torch.utils.flop_counter` counts "
         f"{counted:.1f} GFLOP in the convolutions, 2 FLOP per multiply-add, in this run), so a row's GFLOP = "
         f"{GFLOP_PER_128} x voxels computed / 128^3 x TTA passes",
-        f"- default tiling: tile 192, overlap 0.25 -> plan of {len(plan_default)} tile(s) of "
+        f"- default tiling: tile {DEFAULT.tile}, overlap {DEFAULT.overlap:g} -> plan of {len(plan_default)} tile(s) of "
         f"{plan_default.tile_shape}: " + ("**the same plan as the whole crop**, so it is run once and its rows "
                                           "read `full`" if default_is_full else "differs from the whole crop"),
         f"- tiled rows: tile {args.tiled_options[0]}, overlap {args.tiled_options[1]:g} -> {len(plan_tiled)} tiles "

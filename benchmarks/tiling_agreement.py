@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import sys
 import tempfile
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from brats_demo.phantom import make_phantom
+    from brats_demo.phantom import MODALITIES, make_phantom
     from brats_export.checkpoint import load_model, sha256_file
 
     model = load_model(args.checkpoint)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         ph = make_phantom(seed)
-        raw = np.stack([ph.images[c] for c in ("t1", "t1ce", "t2", "flair")]).astype(np.float32)
+        raw = np.stack([ph.images[c] for c in MODALITIES]).astype(np.float32)
         volume, record = preprocess.preprocess(raw)
         crop_voxels = int(np.prod(record.crop_shape))
         full_opts = pipeline.SegmentOptions(tile=None, tta=args.tta)
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "and tiled labels differ from `--tile full`. Measured with `benchmarks/tiling_agreement.py` on BraTS-size",
         f"phantoms (240x240x155, seeds {args.seeds}, held out from training), checkpoint `{args.checkpoint}`",
         f"(sha256 {sha256_file(args.checkpoint)[:12]}...), TTA {args.tta}, Gaussian blending, OpenVINO f32",
-        f"in-process; {platform.machine()}, 2 cores. Dice of each setting's labels against the full-crop labels",
-        "(and against the phantom's truth); waste = voxels computed / crop voxels.",
+        f"in-process; {platform.machine()}, {os.cpu_count()} cores. Dice of each setting's labels against the",
+        "full-crop labels (and against the phantom's truth); waste = voxels computed / crop voxels.",
         "",
         "| seed | crop | tile | overlap | tiles | waste | time (s) | Dice vs full WT / TC / ET |"
         " Dice vs truth WT / TC / ET |",

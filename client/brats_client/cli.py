@@ -51,6 +51,7 @@ def _tile(value: str) -> int | None:
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
+    from . import shm
     from .transport import ServerOptions
 
     d = ServerOptions()
@@ -62,7 +63,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
                    help="requests in flight (default %(default)s)")
     g.add_argument("--timeout-s", type=float, default=d.timeout_s, help="deadline per request in seconds")
     g.add_argument("--retries", type=int, default=d.retries, help="retries on UNAVAILABLE (default %(default)s)")
-    g.add_argument("--shared-memory", nargs="?", const="on", default=d.shared_memory, choices=("auto", "on", "off"),
+    g.add_argument("--shared-memory", nargs="?", const="on", default=d.shared_memory, choices=shm.CHOICES,
                    help="pass tensors through system shared memory: auto (default) when the server is on a loopback "
                    "URL and can open this host's /dev/shm, else inside the gRPC messages; on: required")
     g.add_argument("--ssl", action="store_true", help="use TLS for gRPC")
@@ -83,6 +84,10 @@ def _server_options(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipeline import BLEND_CHOICES, LABEL_CHOICES, TTA_CHOICES, SegmentOptions
+    from .transport import ServerOptions
+
+    d = SegmentOptions()
     parser = argparse.ArgumentParser(
         prog="brats-client",
         description="Brain tumour segmentation through a Triton server (research use only, not for clinical use).",
@@ -104,17 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     for ch in ("t1", "t1ce", "t2", "flair"):
         seg.add_argument(f"--{ch}", type=Path, help=f"explicit {ch} file (instead of INPUT)")
     seg.add_argument("--channel-order", help="nnU-Net inputs: modalities of _0000.._0003, e.g. t1,t1ce,t2,flair")
-    seg.add_argument("--tile", type=_tile, default=192,
+    seg.add_argument("--tile", type=_tile, default=d.tile,
                      help="largest tile edge (multiple of 16) or 'full' (default 192: the whole crop of a BraTS case)")
-    seg.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction in [0, 1) (default 0.25)")
-    seg.add_argument("--blend", choices=("constant", "gaussian"), default="gaussian",
-                     help="how overlapping tiles are averaged")
-    seg.add_argument("--tta", choices=("none", "flip4", "flip8"), default="flip4",
+    seg.add_argument("--overlap", type=float, default=d.overlap,
+                     help="tile overlap fraction in [0, 1) (default %(default)s)")
+    seg.add_argument("--blend", choices=BLEND_CHOICES, default=d.blend, help="how overlapping tiles are averaged")
+    seg.add_argument("--tta", choices=TTA_CHOICES, default=d.tta,
                      help="test-time flips (flip4 = the seed's four, default)")
-    seg.add_argument("--flips-per-request", type=int, default=1, metavar="N",
+    seg.add_argument("--flips-per-request", type=int, default=d.flips_per_request, metavar="N",
                      help="flips of a tile batched into one request (default 1: requests overlap on the wire; "
                      "a GPU server may prefer 4)")
-    seg.add_argument("--labels", choices=("brats2019", "brats2023"), default="brats2019",
+    seg.add_argument("--labels", choices=LABEL_CHOICES, default=d.labels,
                      help="label convention of the output")
     seg.add_argument("--seed-crop", action="store_true",
                      help="crop exactly as the seed did (drops the last nonzero slice per axis)")
@@ -139,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out out/perf\n\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     perf.add_argument("case", type=Path, help="case folder whose tiles are sent")
-    perf.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC endpoint (default %(default)s)")
-    perf.add_argument("--model", default="brats_openvino", help="model name (default %(default)s)")
+    perf.add_argument("--url", default=ServerOptions().url, help="Triton gRPC endpoint (default %(default)s)")
+    perf.add_argument("--model", default=ServerOptions().model, help="model name (default %(default)s)")
     perf.add_argument("--tile", type=_tile, default=128, help="tile edge, multiple of 16 (default 128)")
     perf.add_argument("--concurrency", default="1,2,4", help="comma-separated concurrency values (default 1,2,4)")
     perf.add_argument("--request-count", type=int, default=10, help="requests per measurement window")
@@ -212,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         logging.getLogger().removeHandler(handler)
-    parser.error(f"unknown command {args.command}")
-    return EXIT_USAGE
+    parser.error(f"unknown command {args.command}")  # exits
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from .transport import ServerOptions
 
 log = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
 
 def _options(args: argparse.Namespace) -> pipeline.SegmentOptions:
     return pipeline.SegmentOptions(
@@ -114,7 +112,7 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
         cases = modalities.find_cases(args.input, nnunet_order=_order(args))
         return _run_batch(cases, args, server, options, max_voxels)
     files = explicit or modalities.find_case_files(args.input, nnunet_order=_order(args))
-    if args.output.name.endswith(NIFTI_SUFFIXES) is False:
+    if not args.output.name.endswith(modalities.NIFTI_SUFFIXES):
         raise OutputError(f"output {args.output} must end in .nii or .nii.gz for one case")
     for ch, path in files.paths.items():
         log.info("%-5s <- %s", ch, path)
@@ -135,7 +133,7 @@ def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, o
     from . import io
 
     out_dir: Path = args.output
-    if out_dir.name.endswith(NIFTI_SUFFIXES):
+    if out_dir.name.endswith(modalities.NIFTI_SUFFIXES):
         raise OutputError(f"a folder of cases needs an output folder, got the file name {out_dir}")
     if args.probabilities is not None:
         raise InputError("--probabilities is for one case; a batch writes segmentations and reports only")

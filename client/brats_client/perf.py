@@ -52,7 +52,7 @@ def find_perf_analyzer() -> tuple[str, dict[str, str]]:
 
 
 def write_real_tile(case_dir: Path, out_dir: Path, tile: int, *, nnunet_order: list[str] | None = None) -> tuple:
-    """Write the tile through the tumour-side centre of a preprocessed case as ``out_dir/INPUT__0``."""
+    """Write the tile nearest the centre of a preprocessed case as ``out_dir/INPUT__0``."""
     files = modalities.find_case_files(case_dir, nnunet_order=nnunet_order)
     volume, _ = preprocess.preprocess(io.load_case(files).volume)
     plan = tiling.plan_tiles(volume.shape[1:], tile, 0.0)

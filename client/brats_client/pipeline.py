@@ -1,7 +1,7 @@
 """Compose the stages: load -> preprocess -> tiles x flips -> Triton -> reassemble -> labels -> write.
 
-The Python API mirrors ``brats-client segment``: :func:`segment_case` for one case folder (or explicit files),
-:func:`segment_batch` for a folder of case folders.
+The Python API mirrors ``brats-client segment`` for one case: :func:`prepare_case` (load and check, before any
+request), then :func:`segment_case`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from .transport import ServerOptions, TritonTransport
 
 log = logging.getLogger(__name__)
 
-TTA_CHOICES = ("none", "flip4", "flip8")
-LABEL_CHOICES = ("brats2019", "brats2023")
-BLEND_CHOICES = ("constant", "gaussian")
+TTA_CHOICES = postprocess.TTA_CHOICES
+LABEL_CHOICES = postprocess.CONVENTIONS
+BLEND_CHOICES = tiling.BLEND_CHOICES
 
 
 @dataclass(frozen=True)
@@ -242,8 +242,7 @@ def segment_case(
     with timer.stage("write"):
         io.save_nifti_atomic(labels, case.affine, case.header, outputs.segmentation, overwrite=outputs.overwrite)
         if outputs.probabilities is not None:
-            full = np.zeros((*case.volume.shape[1:], probabilities.shape[0]), dtype=np.float32)
-            full[record.crop_slices] = np.moveaxis(probabilities, 0, -1)
+            full = np.moveaxis(postprocess.paste(probabilities, record), 0, -1)
             io.save_nifti_atomic(full, case.affine, case.header, outputs.probabilities, overwrite=outputs.overwrite)
     report["time_s"] = {k: round(v, 4) for k, v in timer.stages_s.items()}
     report["time_s"]["total"] = round(sum(timer.stages_s.values()), 4)

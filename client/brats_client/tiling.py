@@ -221,7 +221,6 @@ class Accumulator:
         self._sum = np.zeros((self.channels, *self.shape), dtype=np.float32)
         self._weight = np.zeros(self.shape, dtype=np.float32)
         self._weights: dict[tuple[int, ...], np.ndarray] = {}
-        self.tiles_added = 0
 
     def _weights_for(self, tile_shape: tuple[int, ...]) -> np.ndarray:
         if tile_shape not in self._weights:
@@ -243,7 +242,6 @@ class Accumulator:
         weights = self._weights_for(tile_shape)[in_tile]
         self._sum[(slice(None), *in_volume)] += prediction[(slice(None), *in_tile)] * weights
         self._weight[in_volume] += weights
-        self.tiles_added += 1
 
     def result(self) -> np.ndarray:
         """The weighted average ``[channels, *shape]`` float32; RuntimeError if a voxel was never covered."""

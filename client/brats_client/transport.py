@@ -310,7 +310,7 @@ class TritonTransport:
         o = self.options
         if o.shared_memory == "off" or len(self._endpoints) > 1:
             return
-        if o.shared_memory == "auto" and (o.url.startswith(GRPC_SCHEMES) or not shm.is_loopback(o.url)):
+        if o.shared_memory == "auto" and not shm.is_loopback(o.url):  # also False for dns:/ipv4:/ipv6: targets
             return
         need = o.concurrency * batch.nbytes * (INPUT_CHANNELS + OUTPUT_CHANNELS) // INPUT_CHANNELS
         problem = shm.problem(self._client, need)

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 ATLAS_PATH = Path(__file__).resolve().parent / "data" / "t1_skullstripped_brats_space.nii.gz"
 SHAPE = (240, 240, 155)
 MODALITIES = ("t1", "t1ce", "t2", "flair")
-LABELS = (0, 1, 2, 4)  # background, necrotic / non-enhancing core, edema, enhancing tumour
 # BraTS 2019 files: 1 mm, x and y flipped (LPS-style storage), origin at the far corner of y.
 BRATS_AFFINE = np.array(
     [[-1.0, 0.0, 0.0, -0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]

@@ -1,8 +1,8 @@
 """``brats-demo run``: the whole product on a phantom case, from checkpoint to picture.
 
 phantom case -> ``brats-export`` of the demo checkpoint (seed file format) -> local Triton server ->
-``brats-client`` segmentation -> summary (volumes, Dice against the phantom's truth, time per stage) ->
-segmentation NIfTI, JSON report and preview PNG -> server stopped.
+``brats-client`` segmentation (NIfTI and JSON report) -> server stopped -> summary (volumes, Dice against the
+phantom's truth, time per stage) and preview PNG.
 """
 
 from __future__ import annotations

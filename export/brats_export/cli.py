@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import CheckpointError, ExportError, ParityError, RepositoryError
+from .repository import FORMATS
 
 log = logging.getLogger("brats_export")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY = 0, 1, 2, 3, 4, 5
-FORMATS = ("onnx", "torchscript", "openvino")  # same as brats_export.exporters.FORMATS, without importing torch
 DEFAULT_CHECK_SIZES = "64,96x112x80"
 DEFAULT_TOLERANCE = 1e-4
 

@@ -25,14 +25,11 @@ import torch
 
 from .errors import ExportError, ParityError
 from .model import DIVISOR, IN_CHANNELS, UNet
+from .repository import FORMATS, INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript", "openvino")
-INPUT_NAME = "INPUT__0"
-OUTPUT_NAME = "OUTPUT__0"
 ONNX_OPSET = 17  # <= 20: ONNX Runtime 1.19.2 (NGC 24.10) lacks the opset-21 GroupNormalization
-FILES = {"onnx": ("model.onnx",), "torchscript": ("model.pt",), "openvino": ("model.xml", "model.bin")}
 DEFAULT_CHECK_SHAPES = ((64, 64, 64), (96, 112, 80))
 DEFAULT_TOLERANCE = 1e-4
 TRACE_SIZE = 32  # spatial size of the tracing example (any multiple of 8 works; small is fast)

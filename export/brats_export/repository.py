@@ -1,4 +1,4 @@
-"""Write the Triton model repository: ``config.pbtxt`` per model, its GPU variant, the model files, a manifest.
+"""Write the Triton model repository: ``config.pbtxt`` per model, its variants, the model files, a manifest.
 
 Configs are built as ``tritonclient.grpc.model_config_pb2.ModelConfig`` messages (a misspelled field fails at
 once) and written with ``google.protobuf.text_format``. Only keys that the native backends of Triton 24.10
@@ -9,7 +9,8 @@ read are used:
   ``trt_engine_cache_path``). Source: triton-inference-server/onnxruntime_backend README.
 - ``pytorch_libtorch``: parameters ``INTRA_OP_THREAD_COUNT``, ``INTER_OP_THREAD_COUNT``. Source:
   triton-inference-server/pytorch_backend README (r24.10).
-- ``openvino``: parameters ``NUM_STREAMS``, ``INFERENCE_NUM_THREADS``, ``PERFORMANCE_HINT``. Source:
+- ``openvino``: parameters ``NUM_STREAMS``, ``INFERENCE_NUM_THREADS``, ``PERFORMANCE_HINT`` (and ``HINT_BF16`` in
+  the bf16 variant). Source:
   triton-inference-server/openvino_backend README and ``src/openvino.cc`` (r24.10). That backend accepts
   only ``KIND_CPU`` instances (so there is no GPU variant), and with ``max_batch_size`` > 0 it fixes the
   model's batch to ``max_batch_size`` (``ov::set_batch``) and rejects any other total batch unless

@@ -5,11 +5,12 @@ it must stay importable without ``brats_serve`` and without ``triton_python_back
 Triton object is built). Everything that is not a Triton object is plain numpy and unit-tested.
 
 What the stand-ins honour from ``config.pbtxt`` (the configs ``brats_export`` writes): one input and one output
-(name, ``data_type``, ``dims``), ``max_batch_size``, ``default_model_filename``, the instance kind (``KIND_GPU``
-runs on CUDA when the runtime sees a GPU, else on the CPU) and string ``parameters`` (each backend reads its own
-keys). Requests in one ``execute`` call that share a shape (after N) are concatenated along N and run once; the
-results are split back. A request the model cannot take (dtype, rank, channels, spatial size not a multiple of
-``DIVISOR``) gets an error response; the other requests are still answered.
+(name, ``data_type``, ``dims``), ``max_batch_size``, ``default_model_filename``, the instance kind (onnxruntime and
+pytorch: ``KIND_GPU`` runs on CUDA when the runtime sees a GPU, else on the CPU; openvino refuses it) and string
+``parameters`` (each backend reads its own keys). Requests in one ``execute`` call that share a shape (after N)
+are concatenated along N and run once; the results are split back. A request the model cannot take (dtype, rank,
+channels, spatial size not a multiple of ``DIVISOR``) gets an error response; the other requests are still
+answered.
 """
 
 from __future__ import annotations
@@ -96,6 +97,15 @@ def int_parameter(spec: ModelSpec, key: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"config parameter {key!r} must be an integer, got {value!r}") from None
+
+
+def check_names(path, spec: ModelSpec, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+    """The model file must have the tensors the config names."""
+    if spec.input.name not in inputs or spec.output.name not in outputs:
+        raise ValueError(
+            f"{path}: the config names input {spec.input.name!r} and output {spec.output.name!r}, "
+            f"the model has inputs {list(inputs)} and outputs {list(outputs)}; re-export or fix config.pbtxt"
+        )
 
 
 def check_request(array: np.ndarray, spec: ModelSpec) -> str | None:

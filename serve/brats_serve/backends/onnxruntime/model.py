@@ -37,11 +37,7 @@ class TritonPythonModel(_common.StandInModel):
         session = ort.InferenceSession(str(path), options, providers=providers)
         inputs = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]
-        if spec.input.name not in inputs or spec.output.name not in outputs:
-            raise ValueError(
-                f"{path}: the config names input {spec.input.name!r} and output {spec.output.name!r}, "
-                f"the model has inputs {inputs} and outputs {outputs}; re-export or fix config.pbtxt"
-            )
+        _common.check_names(path, spec, inputs, outputs)
         names = [spec.output.name]
         feed = spec.input.name
 

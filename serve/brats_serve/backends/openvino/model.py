@@ -67,11 +67,7 @@ class TritonPythonModel(_common.StandInModel):
         compiled = core.compile_model(core.read_model(str(path)), device, properties(spec))
         inputs = [name for port in compiled.inputs for name in port.get_names()]
         outputs = [name for port in compiled.outputs for name in port.get_names()]
-        if spec.input.name not in inputs or spec.output.name not in outputs:
-            raise ValueError(
-                f"{path}: the config names input {spec.input.name!r} and output {spec.output.name!r}, "
-                f"the model has inputs {inputs} and outputs {outputs}; re-export or fix config.pbtxt"
-            )
+        _common.check_names(path, spec, inputs, outputs)
         request = compiled.create_infer_request()
         feed = spec.input.name
         output = compiled.output(spec.output.name)
