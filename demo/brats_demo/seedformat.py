@@ -15,7 +15,6 @@ Used from outside: :func:`save_seed_checkpoint`; the loader tests also build var
 from __future__ import annotations
 
 import contextlib
-import copy
 import copyreg
 import pickle
 import sys
@@ -122,8 +121,11 @@ def seed_modules() -> Iterator[dict[type, type]]:
 
 
 def to_seed_unet(net: reference.UNet) -> reference.UNet:
-    """A CPU copy of ``net`` in eval mode whose modules carry the seed's class names (:data:`SEED_CLASSES`)."""
-    seed_net = copy.deepcopy(net).cpu().eval()
+    """A fresh CPU network in eval mode with ``net``'s weights (strict key-for-key copy; no hooks or other state
+    of ``net`` come along) whose modules carry the seed's class names (:data:`SEED_CLASSES`)."""
+    seed_net = reference.UNet()
+    seed_net.load_state_dict(net.state_dict(), strict=True)
+    seed_net.eval()
     for module in seed_net.modules():
         module.__class__ = SEED_CLASSES.get(type(module), type(module))
     return seed_net
