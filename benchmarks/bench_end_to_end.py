@@ -292,11 +292,6 @@ class Row:
         return "bf16" if self.backend in BF16 else "f32"
 
 
-def dice_all(labels: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    a, b = postprocess.region_masks(labels), postprocess.region_masks(reference)
-    return {r: postprocess.dice(a[r], b[r]) for r in a}
-
-
 def run_seed(raw: np.ndarray, model, padded_voxels: int) -> tuple[Row, np.ndarray]:
     from brats_export.reference import reference_segment
 
@@ -325,7 +320,7 @@ def run_inprocess(raw: np.ndarray, backend: str, predictor, max_batch: int, opti
     row = Row("in-process", backend, _tile_label(options), options.tta, tiles=pred.tiles, requests=pred.requests,
               voxels_computed=pred.voxels_computed, wall_s=t3 - t0, inference_s=t2 - t1, compute_s=timed.seconds,
               note=f"max batch {max_batch}")
-    row.dice = dice_all(labels, reference)
+    row.dice = postprocess.region_dice(labels, reference)
     return row
 
 
@@ -346,7 +341,7 @@ def run_triton(files, transport, backend: str, options: pipeline.SegmentOptions,
               wall_s=t["preprocess"] + t["inference"] + t["postprocess"], inference_s=t["inference"],
               compute_s=report["server_compute_s"], e2e_s=t["total"], pre_post_s=t["preprocess"] + t["postprocess"],
               note=note)
-    row.dice = dice_all(np.asanyarray(nib.load(str(seg)).dataobj).astype(np.uint8), reference)
+    row.dice = postprocess.region_dice(np.asanyarray(nib.load(str(seg)).dataobj), reference)
     return row
 
 

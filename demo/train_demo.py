@@ -8,8 +8,9 @@ per-step randomness comes from ``numpy.random.default_rng([seed, step])``, so a 
 Two phases: random crops of ``--crop1`` containing tumour most of the time, then larger crops ``--crop2`` so that
 GroupNorm sees statistics closer to those of the whole-volume inference. Targets are the nested regions WT, TC,
 ET as three sigmoid channels; loss = BCE + soft Dice; Adam with linear warm-up and cosine decay. At the end the
-network is evaluated on held-out phantoms the way the seed's test.py runs (whole crop, flip4 TTA, threshold,
-labels, ET > 32 rule, 10% component filter) and saved with ``brats_demo.seedformat``.
+network is evaluated on held-out phantoms the way the seed's test.py runs (``brats_export.reference``: whole crop,
+flip4 TTA, threshold, labels, ET > 32 rule, 10% component filter) and saved with ``brats_demo.seedformat``. Inputs
+are preprocessed by ``brats_client.preprocess``, as the client does.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from brats_demo import evaluate
+from brats_client import postprocess, preprocess
 from brats_demo.phantom import MODALITIES, make_phantom
 from brats_demo.seedformat import TrainingState, save_seed_checkpoint
 from brats_export.model import build_model
+from brats_export.reference import reference_segment
 from torch.nn import functional as F  # noqa: N812
 
 log = logging.getLogger("train_demo")
@@ -67,8 +69,9 @@ def load_cases(seeds: list[int], cache: Path) -> list[tuple[np.ndarray, np.ndarr
         fx, fy = cache / f"x_{seed}.npy", cache / f"y_{seed}.npy"
         if not (fx.exists() and fy.exists()):
             ph = make_phantom(seed)
-            x, record = evaluate.preprocess(np.stack([ph.images[m] for m in MODALITIES]))
-            np.save(fy, evaluate.seg_crop(ph.seg, record))
+            x, record = preprocess.preprocess(np.stack([ph.images[m] for m in MODALITIES]))
+            pads = list(zip(record.pad_before, record.pad_after, strict=True))
+            np.save(fy, np.pad(ph.seg[record.crop_slices], pads))  # cut and padded like the images
             np.save(fx, x.astype(np.float16))
         cases.append((np.load(fx), np.load(fy)))
     return cases
@@ -87,7 +90,7 @@ def sample(case: tuple[np.ndarray, np.ndarray], crop: tuple[int, int, int], rng:
         start = np.array([rng.integers(0, s - c + 1) for s, c in zip(shape, size, strict=True)])
     sl = tuple(slice(int(a), int(a + c)) for a, c in zip(start, size, strict=True))
     xc = x[(slice(None), *sl)].astype(np.float32)
-    yc = evaluate.regions(seg[sl])
+    yc = np.stack(list(postprocess.region_masks(seg[sl]).values())).astype(np.float32)  # WT, TC, ET
     for axis in range(3):
         if rng.random() < 0.5:
             xc, yc = np.flip(xc, axis + 1), np.flip(yc, axis + 1)
@@ -109,13 +112,12 @@ def evaluate_holdout(net: torch.nn.Module, seeds: list[int]) -> dict:
     per_case = {}
     for seed in seeds:
         ph = make_phantom(seed)
-        x, record = evaluate.preprocess(np.stack([ph.images[m] for m in MODALITIES]))
         t0 = time.time()
-        pred = evaluate.postprocess(evaluate.predict(net, x, tta=True), record)
-        per_case[seed] = evaluate.dice(pred, ph.seg)
+        pred, _ = reference_segment(np.stack([ph.images[m] for m in MODALITIES]), net, tta="flip4")
+        per_case[seed] = postprocess.region_dice(pred, ph.seg)
         log.info("held-out seed %d: %s (%.1f s)", seed, {k: round(v, 4) for k, v in per_case[seed].items()},
                  time.time() - t0)
-    mean = {r: float(np.mean([d[r] for d in per_case.values()])) for r in evaluate.REGIONS}
+    mean = {r: float(np.mean([d[r] for d in per_case.values()])) for r in postprocess.REGIONS}
     log.info("held-out mean Dice: %s", {k: round(v, 4) for k, v in mean.items()})
     return {"per_case": per_case, "mean": mean}
 

@@ -124,3 +124,9 @@ def dice(a_mask: np.ndarray, b_mask: np.ndarray) -> float:
     if total == 0:
         return 1.0
     return 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def region_dice(labels: np.ndarray, truth: np.ndarray, convention: str = "brats2019") -> dict[str, float]:
+    """Dice of the WT, TC and ET regions of two label volumes."""
+    a, b = region_masks(labels, convention), region_masks(truth, convention)
+    return {region: dice(a[region], b[region]) for region in REGIONS}

@@ -36,12 +36,11 @@ def _export(checkpoint: Path, repository: Path, model_format: str) -> None:
 
 
 def dice_scores(prediction: Path, truth: Path) -> dict[str, float]:
-    from brats_client.postprocess import dice, region_masks
+    from brats_client.postprocess import region_dice
 
     pred = np.asanyarray(nib.load(str(prediction)).dataobj)
     true = np.asanyarray(nib.load(str(truth)).dataobj)
-    p, t = region_masks(pred), region_masks(true)
-    return {region: round(dice(p[region], t[region]), 4) for region in p}
+    return {region: round(score, 4) for region, score in region_dice(pred, true).items()}
 
 
 def run_demo(

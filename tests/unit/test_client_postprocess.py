@@ -137,3 +137,7 @@ def test_region_masks_volumes_and_dice() -> None:
     assert postprocess.dice(masks["TC"], masks["ET"]) == pytest.approx(2 * 2 / 7)
     assert postprocess.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
     assert postprocess.dice(np.ones(3, bool), np.zeros(3, bool)) == 0.0
+    other = labels.copy()
+    other[2, 0, :2] = 1  # enhancing read as necrotic: WT and TC unchanged, ET lost
+    assert postprocess.region_dice(labels, other) == {"WT": 1.0, "TC": 1.0, "ET": 0.0}
+    assert postprocess.region_dice(labels, labels) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
