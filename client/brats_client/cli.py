@@ -121,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "a GPU server may prefer 4)")
     seg.add_argument("--labels", choices=LABEL_CHOICES, default=d.labels,
                      help="label convention of the output")
+    seg.add_argument("--keep-last-slice", action="store_true",
+                     help="crop [min, max] instead of the seed's [min, max), which drops the last nonzero slice "
+                     "per axis (not the seed's pipeline; see README)")
     seg.add_argument("--seed-crop", action="store_true",
-                     help="crop exactly as the seed did (drops the last nonzero slice per axis)")
+                     help="deprecated, does nothing: the seed's crop is the default")
     seg.add_argument("--probabilities", type=Path, help="also write WT/TC/ET probabilities (one case)")
     seg.add_argument("--report", type=Path, help="write a JSON report (one case; a batch writes one per case)")
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -18,9 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def _options(args: argparse.Namespace) -> pipeline.SegmentOptions:
+    if args.seed_crop:
+        log.warning("--seed-crop is deprecated and does nothing: the seed's crop is the default now "
+                    "(--keep-last-slice opts out)")
     return pipeline.SegmentOptions(
         tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta, labels=args.labels,
-        keep_last_slice=not args.seed_crop, flips_per_request=args.flips_per_request,
+        keep_last_slice=args.keep_last_slice, flips_per_request=args.flips_per_request,
     )
 
 

@@ -38,7 +38,7 @@ class SegmentOptions:
     blend: str = "gaussian"
     tta: str = "flip4"
     labels: str = "brats2019"
-    keep_last_slice: bool = True
+    keep_last_slice: bool = False  # True: keep the last nonzero slice (the seed drops it)
     # One flip per request: while the server computes one, the next is already on its way. Larger values batch
     # a tile's flips into one request (up to the model's max_batch_size), which helps only a GPU.
     flips_per_request: int = 1
@@ -167,7 +167,7 @@ class PreparedCase:
 
 
 def prepare_case(
-    files: CaseFiles, *, keep_last_slice: bool = True, max_voxels: int = io.MAX_VOXELS
+    files: CaseFiles, *, keep_last_slice: bool = False, max_voxels: int = io.MAX_VOXELS
 ) -> PreparedCase:
     """Load and check the four modalities (:func:`brats_client.io.load_case`), refuse an all-zero case, and
     preprocess. Raises InputError naming the file; sends nothing to a server."""

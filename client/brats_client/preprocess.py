@@ -1,18 +1,21 @@
 """The seed's preprocessing (crop to the brain, pad to a multiple of 16, z-score), with a record to undo it.
 
-Steps, per case ``volume [C, X, Y, Z]`` (C = 4, CHANNELS order):
+Steps, per case ``volume [C, X, Y, Z]`` (C = 4, CHANNELS order), as the seed's test.py does them:
 
 1. Bounding box of the voxels that are nonzero in any modality.
-2. Crop. The seed crops ``[min, max)`` and so drops the last nonzero slice of every axis. We keep it by default
-   (``keep_last_slice=True`` crops ``[min, max + 1)``); ``keep_last_slice=False`` reproduces the seed exactly
-   (except that a one-slice extent keeps its slice rather than becoming empty).
+2. Crop ``[min, max)``: like the seed, the last nonzero slice of every axis is dropped.
+   ``keep_last_slice=True`` crops ``[min, max + 1)`` instead (an opt-in, not the seed).
 3. Pad with zeros to the next multiple of ``divisor`` per axis, split evenly with the extra voxel on the right.
-4. Per channel, mean and (population) standard deviation over the voxels > 0 of the padded crop; subtract and
-   divide on ALL voxels, so background and padding become ``-mean / std`` (:attr:`PreprocessRecord.pad_value`).
-   A channel with no voxel > 0 keeps mean 0, std 1 (it is left unchanged), and a std of 0 is replaced by 1; the
-   seed would have produced NaN or Inf in both cases.
+4. Per channel, with ``n`` the number of voxels > 0 of the padded crop and sums over ALL its voxels:
+   ``mean = sum(x) / n``, ``std = sqrt(sum(x**2) / n - mean**2)`` (the seed's formula: with negative intensities
+   it is not the mean over voxels > 0); subtract and divide on all voxels, in float64, stored as float32.
+   Background and padding become ``-mean / std`` (:attr:`PreprocessRecord.pad_value`).
 
-A case without any nonzero voxel cannot be cropped: :func:`preprocess` raises InputError ("all-zero volume").
+Guards where the seed would produce NaN, Inf or an empty crop: a channel with no voxel > 0 keeps mean 0, std 1
+(left unchanged); a variance that is not positive (at most ``VARIANCE_EPS`` times the mean square) or not
+finite gives std 1; a one-slice extent keeps its slice; a channel that is all zero does not move the bounding
+box (the seed's box would start at -1). A case without any nonzero voxel cannot be cropped: :func:`preprocess`
+raises InputError ("all-zero volume").
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from .errors import InputError
 
 DIVISOR = 16
+VARIANCE_EPS = 1e-12  # relative to the mean square: below it, a channel counts as constant (std 1)
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class PreprocessRecord:
     pad_after: tuple[int, int, int]
     mean: tuple[float, ...]  # per channel
     std: tuple[float, ...]  # per channel
-    keep_last_slice: bool = True
+    keep_last_slice: bool = False
 
     @property
     def crop_shape(self) -> tuple[int, int, int]:
@@ -81,12 +85,12 @@ class PreprocessRecord:
             **{k: tuple(int(v) for v in data[k]) for k in ints},
             mean=tuple(float(v) for v in data["mean"]),
             std=tuple(float(v) for v in data["std"]),
-            keep_last_slice=bool(data.get("keep_last_slice", True)),
+            keep_last_slice=bool(data.get("keep_last_slice", False)),
         )
 
 
 def bounding_box(
-    volume: np.ndarray, *, keep_last_slice: bool = True
+    volume: np.ndarray, *, keep_last_slice: bool = False
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """``(start, stop)`` of the voxels nonzero in any channel of ``volume [C, X, Y, Z]``; InputError if none."""
     nonzero = np.any(volume != 0, axis=0)
@@ -114,8 +118,23 @@ def pad_widths(shape: tuple[int, ...], divisor: int = DIVISOR) -> tuple[tuple[in
     return before, after
 
 
+def seed_statistics(channel: np.ndarray) -> tuple[float, float]:
+    """The seed's ``(mean, std)`` of one padded channel: sums over all voxels divided by the count of voxels > 0
+    (float64), with the guards of the module docstring."""
+    count = int(np.count_nonzero(channel > 0))
+    if count == 0:
+        return 0.0, 1.0
+    x = channel.astype(np.float64, copy=False)
+    mean = float(x.sum() / count)
+    mean_square = float(np.square(x).sum() / count)
+    variance = mean_square - mean * mean
+    # float64 rounding leaves ~1e-16 * mean_square of a constant channel: that is zero, not a tiny std
+    constant = not variance > VARIANCE_EPS * mean_square
+    return mean, (1.0 if constant or not np.isfinite(variance) else float(np.sqrt(variance)))
+
+
 def preprocess(
-    volume: np.ndarray, *, divisor: int = DIVISOR, keep_last_slice: bool = True
+    volume: np.ndarray, *, divisor: int = DIVISOR, keep_last_slice: bool = False
 ) -> tuple[np.ndarray, PreprocessRecord]:
     """Crop, pad and normalise ``volume [C, X, Y, Z]`` (see the module docstring); returns a C-contiguous float32
     ``[C, *record.padded_shape]`` and the record. Raises InputError for an all-zero volume."""
@@ -131,12 +150,8 @@ def preprocess(
     out[(slice(None), *inner)] = crop
     means, stds = [], []
     for c, channel in enumerate(out):
-        values = channel[channel > 0]
-        mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
-        std = float(values.std(dtype=np.float64)) if values.size else 1.0
-        if not np.isfinite(std) or std == 0.0:
-            std = 1.0
-        out[c] = (channel.astype(np.float64) - mean) / std  # in float64 like the seed, stored as float32
+        mean, std = seed_statistics(channel)
+        out[c] = (channel.astype(np.float64) - mean) / std
         means.append(mean)
         stds.append(std)
     record = PreprocessRecord(

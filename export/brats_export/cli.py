@@ -17,6 +17,9 @@ log = logging.getLogger("brats_export")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY = 0, 1, 2, 3, 4, 5
 DEFAULT_CHECK_SIZES = "64,96x112x80"
+DEFAULT_FULL_SIZE = "144x176x144"
+SKIPPED_FULL_SIZE = ("the full-size parity check was skipped (--skip-full-size-check): these files were not "
+                     "compared with PyTorch on a realistic input at a full BraTS crop size")
 DEFAULT_TOLERANCE = 1e-4
 
 DESCRIPTION = """\
@@ -119,8 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export a static N^3 spatial shape (batch stays dynamic) for servers that need static "
                         "shapes; configs then carry fixed dims and parity is checked at N^3 only")
     p.add_argument("--check-sizes", type=_sizes, default=_sizes(DEFAULT_CHECK_SIZES), metavar="LIST",
-                   help=f"spatial sizes of the parity check, N or DxHxW, comma-separated (default: "
-                        f"{DEFAULT_CHECK_SIZES}; the first at batch 1, the others at batch 2)")
+                   help=f"small spatial sizes of the parity check, N or DxHxW, comma-separated (default: "
+                        f"{DEFAULT_CHECK_SIZES}): crops of a normalised phantom, the first at batch 1, the others "
+                        f"at batch 2, and random noise at the first size")
+    p.add_argument("--full-size", type=lambda t: _sizes(t)[0], default=_sizes(DEFAULT_FULL_SIZE)[0],
+                   metavar="DxHxW",
+                   help=f"size of the realistic full-size parity input, a normalised phantom case (default: "
+                        f"{DEFAULT_FULL_SIZE}, a whole BraTS crop; about 30-60 s on 2 cores for all formats)")
+    p.add_argument("--skip-full-size-check", action="store_true",
+                   help="skip the full-size check (only the --check-sizes rows run); a warning is logged and "
+                        "recorded in manifest.json")
     p.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE, metavar="X",
                    help=f"largest allowed max |exported - PyTorch| (default: {DEFAULT_TOLERANCE:g})")
     p.add_argument("--threads", type=_positive_int, metavar="N",
@@ -200,13 +211,18 @@ def _export(args: argparse.Namespace) -> None:
 
     from . import exporters
 
+    warnings = []
+    if args.skip_full_size_check and args.fixed_size is None:
+        log.warning("%s", SKIPPED_FULL_SIZE)
+        warnings.append(SKIPPED_FULL_SIZE)
+    full_size = None if args.skip_full_size_check else args.full_size
     with repository.staging(args.repository) as stage:
         folders = {fmt: repository.version_dir(stage, fmt) for fmt in args.formats}
         for folder in folders.values():
             folder.mkdir(parents=True)
         result = exporters.export_formats(
             model, folders, fixed_size=args.fixed_size, check_spatial_sizes=args.check_sizes,
-            tolerance=args.tolerance,
+            tolerance=args.tolerance, full_size=full_size,
         )
         table = exporters.format_parity_table(result.parity)
         if not args.quiet:
@@ -218,6 +234,7 @@ def _export(args: argparse.Namespace) -> None:
             versions=exporters.library_versions(), tolerance=args.tolerance, fixed_size=args.fixed_size,
             files_sha256=files_sha, openvino_host_precision=result.openvino_host_precision,
         )
+        manifest["warnings"] = warnings
         repository.publish(stage, args.repository, args.formats, threads=args.threads,
                            fixed_size=args.fixed_size, force=args.force, manifest=manifest)
     log.info("repository %s ready (%s) in %.1f s", args.repository, ", ".join(args.formats),

@@ -1,8 +1,9 @@
 """Export the network to TorchScript, ONNX and OpenVINO IR, and check each file against eager PyTorch.
 
 Each exporter takes a model (or the ONNX file, for OpenVINO) and writes files; :func:`check_parity` loads
-the files back with the runtime that will serve them and compares their outputs with eager PyTorch on random
-inputs of several shapes. :func:`export_formats` runs both and raises :class:`ParityError` before anything
+the files back with the runtime that will serve them and compares their outputs with eager PyTorch on realistic
+inputs (a normalised phantom at a full BraTS crop size and at small sizes, see :mod:`.parity_inputs`) and on
+random noise. :func:`export_formats` runs both and raises :class:`ParityError` before anything
 leaves the caller's (temporary) folder.
 
 Tensor names follow Triton's conventions in every format: input ``INPUT__0`` ``[N, 4, D, H, W]`` (t1, t1ce, t2,
@@ -25,6 +26,8 @@ import torch
 
 from .errors import ExportError, ParityError
 from .model import DIVISOR, IN_CHANNELS, UNet
+from .parity_inputs import FULL_SIZE, ParityInput, phantom_input, random_input
+from .portable import portable_copy
 from .repository import FORMATS, INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ class ParityRow:
     """One comparison of an exported file with eager PyTorch."""
 
     format: str
+    input: str  # what was fed: "phantom" (a normalised case, as served) or "random" (standard normal noise)
     shape: tuple[int, ...]  # input shape [N, 4, D, H, W]
     max_abs_diff: float
     tolerance: float
@@ -54,6 +58,7 @@ class ParityRow:
     def as_dict(self) -> dict:
         return {
             "format": self.format,
+            "input": self.input,
             "shape": list(self.shape),
             "max_abs_diff": self.max_abs_diff,
             "tolerance": self.tolerance,
@@ -99,7 +104,8 @@ def export_onnx(model: UNet, path: Path, fixed_size: int | None = None, opset: i
     """Export with the TorchScript-based exporter (``dynamo=False``) and check the file with ``onnx.checker``.
 
     Dynamic axes N, D, H, W on input and output (only N with ``fixed_size``); trilinear upsampling becomes a
-    standard ``Resize`` (mode linear, half_pixel); GroupNorm becomes Reshape + InstanceNormalization + Mul/Add.
+    standard ``Resize`` (mode linear, half_pixel); GroupNorm is exported as :class:`~.portable.PortableGroupNorm`
+    (short ReduceMeans, two passes), which both runtimes compute as exactly as PyTorch.
     """
     import onnx
 
@@ -113,7 +119,7 @@ def export_onnx(model: UNet, path: Path, fixed_size: int | None = None, opset: i
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and tracer warnings
         torch.onnx.export(
-            model.eval(),
+            portable_copy(model),
             (example,),
             str(path),
             dynamo=False,
@@ -208,48 +214,55 @@ LOADERS: dict[str, Callable[[Path], Predictor]] = {
 # --- parity ---------------------------------------------------------------------------------------------------
 
 
-def check_shapes(spatial_sizes: Iterable[Sequence[int]]) -> list[tuple[int, ...]]:
-    """Input shapes for the parity check: batch 1 for the first size, batch 2 after (exercises dynamic N)."""
-    return [_input_shape(check_spatial(s), 1 if i == 0 else 2) for i, s in enumerate(spatial_sizes)]
+def parity_inputs(
+    spatial_sizes: Iterable[Sequence[int]], full_size: Sequence[int] | None = FULL_SIZE
+) -> list[ParityInput]:
+    """What the check feeds: a normalised phantom at ``full_size`` (batch 1; None skips it) and at each of
+    ``spatial_sizes`` (batch 1 for the first, batch 2 after: exercises dynamic N), and random noise at the first
+    small size."""
+    sizes = [check_spatial(s) for s in spatial_sizes]
+    inputs = [phantom_input(check_spatial(full_size))] if full_size is not None else []
+    inputs += [phantom_input(s, 1 if i == 0 else 2) for i, s in enumerate(sizes)]
+    if sizes:
+        inputs.append(random_input(sizes[0]))
+    return inputs
 
 
 def check_parity(
     model: UNet,
     predictors: dict[str, Predictor],
-    shapes: Sequence[tuple[int, ...]],
+    inputs: Sequence[ParityInput],
     tolerance: float = DEFAULT_TOLERANCE,
-    seed: int = 0,
     ungated: Iterable[str] = (),
 ) -> list[ParityRow]:
-    """Compare each predictor with eager ``model`` on standard-normal inputs of each shape (max |diff|)."""
+    """Compare each predictor with eager ``model`` on each input (max |diff|)."""
     ungated = set(ungated)
-    generator = torch.Generator().manual_seed(seed)
     rows = []
-    for shape in shapes:
-        x = torch.randn(shape, generator=generator)
+    for item in inputs:
         with torch.no_grad():
-            expected = model.eval()(x).numpy()
+            expected = model.eval()(torch.from_numpy(item.array)).numpy()
         for name, predict in predictors.items():
             start = time.perf_counter()
-            got = np.asarray(predict(x.numpy()))
+            got = np.asarray(predict(item.array))
             if got.shape != expected.shape:
                 raise ParityError(
-                    f"{name} returned shape {got.shape} for input {tuple(shape)}, expected {expected.shape}"
+                    f"{name} returned shape {got.shape} for input {item.shape}, expected {expected.shape}"
                 )
             diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
-            row = ParityRow(name, tuple(shape), diff, tolerance, gated=name not in ungated)
-            log.info("parity %-16s %-20s max|diff| %.3g (%.1f s)", name, "x".join(map(str, shape)), diff,
-                     time.perf_counter() - start)
+            row = ParityRow(name, item.name, item.shape, diff, tolerance, gated=name not in ungated)
+            log.info("parity %-16s %-8s %-20s max|diff| %.3g (%.1f s)", name, item.name,
+                     "x".join(map(str, item.shape)), diff, time.perf_counter() - start)
             rows.append(row)
     return rows
 
 
 def format_parity_table(rows: Sequence[ParityRow]) -> str:
-    """A fixed-width table: format, input shape, max |diff|, pass."""
-    lines = [f"{'format':<16} {'input shape':<20} {'max|diff|':>10}  pass", "-" * 55]
+    """A fixed-width table: format, input, input shape, max |diff|, pass."""
+    lines = [f"{'format':<16} {'input':<8} {'input shape':<20} {'max|diff|':>10}  pass", "-" * 64]
     for r in rows:
         verdict = ("yes" if r.passed else "NO") if r.gated else "info"
-        lines.append(f"{r.format:<16} {'x'.join(map(str, r.shape)):<20} {r.max_abs_diff:>10.3g}  {verdict}")
+        lines.append(f"{r.format:<16} {r.input:<8} {'x'.join(map(str, r.shape)):<20} {r.max_abs_diff:>10.3g}  "
+                     f"{verdict}")
     return "\n".join(lines)
 
 
@@ -270,8 +283,11 @@ def export_formats(
     fixed_size: int | None = None,
     check_spatial_sizes: Sequence[Sequence[int]] = DEFAULT_CHECK_SHAPES,
     tolerance: float = DEFAULT_TOLERANCE,
+    full_size: Sequence[int] | None = FULL_SIZE,
 ) -> ExportResult:
-    """Export ``model`` into ``folders[format]`` for each requested format, then check parity.
+    """Export ``model`` into ``folders[format]`` for each requested format, then check parity on
+    :func:`parity_inputs` (``full_size=None`` skips the full-size phantom; a fixed-size export is checked at its
+    size only).
 
     Raises :class:`ParityError` (with the table) when a gated row exceeds ``tolerance``; the caller discards
     the folders. OpenVINO is compared at FP32 (what the IR holds); when this host's default precision is not
@@ -284,6 +300,7 @@ def export_formats(
     if fixed_size is not None:
         check_spatial((fixed_size,) * 3)
         check_spatial_sizes = [(fixed_size,) * 3]
+        full_size = None
     model = model.eval()
     files: dict[str, tuple[Path, ...]] = {}
     onnx_path = None
@@ -310,9 +327,12 @@ def export_formats(
         name = f"openvino[{host_precision}]"
         predictors[name] = load_openvino(files["openvino"][0], precision=None)
         ungated.append(name)
-    shapes = check_shapes(check_spatial_sizes)
-    log.info("checking parity with eager PyTorch at %s", ", ".join("x".join(map(str, s)) for s in shapes))
-    rows = check_parity(model, predictors, shapes, tolerance, ungated=ungated)
+    inputs = parity_inputs(check_spatial_sizes, full_size)
+    log.info("checking parity with eager PyTorch on %s",
+             ", ".join(f"{i.name} {'x'.join(map(str, i.shape))}" for i in inputs))
+    start = time.perf_counter()
+    rows = check_parity(model, predictors, inputs, tolerance, ungated=ungated)
+    log.info("parity check took %.1f s", time.perf_counter() - start)
     failed = [r for r in rows if r.gated and not r.passed]
     if failed:
         names = sorted({r.format for r in failed})

@@ -1,9 +1,11 @@
 """The seed's inference pipeline (its test.py, as the spec describes it) in eager PyTorch, in one function.
 
-Written from the spec, independently of ``brats_client``, so that tests and benchmarks can compare two
-implementations: the client's tiled, served pipeline against this whole-volume one. Differences from the seed:
-``keep_last_slice=True`` (the default, like the client) keeps the last nonzero slice that the seed's ``[min, max)``
-crop drops; a channel without voxels > 0, or with std 0, is divided by 1 instead of producing NaN.
+Written from the spec and the seed's test.py, independently of ``brats_client``, so that tests and benchmarks can
+compare two implementations: the client's tiled, served pipeline against this whole-volume one. By default it is
+the seed's: the ``[min, max)`` crop drops the last nonzero slice (``keep_last_slice=True`` keeps it), and the
+z-score divides sums over all voxels of the padded crop by the number of voxels > 0. Where the seed would produce
+NaN or an empty crop, it does not: a channel without voxels > 0, or with a variance that is not positive, is
+divided by 1; a one-slice extent keeps its slice.
 """
 
 from __future__ import annotations
@@ -39,15 +41,15 @@ def _crop_box(volume: np.ndarray, keep_last_slice: bool) -> list[tuple[int, int]
 
 def _normalise(padded: np.ndarray) -> np.ndarray:
     out = np.empty(padded.shape, dtype=np.float32)
+    counts = np.sum(padded > 0, axis=(1, 2, 3))
     for c in range(padded.shape[0]):
         x = padded[c].astype(np.float64)
-        fg = x[x > 0]
-        if fg.size == 0:
-            mean, std = 0.0, 1.0
-        else:
-            mean = fg.sum() / fg.size
-            std = math.sqrt(max(float((fg * fg).sum() / fg.size - mean * mean), 0.0))
-            std = std if std > 0 else 1.0
+        mean, std = 0.0, 1.0
+        if counts[c]:
+            mean = float(np.sum(x / counts[c]))
+            mean_square = float(np.sum(x * x / counts[c]))
+            variance = mean_square - mean * mean
+            std = math.sqrt(variance) if variance > 1e-12 * mean_square else 1.0
         out[c] = (x - mean) / std
     return out
 
@@ -73,15 +75,16 @@ def reference_segment(
     volume: np.ndarray,
     model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     *,
-    keep_last_slice: bool = True,
+    keep_last_slice: bool = False,
     tta: str = "flip4",
     convention: str = "brats2019",
     device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment ``volume [4 (t1, t1ce, t2, flair), X, Y, Z]`` the seed's way with ``model`` on the whole padded crop.
 
-    Returns ``(labels uint8 [X, Y, Z], probabilities float32 [3, *crop])``. ``keep_last_slice=False`` reproduces
-    the seed's ``[min, max)`` crop. Raises ValueError for an all-zero volume or a bad ``tta`` / ``convention``.
+    Returns ``(labels uint8 [X, Y, Z], probabilities float32 [3, *crop])``. ``keep_last_slice=True`` keeps the
+    last nonzero slice that the seed's ``[min, max)`` crop drops. Raises ValueError for an all-zero volume or a
+    bad ``tta`` / ``convention``.
     """
     if tta not in TTA_FLIPS:
         raise ValueError(f"tta must be one of {', '.join(TTA_FLIPS)}; got {tta!r}")

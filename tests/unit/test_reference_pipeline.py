@@ -8,6 +8,7 @@ import torch
 from brats_client import postprocess, preprocess, tiling
 from brats_export.model import build_model
 from brats_export.reference import reference_segment
+from scipy import ndimage
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,7 +33,7 @@ def _model(kernel: int) -> torch.nn.Module:
     return torch.nn.Sequential(conv, torch.nn.Sigmoid()).eval()
 
 
-def _client_segment(volume, model, *, keep_last_slice=True, tta="flip4", tile=None, overlap=0.0, blend="constant"):
+def _client_segment(volume, model, *, keep_last_slice=False, tta="flip4", tile=None, overlap=0.0, blend="constant"):
     """The client's stages composed as brats_client.pipeline does, with an in-process predictor."""
     x, record = preprocess.preprocess(volume, keep_last_slice=keep_last_slice)
     passes = postprocess.flips(tta)
@@ -67,6 +68,61 @@ def test_reference_and_client_agree_whole_volume(keep_last_slice: bool, tta: str
     assert labels.shape == volume.shape[1:]
     assert (labels != ref_labels).sum() == 0
     assert set(np.unique(labels)) == {0, 1, 2, 4}
+
+
+def _seed_steps(volume: np.ndarray, model: torch.nn.Module) -> np.ndarray:
+    """The seed's test.py, step by step as its code does them (per-modality boxes, sums over all voxels divided by
+    the count of voxels > 0, flips of the first two spatial axes, ``reject_small_regions`` counting the largest
+    label as background), without the reference's guards."""
+    boxes = []
+    for channel in volume:
+        idx = [np.flatnonzero(np.any(channel, axis=tuple(a for a in range(3) if a != k))) for k in range(3)]
+        boxes.append([[i[0] for i in idx], [i[-1] for i in idx]])
+    boxes = np.array(boxes)
+    lo, hi = boxes[:, 0].min(axis=0), boxes[:, 1].max(axis=0)
+    crop = volume[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    diff = np.array([-(-s // 16) * 16 for s in crop.shape[1:]]) - np.array(crop.shape[1:])
+    left, right = diff // 2, diff - diff // 2
+    data = np.pad(crop, ((0, 0), *zip(left, right, strict=True)), mode="constant", constant_values=0)
+    n = np.sum(data > 0, axis=(1, 2, 3))
+    mean = np.sum(data / n[:, None, None, None], axis=(1, 2, 3))
+    mean2 = np.sum(np.square(data) / n[:, None, None, None], axis=(1, 2, 3))
+    data = (data - mean[:, None, None, None]) / np.sqrt(mean2 - mean * mean)[:, None, None, None]
+    outputs = []
+    for flip in ((), (1,), (2,), (1, 2)):
+        x = torch.from_numpy(np.flip(data, flip).copy()[None]).float()
+        with torch.no_grad():
+            outputs.append(np.flip(model(x).numpy()[0], flip))
+    out = (sum(outputs) / 4)[:, left[0]:-right[0] or None, left[1]:-right[1] or None, left[2]:-right[2] or None] > 0.5
+    seg = np.zeros(out.shape[1:], np.uint8)
+    seg[out[0]] = 2
+    seg[out[1]] = 1
+    if out[2].sum() > 32:
+        seg[out[2]] = 4
+    components, _ = ndimage.label(seg > 0, structure=np.ones((3, 3, 3)))
+    unique, counts = np.unique(components, return_counts=True)
+    nonzero = components.size - counts.max()
+    for u, c in zip(unique, counts, strict=True):
+        if c < 0.1 * nonzero:
+            seg[components == u] = 0
+    labels = np.zeros(volume.shape[1:], np.uint8)
+    labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = seg
+    return labels
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_reference_is_the_seeds_test_py(negative: bool) -> None:
+    """Default options reproduce the seed's steps exactly, also with negative intensities (float data after bias
+    correction), where the seed's z-score is not the mean over voxels > 0."""
+    volume, model = _volume((30, 34, 21)), _model(3)
+    if negative:
+        volume[:, 8:14, 9:15, 5:9] = -35.0
+    expected = _seed_steps(volume, model)
+    labels, _ = reference_segment(volume, model)
+    assert set(np.unique(expected)) >= {0, 1, 2}
+    np.testing.assert_array_equal(labels, expected)
+    client_labels, _, _ = _client_segment(volume, model)
+    np.testing.assert_array_equal(client_labels, expected)
 
 
 def test_seed_crop_drops_the_last_nonzero_slice() -> None:

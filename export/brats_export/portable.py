@@ -1,0 +1,68 @@
+"""GroupNorm written out for ONNX and OpenVINO so that both runtimes compute it as exactly as PyTorch does.
+
+The legacy ONNX exporter turns ``nn.GroupNorm`` into Reshape + InstanceNormalization (OpenVINO: MVN). Both
+runtimes then sum millions of float32 values per group in one long reduction. On a real normalised volume, whose
+background is one constant value, those sums drift: at a BraTS crop of 144x176x144 the network's output moved by
+up to 2.5e-2 (ONNX Runtime) and 5e-3 (OpenVINO), against 1e-6 for PyTorch's own kernel.
+
+:class:`PortableGroupNorm` computes the same function with standard ops and short reductions:
+
+1. per channel, the mean over W, then over H, then over D (each reduction at most a few hundred values); the
+   group mean is the mean of its channels' means (equal counts, so exact);
+2. two passes: the variance is the same hierarchical mean of ``(x - mean)**2``, never ``E[x^2] - E[x]^2``;
+3. ``y = (x - mean) * (weight / sqrt(var + eps)) + bias``, with per-channel factors from the small statistics.
+
+OpenVINO merges consecutive reductions into one long one (and loses the precision again); the Reshape between
+the W reduction and the others keeps them apart. Rejected variants and their figures: docs/performance-notes.md.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class PortableGroupNorm(nn.Module):
+    """``nn.GroupNorm`` over ``[N, C, D, H, W]`` with hierarchical two-pass statistics (shares its parameters)."""
+
+    def __init__(self, norm: nn.GroupNorm) -> None:
+        super().__init__()
+        if not norm.affine:
+            raise ValueError("PortableGroupNorm needs an affine GroupNorm (the seed's all are)")
+        self.groups = norm.num_groups
+        self.channels = norm.num_channels
+        self.eps = norm.eps
+        self.weight = norm.weight
+        self.bias = norm.bias
+
+    def _channel_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """``[N, C, D, H, W]`` -> ``[N, C]``: mean over W, then H, then D."""
+        s = t.mean(4).flatten(0, 1)  # [N*C, D, H]; the Reshape keeps OpenVINO from merging the reductions
+        return s.mean(2).reshape(-1, self.channels, s.shape[1]).mean(2)
+
+    def _per_channel(self, group_values: torch.Tensor) -> torch.Tensor:
+        """``[N, G, 1]`` -> ``[N, C, 1, 1, 1]`` (each group's value for each of its channels)."""
+        size = self.channels // self.groups
+        return group_values.expand(-1, -1, size).reshape(-1, self.channels, 1, 1, 1)
+
+    def _group_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """``[N, C, D, H, W]`` -> ``[N, C, 1, 1, 1]``: the mean of each channel's group."""
+        means = self._channel_mean(t).reshape(-1, self.groups, self.channels // self.groups)
+        return self._per_channel(means.mean(2, keepdim=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - self._group_mean(x)
+        scale = torch.rsqrt(self._group_mean(centred * centred) + self.eps)
+        return centred * (scale * self.weight.reshape(1, -1, 1, 1, 1)) + self.bias.reshape(1, -1, 1, 1, 1)
+
+
+def portable_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every ``nn.GroupNorm`` replaced by :class:`PortableGroupNorm` (eval mode)."""
+    out = copy.deepcopy(model).eval()
+    for module in list(out.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.GroupNorm):
+                setattr(module, name, PortableGroupNorm(child))
+    return out
