@@ -4,10 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
+# The runtimes of the NGC 24.10 Triton container, for tests/integration/test_fidelity.py.
+NGC_VENV := .venv-ngc
+NGC_STAMP := $(NGC_VENV)/.installed
 
 .PHONY: setup demo test lint perf bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NGC_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -20,6 +23,11 @@ $(STAMP): pyproject.toml Makefile
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libb64-0d >/dev/null; \
 	  else echo "note: install libb64-0d (apt-get) to use perf_analyzer"; fi; fi
 	touch $(STAMP)
+
+$(NGC_STAMP): Makefile
+	$(PY) -m venv $(NGC_VENV)
+	$(NGC_VENV)/bin/python -m pip install -q "numpy<2" onnxruntime==1.19.2 openvino==2024.4.0
+	touch $(NGC_STAMP)
 
 demo: setup
 	$(BIN)/brats-demo run --out out/demo
@@ -38,4 +46,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_end_to_end.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NGC_VENV) out .pytest_cache .ruff_cache

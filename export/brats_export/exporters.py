@@ -129,11 +129,38 @@ def export_onnx(model: UNet, path: Path, fixed_size: int | None = None, opset: i
             dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
             do_constant_folding=True,
         )
+    _inline_shared_initializers(path)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"{path} fails onnx.checker: {e}") from e
     return path
+
+
+def _inline_shared_initializers(path: Path) -> None:
+    """Point the consumers of ``Identity(initializer)`` at the initializer itself and drop those nodes.
+
+    The legacy exporter stores equal parameters once and gives each further user an Identity of it (a fresh
+    network: every GroupNorm weight is ones). ONNX Runtime's optimiser (1.19.2 and 1.32) then loses such an
+    Identity's output ("Node input ... is not a graph input, initializer, or output of a previous node").
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node
+             if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in outputs}
+    if not alias:
+        return
+    keep = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for node in keep:
+        for i, name in enumerate(node.input):
+            node.input[i] = alias.get(name, name)
+    del graph.node[:]
+    graph.node.extend(keep)
+    onnx.save(model, str(path))
 
 
 def export_openvino(onnx_path: Path, xml_path: Path) -> Path:

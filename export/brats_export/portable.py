@@ -25,7 +25,7 @@ from torch import nn
 
 
 class PortableGroupNorm(nn.Module):
-    """``nn.GroupNorm`` over ``[N, C, D, H, W]`` with hierarchical two-pass statistics (shares its parameters)."""
+    """``nn.GroupNorm`` over ``[N, C, D, H, W]`` with hierarchical two-pass statistics (a copy of its parameters)."""
 
     def __init__(self, norm: nn.GroupNorm) -> None:
         super().__init__()
@@ -34,8 +34,10 @@ class PortableGroupNorm(nn.Module):
         self.groups = norm.num_groups
         self.channels = norm.num_channels
         self.eps = norm.eps
-        self.weight = norm.weight
-        self.bias = norm.bias
+        # stored broadcastable ([1, C, 1, 1, 1]): a Reshape of a parameter in the graph, constant-folded, lost its
+        # input when several layers hold equal values (fresh networks: all ones) in the legacy exporter
+        self.register_buffer("weight", norm.weight.detach().reshape(1, -1, 1, 1, 1).clone())
+        self.register_buffer("bias", norm.bias.detach().reshape(1, -1, 1, 1, 1).clone())
 
     def _channel_mean(self, t: torch.Tensor) -> torch.Tensor:
         """``[N, C, D, H, W]`` -> ``[N, C]``: mean over W, then H, then D."""
@@ -55,7 +57,7 @@ class PortableGroupNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - self._group_mean(x)
         scale = torch.rsqrt(self._group_mean(centred * centred) + self.eps)
-        return centred * (scale * self.weight.reshape(1, -1, 1, 1, 1)) + self.bias.reshape(1, -1, 1, 1, 1)
+        return centred * (scale * self.weight) + self.bias
 
 
 def portable_copy(model: nn.Module) -> nn.Module:

@@ -79,7 +79,8 @@ def eager_model(checkpoint):
 
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory, checkpoint) -> Path:
-    """The three models exported from ``checkpoint`` by ``brats-export`` (parity checked at 32^3 only, for speed)."""
+    """The three models exported from ``checkpoint`` by ``brats-export``: parity checked on the default full-size
+    phantom (144x176x144; test_fidelity.py asserts its rows) and at 32^3 instead of the default small sizes."""
     from brats_export.cli import main
 
     repo = tmp_path_factory.mktemp("repository") / "model_repository"

@@ -1,7 +1,8 @@
 """Exports with real files: parity of all three formats, the CLI end to end, and what it refuses to write.
 
-Small spatial sizes (32^3 at batch 1, 48x32x40 at batch 2) keep this quick on two cores; the CLI's own
-defaults (64^3, 96x112x80) are checked by a parser test, not run.
+Small spatial sizes (32^3 at batch 1, 48x32x40 at batch 2) and no full-size row keep this quick on two cores;
+the CLI's own defaults (full size 144x176x144, 64^3, 96x112x80) are checked by a parser test here and run by the
+session's repository fixture (tests/integration/conftest.py) and test_fidelity.py.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import openvino as ov
 import pytest
 import torch
 from brats_export import exporters, repository
-from brats_export.cli import EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY, build_parser, main
+from brats_export.cli import EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY, SKIPPED_FULL_SIZE, build_parser, main
 from brats_export.model import build_model
+from brats_export.parity_inputs import phantom_input, random_input
 
 SIZES = "32,48x32x40"
-FAST = ["--check-sizes", SIZES, "--threads", "2"]
-TINY = ["--check-sizes", "16,24x16x32", "--threads", "2"]  # where the check itself is not under test
+FAST = ["--check-sizes", SIZES, "--threads", "2", "--skip-full-size-check"]
+# TINY: where the check itself is not under test
+TINY = ["--check-sizes", "16,24x16x32", "--threads", "2", "--skip-full-size-check"]
 ALL_FILES = {
     "brats_onnx": {"config.pbtxt", "configs/gpu.pbtxt", "1/model.onnx"},
     "brats_torchscript": {"config.pbtxt", "configs/gpu.pbtxt", "1/model.pt"},
@@ -56,6 +59,7 @@ def exported(tmp_path_factory, checkpoint):
 def test_cli_defaults_are_the_documented_sizes():
     args = build_parser().parse_args(["--repository", "r"])
     assert args.check_sizes == [(64, 64, 64), (96, 112, 80)]
+    assert args.full_size == (144, 176, 144) and not args.skip_full_size_check
     assert args.tolerance == 1e-4 and args.formats == ["onnx", "torchscript", "openvino"]
 
 
@@ -75,8 +79,10 @@ def test_cli_writes_all_files_and_manifest(exported, checkpoint, capsys):
     assert set(manifest["libraries"]) >= {"torch", "onnx", "onnxruntime", "openvino"}
     assert set(manifest["models"]) == set(ALL_FILES)
     rows = [r for m in manifest["models"].values() for r in m["parity"] if r["gated"]]
-    assert len(rows) == 6 and all(r["max_abs_diff"] <= 1e-4 for r in rows)
-    assert {tuple(r["shape"]) for r in rows} == {(1, 4, 32, 32, 32), (2, 4, 48, 32, 40)}
+    assert len(rows) == 9 and all(r["max_abs_diff"] <= 1e-4 for r in rows)
+    assert {(r["input"], tuple(r["shape"])) for r in rows} == {
+        ("phantom", (1, 4, 32, 32, 32)), ("phantom", (2, 4, 48, 32, 40)), ("random", (1, 4, 32, 32, 32))}
+    assert manifest["warnings"] == [SKIPPED_FULL_SIZE]
     for model in ALL_FILES:
         cfg = repository.parse_config((exported / model / "config.pbtxt").read_text())
         assert cfg.name == model and cfg.parameters  # threads from --threads 2
@@ -94,7 +100,8 @@ def test_written_files_agree_with_eager_at_two_sizes(exported, checkpoint):
         "torchscript": exporters.load_torchscript(exported / "brats_torchscript" / "1" / "model.pt"),
         "openvino": exporters.load_openvino(exported / "brats_openvino" / "1" / "model.xml"),
     }
-    rows = exporters.check_parity(model, predictors, [(1, 4, 48, 32, 40), (3, 4, 16, 40, 24)], seed=5)
+    inputs = [phantom_input((48, 32, 40)), random_input((16, 40, 24), batch=3, seed=5)]
+    rows = exporters.check_parity(model, predictors, inputs)
     assert len(rows) == 6 and all(r.passed for r in rows), exporters.format_parity_table(rows)
 
 
