@@ -100,12 +100,15 @@ def export_torchscript(model: UNet, path: Path, fixed_size: int | None = None) -
     return path
 
 
-def export_onnx(model: UNet, path: Path, fixed_size: int | None = None, opset: int = ONNX_OPSET) -> Path:
+def export_onnx(
+    model: UNet, path: Path, fixed_size: int | None = None, opset: int = ONNX_OPSET, portable: bool = True
+) -> Path:
     """Export with the TorchScript-based exporter (``dynamo=False``) and check the file with ``onnx.checker``.
 
     Dynamic axes N, D, H, W on input and output (only N with ``fixed_size``); trilinear upsampling becomes a
     standard ``Resize`` (mode linear, half_pixel); GroupNorm is exported as :class:`~.portable.PortableGroupNorm`
-    (short ReduceMeans, two passes), which both runtimes compute as exactly as PyTorch.
+    (short ReduceMeans, two passes), which both runtimes compute as exactly as PyTorch; ``portable=False`` keeps
+    the exporter's own Reshape + InstanceNormalization (for benchmarks/bench_groupnorm.py only: it drifts).
     """
     import onnx
 
@@ -119,7 +122,7 @@ def export_onnx(model: UNet, path: Path, fixed_size: int | None = None, opset: i
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and tracer warnings
         torch.onnx.export(
-            portable_copy(model),
+            portable_copy(model) if portable else model.eval(),
             (example,),
             str(path),
             dynamo=False,
