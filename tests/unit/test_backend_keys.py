@@ -18,8 +18,9 @@ ignored, so a misspelt one silently does nothing. The tables below are taken fro
   ``DISABLE_OPTIMIZED_EXECUTION``, ``ENABLE_CACHE_CLEANING``, ``INFERENCE_MODE``, ``DISABLE_CUDNN``,
   ``ENABLE_TENSOR_FUSER``, ``ENABLE_WEIGHT_SHARING``, ``ENABLE_JIT_PROFILING``, ``ENABLE_JIT_EXECUTOR``; integers
   ``INTRA_OP_THREAD_COUNT`` (``at::set_num_threads``) and ``INTER_OP_THREAD_COUNT``
-  (``at::set_num_interop_threads``, which may run once per process: a reload aborts the server; fixed upstream
-  after r24.10, pytorch_backend PR #158), so this project never writes the latter.
+  (``at::set_num_interop_threads``, which torch allows once per process: a reload aborts the server; the fix,
+  commit b5a7410 "fix crash during torch model reload with inter op thread parameter set", 2025-09-30, is not
+  in r24.10), so this project never writes the latter.
 - triton-inference-server/openvino_backend ``src/openvino.cc`` [ddda22f]: booleans ``SKIP_OV_DYNAMIC_BATCHSIZE``,
   ``ENABLE_BATCH_PADDING``, ``RESHAPE_IO_LAYERS``; ``CPU_EXTENSION_PATH``; in ``ParseParameterHelper`` (values
   lower-cased) ``INFERENCE_NUM_THREADS`` and ``COMPILATION_NUM_THREADS`` (non-negative numbers), ``HINT_BF16``
