@@ -116,8 +116,9 @@ def variant_path(variant: str) -> str:
 def engine_cache_prefix(checkpoint_sha256: str, onnx_sha256: str) -> str:
     """The TensorRT engine file prefix: other weights or another graph never match a cached engine.
 
-    ORT's TensorRT provider names engines by the model's path and tensor names, not its contents, so without
-    this a re-exported checkpoint in the same place would be served by the old engine.
+    ORT's TensorRT provider names engines by a hash of the model's file name, tensor names and library versions
+    (``TRTGenerateId``), not the weights, so without this a re-exported checkpoint would be served by the old
+    engine.
     """
     for what, value in (("checkpoint", checkpoint_sha256), ("model.onnx", onnx_sha256)):
         if not _SHA256.fullmatch(value or ""):
