@@ -366,9 +366,10 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
     check_writable(repository, formats, force)
     published = []
     try:
+        configs = {fmt: config_texts(fmt, threads, fixed_size, _engine_prefix(stage, fmt, manifest)) for fmt in formats}
         for fmt in formats:
             model_stage = stage / MODELS[fmt].name
-            texts = config_texts(fmt, threads, fixed_size, _engine_prefix(stage, fmt, manifest))
+            texts = configs[fmt]
             for rel, text in texts.items():
                 _atomic_write(model_stage / rel, text)
             target = version_dir(repository, fmt)

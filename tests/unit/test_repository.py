@@ -261,3 +261,11 @@ def test_publish_refuses_incomplete_stage(tmp_path):
 def test_missing_parent_is_a_repository_error(tmp_path):
     with pytest.raises(RepositoryError, match="does not exist"):
         repository.check_writable(tmp_path / "nope" / "repo", ["onnx"])
+
+
+def test_publish_with_a_malformed_checkpoint_sha256_writes_nothing(tmp_path):
+    repo = tmp_path / "repo"
+    with repository.staging(repo) as stage, pytest.raises(RepositoryError, match="checkpoint sha256 must be 64"):
+        _stage_fake(stage, ["onnx", "torchscript"])
+        repository.publish(stage, repo, ["torchscript", "onnx"], threads=2, manifest=_manifest(["onnx"], "XYZ"))
+    assert not (repo / "brats_torchscript").exists()  # refused before the first model moved
