@@ -30,6 +30,8 @@ every exported file computes what PyTorch computes, and write a Triton model rep
   DIR/brats_torchscript/1/model.pt       platform pytorch_libtorch (traced TorchScript)
   DIR/brats_openvino/1/model.{xml,bin}   backend openvino (IR, FP32)
   DIR/<model>/config.pbtxt               CPU config; DIR/<model>/configs/gpu.pbtxt is the GPU variant,
+                                         DIR/brats_onnx/configs/trt.pbtxt the TensorRT one (engine cache
+                                         keyed on the checkpoint's sha256; not with --configs-only),
                                          DIR/brats_openvino/configs/bf16.pbtxt serves OpenVINO in bf16
   DIR/manifest.json                      checkpoint sha256, parity table, library versions, tensor contract
 

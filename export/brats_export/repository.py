@@ -1,27 +1,33 @@
 """Write the Triton model repository: ``config.pbtxt`` per model, its variants, the model files, a manifest.
 
 Configs are built as ``tritonclient.grpc.model_config_pb2.ModelConfig`` messages (a misspelled field fails at
-once) and written with ``google.protobuf.text_format``. Only keys that the native backends of Triton 24.10
-read are used:
+once) and written with ``google.protobuf.text_format``. Parameters are only those that the native backends of
+Triton 24.10 read; ``tests/unit/test_backend_keys.py`` checks every written config against a table taken from
+those backends' r24.10 sources. Variants, chosen with ``tritonserver --model-config-name NAME``:
 
-- ``onnxruntime_onnx``: parameters ``intra_op_thread_count``, ``inter_op_thread_count``; GPU variant with the
-  TensorRT accelerator (``precision_mode``, ``max_workspace_size_bytes``, ``trt_engine_cache_enable``,
-  ``trt_engine_cache_path``). Source: triton-inference-server/onnxruntime_backend README.
-- ``pytorch_libtorch``: parameters ``INTRA_OP_THREAD_COUNT``, ``INTER_OP_THREAD_COUNT``. Source:
-  triton-inference-server/pytorch_backend README (r24.10).
-- ``openvino``: parameters ``NUM_STREAMS``, ``INFERENCE_NUM_THREADS``, ``PERFORMANCE_HINT`` (and ``HINT_BF16`` in
-  the bf16 variant). Source:
-  triton-inference-server/openvino_backend README and ``src/openvino.cc`` (r24.10). That backend accepts
-  only ``KIND_CPU`` instances (so there is no GPU variant), and with ``max_batch_size`` > 0 it fixes the
-  model's batch to ``max_batch_size`` (``ov::set_batch``) and rejects any other total batch unless
-  ``ENABLE_BATCH_PADDING`` pads it (computing the padding). So ``brats_openvino`` uses ``max_batch_size: 1``
-  without a dynamic batcher: every request is one tile, computed once.
+- ``config.pbtxt`` (CPU, every model).
+- ``gpu`` (``brats_onnx``, ``brats_torchscript``): ``KIND_GPU``. ONNX runs on ONNX Runtime's CUDA execution
+  provider with cuDNN's heuristic algorithm choice (the backend's default, EXHAUSTIVE, benchmarks every 3D
+  convolution again for each new crop shape) and an arena that grows by what is asked (not to the next power of
+  two: every case has another crop shape). TorchScript warms up twice at a whole-crop shape (the profiling
+  executor specialises on the first two runs).
+- ``trt`` (``brats_onnx``, opt-in): the TensorRT execution provider with one explicit shape profile covering
+  every request the client sends, an engine cache whose file prefix carries the checkpoint's and model.onnx's
+  sha256 (so an engine is never reused for other weights), and a timing cache. Written only by an export (the
+  checkpoint's sha256 is needed), not by ``--configs-only``.
+- ``bf16`` (``brats_openvino``): ``HINT_BF16``.
+
+``max_batch_size`` is 4 (one case's four flips; 8 whole crops would need ~8 GB on CPU, ~27 GB on a GPU) with
+preferred batches of 2 and 4. ``brats_openvino`` uses ``max_batch_size: 1`` without a dynamic batcher: Triton's
+openvino backend fixes the model's batch to ``max_batch_size`` (``ov::set_batch``) and rejects other batches
+unless ``ENABLE_BATCH_PADDING`` pads them (computing the padding); it accepts only ``KIND_CPU`` instances.
 
 Layout written by :func:`publish`::
 
     <repository>/manifest.json
     <repository>/<model>/config.pbtxt
     <repository>/<model>/configs/gpu.pbtxt        (not for brats_openvino)
+    <repository>/brats_onnx/configs/trt.pbtxt
     <repository>/brats_openvino/configs/bf16.pbtxt
     <repository>/<model>/1/<model files>
 
@@ -31,9 +37,11 @@ Everything is built in a staging folder beside the repository and moved into pla
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -53,15 +61,25 @@ INPUT_NAME = "INPUT__0"
 OUTPUT_NAME = "OUTPUT__0"
 IN_CHANNELS = 4
 OUT_CHANNELS = 3
-MAX_BATCH_SIZE = 8
+MAX_BATCH_SIZE = 4  # one case's flip4 in one request (the client caps --flips-per-request at this)
+PREFERRED_BATCH_SIZES = (2, 4)  # 2 requests in flight of one flip each, or --flips-per-request 2 / 4
 MAX_QUEUE_DELAY_US = 2000
 WARMUP_SIZE = 32  # CPU warm-up tile: cheap, runs every code path once
-GPU_WARMUP_SIZE = 128  # GPU warm-up tile: the client's usual tile, so TensorRT / cuDNN tune for it at load
+CROP_SPATIAL = (144, 176, 144)  # a typical BraTS 2019 crop padded to 16: GPU warm-up and TensorRT opt shape
+TORCHSCRIPT_GPU_WARMUPS = 2  # the profiling executor optimises after two runs of a shape
+TRT_MIN_SPATIAL = 16  # the client pads every axis to a multiple of 16
+TRT_MAX_SPATIAL = 192  # the client's default --tile: no axis of a request is longer
 TRT_WORKSPACE_BYTES = 4 << 30
-TRT_CACHE_PATH = "/tmp/brats_trt_cache"
+TRT_CACHE_PATH = "/tmp/brats_trt_cache"  # one level under /tmp: ORT creates only the last folder of the path
+CUDNN_CONV_ALGO_SEARCH = "1"  # onnxruntime backend: 0 EXHAUSTIVE (its default), 1 HEURISTIC, 2 DEFAULT
+ARENA_EXTEND_STRATEGY = "1"  # onnxruntime backend: 0 kNextPowerOfTwo (its default), 1 kSameAsRequested
 MANIFEST = "manifest.json"
+CPU_VARIANT = "cpu"  # config.pbtxt
 GPU_VARIANT = "gpu"
+TRT_VARIANT = "trt"
 BF16_VARIANT = "bf16"  # brats_openvino only: HINT_BF16 (about twice as fast on CPUs with AVX512-BF16 or AMX)
+VARIANTS = (CPU_VARIANT, GPU_VARIANT, TRT_VARIANT, BF16_VARIANT)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -72,20 +90,54 @@ class ModelSpec:
     backend: str
     files: tuple[str, ...]
     max_batch_size: int
-    has_gpu_variant: bool
+    variants: tuple[str, ...]
 
 
 MODELS: dict[str, ModelSpec] = {
-    "onnx": ModelSpec("onnx", "brats_onnx", "onnxruntime_onnx", "", ("model.onnx",), MAX_BATCH_SIZE, True),
+    "onnx": ModelSpec("onnx", "brats_onnx", "onnxruntime_onnx", "", ("model.onnx",), MAX_BATCH_SIZE,
+                      (CPU_VARIANT, GPU_VARIANT, TRT_VARIANT)),
     "torchscript": ModelSpec("torchscript", "brats_torchscript", "pytorch_libtorch", "", ("model.pt",),
-                             MAX_BATCH_SIZE, True),
-    "openvino": ModelSpec("openvino", "brats_openvino", "", "openvino", ("model.xml", "model.bin"), 1, False),
+                             MAX_BATCH_SIZE, (CPU_VARIANT, GPU_VARIANT)),
+    "openvino": ModelSpec("openvino", "brats_openvino", "", "openvino", ("model.xml", "model.bin"), 1,
+                          (CPU_VARIANT, BF16_VARIANT)),
 }
 FORMATS = tuple(MODELS)
 
 
 def default_threads() -> int:
     return os.cpu_count() or 1
+
+
+def variant_path(variant: str) -> str:
+    """Where a variant lives in the model folder: ``config.pbtxt`` or ``configs/<variant>.pbtxt``."""
+    return "config.pbtxt" if variant == CPU_VARIANT else f"configs/{variant}.pbtxt"
+
+
+def engine_cache_prefix(checkpoint_sha256: str, onnx_sha256: str) -> str:
+    """The TensorRT engine file prefix: other weights or another graph never match a cached engine.
+
+    ORT's TensorRT provider names engines by a hash of the model's file name, tensor names and library versions
+    (``TRTGenerateId``), not the weights, so without this a re-exported checkpoint would be served by the old
+    engine.
+    """
+    for what, value in (("checkpoint", checkpoint_sha256), ("model.onnx", onnx_sha256)):
+        if not _SHA256.fullmatch(value or ""):
+            raise RepositoryError(f"the {what} sha256 must be 64 lowercase hex digits, got {value!r}")
+    return f"brats_onnx_{checkpoint_sha256[:16]}_{onnx_sha256[:16]}"
+
+
+def trt_profile(fixed_size: int | None = None) -> dict[str, str]:
+    """One TensorRT shape profile covering every request: batch 1..4, each axis 16..192 (or the fixed size)."""
+    def shape(batch: int, spatial: Iterable[int]) -> str:
+        return f"{INPUT_NAME}:" + "x".join(str(d) for d in (batch, IN_CHANNELS, *spatial))
+
+    low, opt, high = ((fixed_size,) * 3,) * 3 if fixed_size else (
+        (TRT_MIN_SPATIAL,) * 3, CROP_SPATIAL, (TRT_MAX_SPATIAL,) * 3)
+    return {
+        "trt_profile_min_shapes": shape(1, low),
+        "trt_profile_opt_shapes": shape(1, opt),
+        "trt_profile_max_shapes": shape(MAX_BATCH_SIZE, high),
+    }
 
 
 def _spatial(fixed_size: int | None) -> list[int]:
@@ -97,21 +149,30 @@ def _params(cfg: mc.ModelConfig, values: dict[str, str]) -> None:
         cfg.parameters[key].string_value = value
 
 
-def build_config(
-    fmt: str, threads: int | None = None, fixed_size: int | None = None, gpu: bool = False, bf16: bool = False
-) -> mc.ModelConfig:
-    """The ``ModelConfig`` of one format, CPU (default), GPU or (OpenVINO) bf16 variant."""
+def _check_variant(spec: ModelSpec, variant: str) -> None:
+    if variant in spec.variants:
+        return
+    if variant not in VARIANTS:
+        raise RepositoryError(f"unknown config variant {variant!r}; choose from {list(VARIANTS)}")
+    why = {"openvino": "Triton's openvino backend runs on CPU only"}.get(spec.format, "")
+    raise RepositoryError(f"{spec.name} has no {variant} variant (it has {', '.join(spec.variants)})"
+                          + (f": {why}" if why and variant in (GPU_VARIANT, TRT_VARIANT) else ""))
+
+
+def build_config(fmt: str, threads: int | None = None, fixed_size: int | None = None, variant: str = CPU_VARIANT,
+                 engine_prefix: str | None = None) -> mc.ModelConfig:
+    """The ``ModelConfig`` of one format and variant (``trt`` needs :func:`engine_cache_prefix`)."""
     if fmt not in MODELS:
         raise RepositoryError(f"unknown format {fmt!r}; choose from {list(MODELS)}")
     spec = MODELS[fmt]
-    if gpu and not spec.has_gpu_variant:
-        raise RepositoryError(f"{spec.name} has no GPU variant: Triton's {spec.backend} backend runs on CPU only")
-    if bf16 and fmt != "openvino":
-        raise RepositoryError(f"only brats_openvino has a bf16 variant, not {spec.name}")
+    _check_variant(spec, variant)
+    if variant == TRT_VARIANT and not engine_prefix:
+        raise RepositoryError("the trt variant needs an engine cache prefix (from the checkpoint's sha256)")
     threads = threads or default_threads()
     if threads < 1:
         raise RepositoryError(f"threads must be >= 1, got {threads}")
     spatial = _spatial(fixed_size)
+    gpu = variant in (GPU_VARIANT, TRT_VARIANT)
 
     cfg = mc.ModelConfig(name=spec.name, max_batch_size=spec.max_batch_size)
     if spec.platform:
@@ -121,48 +182,73 @@ def build_config(
     cfg.input.add(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=[IN_CHANNELS, *spatial])
     cfg.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[OUT_CHANNELS, *spatial])
     if spec.max_batch_size > 1:
+        cfg.dynamic_batching.preferred_batch_size.extend(b for b in PREFERRED_BATCH_SIZES if b <= spec.max_batch_size)
         cfg.dynamic_batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     cfg.instance_group.add(kind=kind, count=1)  # explicit: the onnxruntime backend defaults to 2 on CPU
 
     if fmt == "onnx":
         _params(cfg, {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"})
-        if gpu:
+        if gpu:  # read by the CUDA provider, which also runs what TensorRT does not take
+            _params(cfg, {"cudnn_conv_algo_search": CUDNN_CONV_ALGO_SEARCH,
+                          "arena_extend_strategy": ARENA_EXTEND_STRATEGY})
+        if variant == TRT_VARIANT:
             trt = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-            trt.parameters["precision_mode"] = "FP32"
-            trt.parameters["max_workspace_size_bytes"] = str(TRT_WORKSPACE_BYTES)
-            trt.parameters["trt_engine_cache_enable"] = "1"
-            trt.parameters["trt_engine_cache_path"] = TRT_CACHE_PATH
+            trt.parameters.update({
+                "precision_mode": "FP32",
+                "max_workspace_size_bytes": str(TRT_WORKSPACE_BYTES),
+                "trt_engine_cache_enable": "1",
+                "trt_engine_cache_path": TRT_CACHE_PATH,
+                "trt_engine_cache_prefix": engine_prefix,
+                "trt_timing_cache_enable": "1",
+                "trt_timing_cache_path": TRT_CACHE_PATH,
+                **trt_profile(fixed_size),
+            })
     elif fmt == "torchscript":
-        _params(cfg, {"INTRA_OP_THREAD_COUNT": str(threads), "INTER_OP_THREAD_COUNT": "1"})
+        # No INTER_OP_THREAD_COUNT: the 24.10 backend calls at::set_num_interop_threads, which aborts the
+        # server when the model is loaded a second time in one process.
+        _params(cfg, {"INTRA_OP_THREAD_COUNT": str(threads)})
     else:
         _params(cfg, {"NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY"})
-        if bf16:
+        if variant == BF16_VARIANT:
             _params(cfg, {"HINT_BF16": "YES"})
 
-    warm = fixed_size or (GPU_WARMUP_SIZE if gpu else WARMUP_SIZE)
-    warmup = cfg.model_warmup.add(name="zero_tile", batch_size=1)
+    warm = [fixed_size] * 3 if fixed_size else list(CROP_SPATIAL) if gpu else [WARMUP_SIZE] * 3
+    count = TORCHSCRIPT_GPU_WARMUPS if gpu and fmt == "torchscript" else 0  # 0: once
+    warmup = cfg.model_warmup.add(name="zero_crop" if gpu else "zero_tile", batch_size=1, count=count)
     warmup.inputs[INPUT_NAME].data_type = mc.TYPE_FP32
-    warmup.inputs[INPUT_NAME].dims.extend([IN_CHANNELS, warm, warm, warm])
+    warmup.inputs[INPUT_NAME].dims.extend([IN_CHANNELS, *warm])
     warmup.inputs[INPUT_NAME].zero_data = True
     return cfg
 
 
-def _header(fmt: str, gpu: bool, bf16: bool = False) -> str:
+def _header(fmt: str, variant: str) -> str:
     spec = MODELS[fmt]
     lines = [
         f"# {spec.name}: generated by brats-export (brats_export.repository); edit the writer, not this file.",
         "# INPUT__0 [N, 4, D, H, W] float32, channels t1, t1ce, t2, flair (z-scored; D, H, W multiples of 8).",
         "# OUTPUT__0 [N, 3, D, H, W] float32 sigmoid probabilities of WT, TC, ET.",
     ]
-    if gpu:
-        lines.append(f"# GPU variant: tritonserver --model-config-name {GPU_VARIANT} (KIND_GPU fails on a CPU host).")
-        if fmt == "onnx":
-            lines.append("# TensorRT FP32 (TF32 math on Ampere and newer); engines cached in " + TRT_CACHE_PATH + ".")
-    if bf16:
+    if variant != CPU_VARIANT:
+        lines.append(f"# {variant} variant: tritonserver --model-config-name {variant} (models without "
+                     "this file keep config.pbtxt).")
+    if variant in (GPU_VARIANT, TRT_VARIANT):
+        lines.append("# KIND_GPU: fails to load on a host without an NVIDIA GPU.")
+    if variant == GPU_VARIANT and fmt == "onnx":
+        lines.append("# CUDA execution provider, FP32 (TF32 convolutions on Ampere and newer); cuDNN heuristic "
+                     "algorithms.")
+    if variant == GPU_VARIANT and fmt == "torchscript":
+        lines.append("# Warm-up runs twice at a whole-crop shape: the JIT profiling executor optimises after two runs.")
+    if variant == TRT_VARIANT:
         lines += [
-            f"# bf16 variant: tritonserver --model-config-name {BF16_VARIANT} (other models keep config.pbtxt).",
-            "# HINT_BF16 YES: bf16 on CPUs with AVX512-BF16 or AMX (about 2x faster, ~5e-3 from PyTorch), else f32.",
+            "# TensorRT FP32, one shape profile: batch 1-4, each axis 16-192 (the client's default --tile).",
+            "# The first load builds the engine (minutes); it is cached in " + TRT_CACHE_PATH + " under a prefix",
+            "# made of the checkpoint's and model.onnx's sha256, so other weights never reuse it.",
+        ]
+    if variant == BF16_VARIANT:
+        lines += [
+            "# HINT_BF16 YES: native bf16 on CPUs with AVX512_BF16 or AMX (about 2x faster, ~5e-3 from PyTorch);",
+            "# other AVX-512 CPUs emulate bf16 (2-3x slower than f32; brats-serve warns), older CPUs keep f32.",
         ]
     if fmt == "openvino":
         lines += [
@@ -173,22 +259,22 @@ def _header(fmt: str, gpu: bool, bf16: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_config(
-    fmt: str, threads: int | None = None, fixed_size: int | None = None, gpu: bool = False, bf16: bool = False
-) -> str:
+def render_config(fmt: str, threads: int | None = None, fixed_size: int | None = None, variant: str = CPU_VARIANT,
+                  engine_prefix: str | None = None) -> str:
     """``config.pbtxt`` text: a comment header, then the message in protobuf text format."""
-    cfg = build_config(fmt, threads, fixed_size, gpu, bf16)
-    return _header(fmt, gpu, bf16) + text_format.MessageToString(cfg)
+    cfg = build_config(fmt, threads, fixed_size, variant, engine_prefix)
+    return _header(fmt, variant) + text_format.MessageToString(cfg)
 
 
-def config_texts(fmt: str, threads: int | None = None, fixed_size: int | None = None) -> dict[str, str]:
-    """Files of one model's configs, keyed by their path relative to the model folder."""
-    texts = {"config.pbtxt": render_config(fmt, threads, fixed_size)}
-    if MODELS[fmt].has_gpu_variant:
-        texts[f"configs/{GPU_VARIANT}.pbtxt"] = render_config(fmt, threads, fixed_size, gpu=True)
-    if fmt == "openvino":
-        texts[f"configs/{BF16_VARIANT}.pbtxt"] = render_config(fmt, threads, fixed_size, bf16=True)
-    return texts
+def config_texts(fmt: str, threads: int | None = None, fixed_size: int | None = None,
+                 engine_prefix: str | None = None) -> dict[str, str]:
+    """Files of one model's configs, keyed by their path relative to the model folder (``trt`` only with a
+    prefix)."""
+    return {
+        variant_path(v): render_config(fmt, threads, fixed_size, v, engine_prefix)
+        for v in MODELS[fmt].variants
+        if v != TRT_VARIANT or engine_prefix
+    }
 
 
 def parse_config(text: str) -> mc.ModelConfig:
@@ -268,6 +354,8 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
 
     ``stage/<model>/1/`` must hold each format's files. An existing ``<model>/1`` is replaced only with
     ``force``; the old one is moved into the stage (deleted with it) before the new one takes its place.
+    ``brats_onnx/configs/trt.pbtxt`` is written when the manifest names the checkpoint's sha256; an old one is
+    removed before the new weights arrive, so its engine prefix never meets other weights.
     """
     repository, stage = Path(repository), Path(stage)
     formats = list(formats)
@@ -278,13 +366,17 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
     check_writable(repository, formats, force)
     published = []
     try:
+        configs = {fmt: config_texts(fmt, threads, fixed_size, _engine_prefix(stage, fmt, manifest)) for fmt in formats}
         for fmt in formats:
             model_stage = stage / MODELS[fmt].name
-            texts = config_texts(fmt, threads, fixed_size)
+            texts = configs[fmt]
             for rel, text in texts.items():
                 _atomic_write(model_stage / rel, text)
             target = version_dir(repository, fmt)
             target.parent.mkdir(parents=True, exist_ok=True)
+            stale_trt = target.parent / variant_path(TRT_VARIANT)
+            if stale_trt.exists():
+                os.replace(stale_trt, stage / f"replaced-{MODELS[fmt].name}-trt.pbtxt")
             if target.exists():
                 old = stage / f"replaced-{MODELS[fmt].name}"
                 os.replace(target, old)
@@ -302,6 +394,21 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
     except OSError as e:
         raise RepositoryError(f"cannot write into {repository}: {e}") from e
     return published
+
+
+def _engine_prefix(stage: Path, fmt: str, manifest: dict | None) -> str | None:
+    """The TensorRT prefix of a staged ONNX export, or None (not ONNX, or no checkpoint sha256 to key it on)."""
+    if TRT_VARIANT not in MODELS[fmt].variants:
+        return None
+    checkpoint_sha256 = ((manifest or {}).get("checkpoint") or {}).get("sha256")
+    if not checkpoint_sha256:
+        log.info("no checkpoint sha256 in the manifest: %s is not written", variant_path(TRT_VARIANT))
+        return None
+    digest = hashlib.sha256()
+    with open(version_dir(stage, fmt) / MODELS[fmt].files[0], "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return engine_cache_prefix(checkpoint_sha256, digest.hexdigest())
 
 
 def _merge_manifest(path: Path, new: dict) -> dict:

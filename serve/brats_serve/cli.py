@@ -16,6 +16,9 @@ from .errors import ServeError
 log = logging.getLogger("brats_serve")
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_START_FAILED, EXIT_SERVER_DIED = range(5)
+BF16_CONFIG = "bf16"
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16; without them OpenVINO emulates it on AVX-512
+CPUINFO = "/proc/cpuinfo"
 
 EPILOG = """\
 arguments after -- go to tritonserver unchanged.
@@ -72,6 +75,30 @@ def _models(value: str) -> list[str]:
     return names
 
 
+def cpu_flags(path: str = CPUINFO) -> set[str] | None:
+    """The first CPU's flags from /proc/cpuinfo, or None where that cannot be read (not Linux)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return None
+
+
+def bf16_warning(flags: set[str] | None) -> str | None:
+    """Why ``--model-config-name bf16`` would be slow here, or None (bf16 instructions present, or unknown CPU)."""
+    if flags is None or any(f in flags for f in BF16_FLAGS):
+        return None
+    if "avx512f" in flags:
+        effect = "OpenVINO emulates bf16 on AVX-512, about 2-3x slower than f32"
+    else:
+        effect = "OpenVINO keeps f32 (no speed-up)"
+    return (f"--model-config-name {BF16_CONFIG}: this CPU has neither {' nor '.join(BF16_FLAGS)}, so {effect}; "
+            "serve config.pbtxt instead (leave out --model-config-name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brats-serve", description=__doc__.splitlines()[0].split(": ", 1)[1], epilog=EPILOG,
@@ -108,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.model_config_name == BF16_CONFIG and (warning := bf16_warning(cpu_flags())):
+        log.warning("%s", warning)
 
     from .launcher import TritonServer, log_tail
 

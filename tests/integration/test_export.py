@@ -24,7 +24,7 @@ FAST = ["--check-sizes", SIZES, "--threads", "2", "--skip-full-size-check"]
 # TINY: where the check itself is not under test
 TINY = ["--check-sizes", "16,24x16x32", "--threads", "2", "--skip-full-size-check"]
 ALL_FILES = {
-    "brats_onnx": {"config.pbtxt", "configs/gpu.pbtxt", "1/model.onnx"},
+    "brats_onnx": {"config.pbtxt", "configs/gpu.pbtxt", "configs/trt.pbtxt", "1/model.onnx"},
     "brats_torchscript": {"config.pbtxt", "configs/gpu.pbtxt", "1/model.pt"},
     "brats_openvino": {"config.pbtxt", "configs/bf16.pbtxt", "1/model.xml", "1/model.bin"},
 }
@@ -88,6 +88,10 @@ def test_cli_writes_all_files_and_manifest(exported, checkpoint, capsys):
         assert cfg.name == model and cfg.parameters  # threads from --threads 2
         assert (exported / model / "config.pbtxt").read_text() == repository.render_config(
             repository.FORMATS[list(ALL_FILES).index(model)], threads=2)
+    trt = repository.parse_config((exported / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
+    prefix = trt.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_prefix"]
+    onnx_sha = sha256_file(exported / "brats_onnx" / "1" / "model.onnx")
+    assert prefix == repository.engine_cache_prefix(manifest["checkpoint"]["sha256"], onnx_sha)
 
 
 @pytest.mark.slow

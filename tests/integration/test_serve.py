@@ -176,7 +176,7 @@ def test_explicit_models_named_config_and_stop_frees_ports(model_repository, tmp
     (repo / "brats_onnx" / "configs").mkdir(exist_ok=True)  # brats-export writes configs/gpu.pbtxt
     config = (repo / "brats_onnx" / "config.pbtxt").read_text()
     (repo / "brats_onnx" / "configs" / "small.pbtxt").write_text(
-        config.replace("max_batch_size: 8", "max_batch_size: 2")
+        config.replace("max_batch_size: 4", "max_batch_size: 2").replace("  preferred_batch_size: 4\n", "")
     )
     server = TritonServer(
         repo, grpc_port=0, http_port=0, metrics_port=0, models=["brats_onnx"], model_config_name="small",

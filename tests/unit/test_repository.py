@@ -15,19 +15,22 @@ COMMITTED = ROOT / "model_repository"
 COMMITTED_THREADS = 2  # model_repository/ is generated with `brats-export --configs-only --threads 2`
 
 EXPECTED = {
-    "onnx": ("brats_onnx", "onnxruntime_onnx", "", 8),
-    "torchscript": ("brats_torchscript", "pytorch_libtorch", "", 8),
+    "onnx": ("brats_onnx", "onnxruntime_onnx", "", 4),
+    "torchscript": ("brats_torchscript", "pytorch_libtorch", "", 4),
     "openvino": ("brats_openvino", "", "openvino", 1),
 }
 THREAD_KEYS = {
     "onnx": {"intra_op_thread_count", "inter_op_thread_count"},
-    "torchscript": {"INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"},
+    "torchscript": {"INTRA_OP_THREAD_COUNT"},  # no INTER_OP_THREAD_COUNT: aborts a 24.10 server on reload
     "openvino": {"NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT"},
 }
+CUDA_KEYS = {"cudnn_conv_algo_search", "arena_extend_strategy"}
+CKPT_A, CKPT_B = "a" * 64, "b" * 64
 
 
 def _committed_files() -> list[Path]:
-    return sorted(p for p in COMMITTED.rglob("*.pbtxt"))
+    """The committed configs (trt.pbtxt is git-ignored: only an export, keyed on its checkpoint, writes it)."""
+    return sorted(p for p in COMMITTED.rglob("*.pbtxt") if p.name != "trt.pbtxt")
 
 
 @pytest.mark.parametrize("fmt", repository.FORMATS)
@@ -35,45 +38,95 @@ def _committed_files() -> list[Path]:
 def test_config_parses_back_with_names_dims_platform(fmt, gpu):
     name, platform, backend, max_batch = EXPECTED[fmt]
     if gpu and fmt == "openvino":
-        with pytest.raises(RepositoryError, match="CPU only"):
-            repository.render_config(fmt, threads=3, gpu=True)
+        with pytest.raises(RepositoryError, match="no gpu variant.*CPU only"):
+            repository.render_config(fmt, threads=3, variant="gpu")
         return
-    cfg = repository.parse_config(repository.render_config(fmt, threads=3, gpu=gpu))
+    cfg = repository.parse_config(repository.render_config(fmt, threads=3, variant="gpu" if gpu else "cpu"))
     assert (cfg.name, cfg.platform, cfg.backend, cfg.max_batch_size) == (name, platform, backend, max_batch)
     assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("INPUT__0", mc.TYPE_FP32, [4, -1, -1, -1])]
     assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [("OUTPUT__0", mc.TYPE_FP32, [3, -1, -1, -1])]
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     assert [(g.kind, g.count) for g in cfg.instance_group] == [(kind, 1)]
-    assert set(cfg.parameters) == THREAD_KEYS[fmt]
+    assert set(cfg.parameters) == THREAD_KEYS[fmt] | (CUDA_KEYS if gpu and fmt == "onnx" else set())
     thread_key = {"onnx": "intra_op_thread_count", "torchscript": "INTRA_OP_THREAD_COUNT"}.get(
         fmt, "INFERENCE_NUM_THREADS")
     assert cfg.parameters[thread_key].string_value == "3"
     assert cfg.HasField("dynamic_batching") == (max_batch > 1)
+    if max_batch > 1:
+        assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4]
     (warmup,) = cfg.model_warmup
     tile = warmup.inputs["INPUT__0"]
     assert warmup.batch_size == 1 and tile.zero_data and tile.data_type == mc.TYPE_FP32
-    assert list(tile.dims) == [4] + [128 if gpu else 32] * 3
+    assert list(tile.dims) == [4, *((144, 176, 144) if gpu else (32, 32, 32))]
+    assert warmup.count == (2 if gpu and fmt == "torchscript" else 0)  # 0 = once
 
 
-def test_onnx_gpu_variant_uses_tensorrt_fp32():
-    cfg = repository.build_config("onnx", threads=2, gpu=True)
+def test_onnx_gpu_variant_is_cuda_with_heuristic_search_and_exact_arena():
+    cfg = repository.build_config("onnx", threads=2, variant="gpu")
+    assert not cfg.HasField("optimization")  # no TensorRT: that is the opt-in trt variant
+    assert cfg.parameters["cudnn_conv_algo_search"].string_value == "1"  # HEURISTIC
+    assert cfg.parameters["arena_extend_strategy"].string_value == "1"  # kSameAsRequested
+
+
+def test_trt_variant_profile_covers_every_request_the_client_sends():
+    from brats_client.pipeline import SegmentOptions
+    from brats_client.postprocess import flips
+
+    prefix = repository.engine_cache_prefix(CKPT_A, "c" * 64)
+    cfg = repository.build_config("onnx", threads=2, variant="trt", engine_prefix=prefix)
     (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
     assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP32"
-    assert set(acc.parameters) == {"precision_mode", "max_workspace_size_bytes", "trt_engine_cache_enable",
-                                   "trt_engine_cache_path"}
+    p = acc.parameters
+    assert p["trt_profile_min_shapes"] == "INPUT__0:1x4x16x16x16"
+    assert p["trt_profile_opt_shapes"] == "INPUT__0:1x4x144x176x144"
+    assert p["trt_profile_max_shapes"] == "INPUT__0:4x4x192x192x192"
+    assert SegmentOptions().tile == repository.TRT_MAX_SPATIAL  # the client's default tile bounds every axis
+    assert len(flips("flip4")) == repository.MAX_BATCH_SIZE  # one case's flips in one request
+    assert p["trt_engine_cache_enable"] == "1" and p["trt_timing_cache_enable"] == "1"
+    assert p["trt_engine_cache_prefix"] == prefix == f"brats_onnx_{'a' * 16}_{'c' * 16}"
+    assert p["trt_engine_cache_path"] == p["trt_timing_cache_path"] == "/tmp/brats_trt_cache"
+    (warmup,) = cfg.model_warmup  # at the opt shape, so the first real request finds a built engine
+    assert [warmup.batch_size, *warmup.inputs["INPUT__0"].dims] == [1, 4, 144, 176, 144]
+    fixed = repository.build_config("onnx", threads=2, fixed_size=128, variant="trt", engine_prefix=prefix)
+    fp = fixed.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters
+    assert (fp["trt_profile_min_shapes"], fp["trt_profile_opt_shapes"], fp["trt_profile_max_shapes"]) == (
+        "INPUT__0:1x4x128x128x128", "INPUT__0:1x4x128x128x128", "INPUT__0:4x4x128x128x128")
+
+
+def test_trt_variant_needs_a_sha256_prefix():
+    with pytest.raises(RepositoryError, match="engine cache prefix"):
+        repository.build_config("onnx", variant="trt")
+    with pytest.raises(RepositoryError, match="checkpoint sha256 must be 64"):
+        repository.engine_cache_prefix("abc", "c" * 64)
+    with pytest.raises(RepositoryError, match="no trt variant"):
+        repository.build_config("torchscript", variant="trt", engine_prefix="x")
+    with pytest.raises(RepositoryError, match="unknown config variant 'tpu'"):
+        repository.build_config("onnx", variant="tpu")
+    assert "configs/trt.pbtxt" not in repository.config_texts("onnx", threads=2)  # --configs-only: no sha256
+
+
+def test_no_config_exceeds_batch_4_or_sets_inter_op_threads():
+    prefix = repository.engine_cache_prefix(CKPT_A, CKPT_B)
+    texts = [t for fmt in repository.FORMATS for t in repository.config_texts(fmt, 2, engine_prefix=prefix).values()]
+    assert len(texts) == 7
+    for text in texts:
+        cfg = repository.parse_config(text)
+        assert 1 <= cfg.max_batch_size <= 4
+        assert "INTER_OP_THREAD_COUNT" not in cfg.parameters
 
 
 def test_openvino_bf16_variant_differs_only_by_hint_bf16():
     plain = repository.build_config("openvino", threads=2)
-    bf16 = repository.build_config("openvino", threads=2, bf16=True)
+    bf16 = repository.build_config("openvino", threads=2, variant="bf16")
     assert bf16.parameters["HINT_BF16"].string_value == "YES"
     del bf16.parameters["HINT_BF16"]
     assert bf16 == plain
     texts = repository.config_texts("openvino", threads=2)
     assert set(texts) == {"config.pbtxt", "configs/bf16.pbtxt"}
     assert "--model-config-name bf16" in texts["configs/bf16.pbtxt"]
-    with pytest.raises(RepositoryError, match="only brats_openvino has a bf16 variant"):
-        repository.build_config("onnx", bf16=True)
+    assert "emulate bf16" in texts["configs/bf16.pbtxt"]  # not "else f32": AVX-512 without bf16 emulates it
+    with pytest.raises(RepositoryError, match="brats_onnx has no bf16 variant"):
+        repository.build_config("onnx", variant="bf16")
 
 
 def test_fixed_size_fixes_dims_and_warmup():
@@ -140,6 +193,7 @@ def test_publish_layout_force_and_manifest_merge(tmp_path):
     assert not stage.exists()
     assert (repo / "brats_onnx" / "1" / "model.onnx").read_bytes() == b"new"
     assert (repo / "brats_onnx" / "configs" / "gpu.pbtxt").is_file()
+    first_trt = repository.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
     assert [p.name for p in (repo / "brats_openvino" / "configs").iterdir()] == ["bf16.pbtxt"]  # no gpu.pbtxt
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging leftovers
 
@@ -154,6 +208,10 @@ def test_publish_layout_force_and_manifest_merge(tmp_path):
         _stage_fake(stage, ["onnx"], b"newer")
         repository.publish(stage, repo, ["onnx"], threads=2, force=True, manifest=_manifest(["onnx"], "1" * 64))
     assert (repo / "brats_onnx" / "1" / "model.onnx").read_bytes() == b"newer"
+    second_trt = repository.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
+    prefixes = [c.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters[
+        "trt_engine_cache_prefix"] for c in (first_trt, second_trt)]
+    assert prefixes[0].startswith("brats_onnx_" + "0" * 16) and prefixes[1].startswith("brats_onnx_" + "1" * 16)
     manifest = json.loads((repo / "manifest.json").read_text())
     assert manifest["models"]["brats_onnx"]["checkpoint_sha256"] == "1" * 64
     assert manifest["models"]["brats_openvino"]["checkpoint_sha256"] == "0" * 64  # kept from the first run
@@ -161,6 +219,33 @@ def test_publish_layout_force_and_manifest_merge(tmp_path):
     assert manifest["output"]["channels"] == ["WT", "TC", "ET"]
     assert manifest["labels"]["4"].startswith("ET")
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]
+
+
+def _published_prefix(tmp_path, name, checkpoint_sha, onnx_bytes):
+    repo = tmp_path / name
+    with repository.staging(repo) as stage:
+        _stage_fake(stage, ["onnx"], onnx_bytes)
+        repository.publish(stage, repo, ["onnx"], threads=2, manifest=_manifest(["onnx"], checkpoint_sha))
+    cfg = repository.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
+    return cfg.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_prefix"]
+
+
+def test_two_checkpoints_never_share_a_tensorrt_engine_name(tmp_path):
+    same_graph = _published_prefix(tmp_path, "a", CKPT_A, b"graph"), _published_prefix(tmp_path, "b", CKPT_B, b"graph")
+    assert same_graph[0] != same_graph[1]  # the checkpoint's sha256 alone already separates them
+    assert _published_prefix(tmp_path, "c", CKPT_A, b"other graph") != same_graph[0]  # and so does model.onnx's
+    assert _published_prefix(tmp_path, "d", CKPT_A, b"graph") == same_graph[0]  # same inputs: the cache is reused
+
+
+def test_publish_without_checkpoint_removes_an_old_trt_config(tmp_path):
+    """An old trt.pbtxt beside new weights would point TensorRT at the old weights' engine."""
+    repo = tmp_path / "repo"
+    _published_prefix(tmp_path, "repo", CKPT_A, b"old")
+    with repository.staging(repo) as stage:
+        _stage_fake(stage, ["onnx"], b"new")
+        repository.publish(stage, repo, ["onnx"], threads=2, force=True)  # no manifest: no sha256
+    assert not (repo / "brats_onnx" / "configs" / "trt.pbtxt").exists()
+    assert (repo / "brats_onnx" / "configs" / "gpu.pbtxt").is_file()
 
 
 def test_publish_refuses_incomplete_stage(tmp_path):
@@ -176,3 +261,11 @@ def test_publish_refuses_incomplete_stage(tmp_path):
 def test_missing_parent_is_a_repository_error(tmp_path):
     with pytest.raises(RepositoryError, match="does not exist"):
         repository.check_writable(tmp_path / "nope" / "repo", ["onnx"])
+
+
+def test_publish_with_a_malformed_checkpoint_sha256_writes_nothing(tmp_path):
+    repo = tmp_path / "repo"
+    with repository.staging(repo) as stage, pytest.raises(RepositoryError, match="checkpoint sha256 must be 64"):
+        _stage_fake(stage, ["onnx", "torchscript"])
+        repository.publish(stage, repo, ["torchscript", "onnx"], threads=2, manifest=_manifest(["onnx"], "XYZ"))
+    assert not (repo / "brats_torchscript").exists()  # refused before the first model moved
