@@ -84,6 +84,7 @@ def _server_options(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import server_flips
     from .pipeline import BLEND_CHOICES, LABEL_CHOICES, TTA_CHOICES, SegmentOptions
     from .transport import ServerOptions
 
@@ -119,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--flips-per-request", type=int, default=d.flips_per_request, metavar="N",
                      help="flips of a tile batched into one request (default 1: requests overlap on the wire; "
                      "a GPU server may prefer 4)")
+    seg.add_argument("--server-flips", choices=server_flips.MODES, default=d.server_flips,
+                     help="auto (default): when the model's config names a companion that applies the test-time "
+                     "flips in its graph (brats-export writes <model>_flip4), send one request per tile to it; "
+                     "off: flip here, one request per flip")
     seg.add_argument("--labels", choices=LABEL_CHOICES, default=d.labels,
                      help="label convention of the output")
     seg.add_argument("--keep-last-slice", action="store_true",

@@ -24,6 +24,7 @@ def _options(args: argparse.Namespace) -> pipeline.SegmentOptions:
     return pipeline.SegmentOptions(
         tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta, labels=args.labels,
         keep_last_slice=args.keep_last_slice, flips_per_request=args.flips_per_request,
+        server_flips=args.server_flips,
     )
 
 
@@ -122,7 +123,7 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
     prepared = pipeline.prepare_case(files, keep_last_slice=options.keep_last_slice, max_voxels=max_voxels)
-    with pipeline.open_transport(server) as transport:
+    with pipeline.open_transport(server, options) as transport:
         report = _run_one(prepared, outputs, transport, options, args.quiet)
     vols = report["region_volumes_ml"]
     log.info(
@@ -150,7 +151,7 @@ def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, o
         raise OutputError(f"cannot create output folder {out_dir}: {e.strerror or e}") from e
     io.check_folder_writable(out_dir)
     done, failed, skipped = [], [], []
-    with pipeline.open_transport(server) as transport:
+    with pipeline.open_transport(server, options) as transport:
         for files in tqdm(cases, desc="cases", unit="case", disable=args.quiet, file=sys.stderr):
             seg = out_dir / f"{files.case_id}.nii.gz"
             if seg.exists() and not args.overwrite:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import io, postprocess, preprocess, tiling
+from . import io, postprocess, preprocess, server_flips, tiling
 from .errors import BratsError, InputError
 from .modalities import CaseFiles
 from .transport import ServerOptions, TritonTransport
@@ -42,6 +42,9 @@ class SegmentOptions:
     # One flip per request: while the server computes one, the next is already on its way. Larger values batch
     # a tile's flips into one request (up to the model's max_batch_size), which helps only a GPU.
     flips_per_request: int = 1
+    # auto: when the model's config names a companion that applies these flips in its graph, send to it
+    # (one request per tile); off: always flip here
+    server_flips: str = "auto"
 
     def __post_init__(self) -> None:
         if self.tile is not None and (self.tile < 16 or self.tile % 16):
@@ -54,6 +57,7 @@ class SegmentOptions:
             ("tta", self.tta, TTA_CHOICES),
             ("labels", self.labels, LABEL_CHOICES),
             ("blend", self.blend, BLEND_CHOICES),
+            ("server_flips", self.server_flips, server_flips.MODES),
         ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -109,7 +113,8 @@ def predict(
         plan = tiling.plan_tiles(volume.shape[1:], info.fixed_spatial, options.overlap, multiple=1, exact=True)
     else:
         plan = tiling.plan_tiles(volume.shape[1:], options.tile, options.overlap)
-    flips = postprocess.flips(options.tta)
+    passes = len(postprocess.flips(options.tta))
+    flips = [()] if server_flips.check_tta(info, options.tta) else postprocess.flips(options.tta)
     per_request = max(1, min(len(flips), options.flips_per_request, info.max_batch_size or 1))
     chunks = [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
 
@@ -136,7 +141,7 @@ def predict(
         finished += 1
         if progress is not None:
             progress(finished, len(plan))
-    return Prediction(accumulator.result(), len(plan), requests, plan.voxels_computed * len(flips))
+    return Prediction(accumulator.result(), len(plan), requests, plan.voxels_computed * passes)
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,7 @@ def segment_case(
             "platform": transport.info.platform,
             "shared_memory": transport.shared_memory_active,
             "concurrency": transport.options.concurrency,
+            "server_flips": server_flips.applied_flips(transport.info),
         },
         "tiles": prediction.tiles,
         "requests": prediction.requests,
@@ -265,10 +271,14 @@ def _compute_s(before: dict[str, int] | None, after: dict[str, int] | None) -> f
     return (after["compute_infer_ns"] - before["compute_infer_ns"]) / 1e9
 
 
-def open_transport(server: ServerOptions) -> TritonTransport:
+def open_transport(server: ServerOptions, options: SegmentOptions | None = None) -> TritonTransport:
+    """A checked transport to ``server.model``, or to its server-side-flip companion (:mod:`.server_flips`) when
+    ``options`` ask for the flips it applies and allow it."""
     transport = TritonTransport(server)
     try:
         transport.check_model()
+        if options is not None:
+            transport = server_flips.open_for(transport, options.tta, options.server_flips)
     except BaseException:
         transport.close()
         raise

@@ -14,7 +14,7 @@ import logging
 import queue
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -109,6 +109,7 @@ class ModelInfo:
     max_batch_size: int
     platform: str
     fixed_spatial: tuple[int, ...] | None = None  # a static-shape export insists on this tile shape
+    parameters: dict[str, str] = field(default_factory=dict)  # the config's parameters (server_flips reads them)
 
 
 def _status(error: InferenceServerException) -> str:
@@ -448,4 +449,5 @@ def _validate_metadata(meta: Any, config: Any, where: str) -> ModelInfo:
         max_batch_size=config.max_batch_size,
         platform=meta.platform or config.backend,
         fixed_spatial=None if -1 in spatial else spatial,
+        parameters={k: v.string_value for k, v in config.parameters.items()},
     )

@@ -77,20 +77,21 @@ def run_demo(
     times["export_s"] = time.perf_counter() - t
 
     model = f"brats_{model_format}"
-    _step(3, f"start the local Triton server with {model}")
+    _step(3, f"start the local Triton server with {model} and {model}_flip4")
     t = time.perf_counter()
     seg_path = out / f"{case_id}_seg.nii.gz"
     report_path = out / f"{case_id}_report.json"
-    with TritonServer(repository, models=[model], grpc_port=0, http_port=0, metrics_port=0,
+    with TritonServer(repository, models=[model, f"{model}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
                       log_path=out / "tritonserver.log", startup_timeout_s=startup_timeout_s) as server:
         times["server_start_s"] = time.perf_counter() - t
-        _step(4, f"segment through {server.grpc_url} (default tiling, flip4 TTA, shared memory auto)")
+        _step(4, f"segment through {server.grpc_url} (default tiling, flip4 TTA on the server, shared memory auto)")
         t = time.perf_counter()
         files = find_case_files(case_dir)
         server_options = ServerOptions(url=server.grpc_url, model=model)
         outputs = pipeline.CaseOutputs(seg_path, None, report_path, overwrite=True)
-        with pipeline.open_transport(server_options) as transport:
-            report = pipeline.segment_case(files, outputs, transport, pipeline.SegmentOptions())
+        options = pipeline.SegmentOptions()
+        with pipeline.open_transport(server_options, options) as transport:
+            report = pipeline.segment_case(files, outputs, transport, options)
         times["segment_s"] = time.perf_counter() - t
         _step(5, "stop the server")
     truth = case_dir / f"{case_id}_seg.nii.gz"

@@ -33,10 +33,13 @@ every exported file computes what PyTorch computes, and write a Triton model rep
                                          DIR/brats_onnx/configs/trt.pbtxt the TensorRT one (engine cache
                                          keyed on the checkpoint's sha256; not with --configs-only),
                                          DIR/brats_openvino/configs/bf16.pbtxt serves OpenVINO in bf16
+  DIR/<model>_flip4/...                  the same network with the seed's four test-time flips inside the
+                                         graph (one request per tile; skipped with --no-server-flips)
   DIR/manifest.json                      checkpoint sha256, parity table, library versions, tensor contract
 
 Every model takes INPUT__0 float32 [N, 4, D, H, W] (channels t1, t1ce, t2, flair; D, H, W multiples of 8)
 and returns OUTPUT__0 float32 [N, 3, D, H, W] (sigmoid probabilities of WT, TC, ET).
+Parity is checked on a normalised phantom case at a full BraTS crop and at small sizes, and on noise.
 Nothing is written unless every format passes the parity check; files are built in a temporary folder
 beside DIR and moved into place. The checkpoint may be the published brain-tumor-segmentation-0002 file
 or a plain state dict; it is loaded without running code from it.
@@ -119,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Triton model repository to write (its parent folder must exist)")
     p.add_argument("--formats", type=_formats, default=list(FORMATS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
+    p.add_argument("--no-server-flips", action="store_true",
+                   help="do not write the <model>_flip4 companions (graphs that run the seed's four test-time flips "
+                        "themselves: one request per tile instead of four, which the client uses when offered)")
     p.add_argument("--force", action="store_true", help="replace model versions that already exist in DIR")
     p.add_argument("--fixed-size", type=_fixed, metavar="N",
                    help="export a static N^3 spatial shape (batch stays dynamic) for servers that need static "
@@ -193,7 +199,8 @@ def _configure_logging(quiet: bool) -> logging.Handler | None:
 def _configs_only(args: argparse.Namespace) -> None:
     from .repository import write_configs
 
-    written = write_configs(args.repository, args.formats, args.threads, args.fixed_size)
+    written = write_configs(args.repository, args.formats, args.threads, args.fixed_size,
+                            server_flips=not args.no_server_flips)
     for path in written:
         log.info("wrote %s", path)
 
@@ -202,7 +209,8 @@ def _export(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     from . import repository
 
-    repository.check_writable(args.repository, args.formats, args.force)  # fail before the slow part
+    keys = repository.model_keys(args.formats, server_flips=not args.no_server_flips)
+    repository.check_writable(args.repository, keys, args.force)  # fail before the slow part
 
     log.info("loading checkpoint %s", args.checkpoint)
     from .checkpoint import load_model, sha256_file  # imports torch
@@ -219,7 +227,7 @@ def _export(args: argparse.Namespace) -> None:
         warnings.append(SKIPPED_FULL_SIZE)
     full_size = None if args.skip_full_size_check else args.full_size
     with repository.staging(args.repository) as stage:
-        folders = {fmt: repository.version_dir(stage, fmt) for fmt in args.formats}
+        folders = {key: repository.version_dir(stage, key) for key in keys}
         for folder in folders.values():
             folder.mkdir(parents=True)
         result = exporters.export_formats(
@@ -231,13 +239,13 @@ def _export(args: argparse.Namespace) -> None:
             sys.stdout.write(table + "\n")
         files_sha = {fmt: {p.name: sha256_file(p) for p in paths} for fmt, paths in result.files.items()}
         manifest = repository.build_manifest(
-            args.formats, checkpoint=args.checkpoint, checkpoint_sha256=digest,
+            keys, checkpoint=args.checkpoint, checkpoint_sha256=digest,
             parity=[r.as_dict() for r in result.parity], opset=result.opset,
             versions=exporters.library_versions(), tolerance=args.tolerance, fixed_size=args.fixed_size,
             files_sha256=files_sha, openvino_host_precision=result.openvino_host_precision,
         )
         manifest["warnings"] = warnings
-        repository.publish(stage, args.repository, args.formats, threads=args.threads,
+        repository.publish(stage, args.repository, keys, threads=args.threads,
                            fixed_size=args.fixed_size, force=args.force, manifest=manifest)
     log.info("repository %s ready (%s) in %.1f s", args.repository, ", ".join(args.formats),
              time.perf_counter() - start)

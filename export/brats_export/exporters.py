@@ -28,7 +28,8 @@ from .errors import ExportError, ParityError
 from .model import DIVISOR, IN_CHANNELS, UNet
 from .parity_inputs import FULL_SIZE, ParityInput, phantom_input, random_input
 from .portable import portable_copy
-from .repository import FORMATS, INPUT_NAME, OUTPUT_NAME
+from .repository import INPUT_NAME, MODELS, OUTPUT_NAME, SERVER_FLIPS
+from .server_flips import ServerFlips
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def check_spatial(spatial: Sequence[int]) -> tuple[int, int, int]:
 # --- exporters -----------------------------------------------------------------------------------------------
 
 
-def export_torchscript(model: UNet, path: Path, fixed_size: int | None = None) -> Path:
+def export_torchscript(model: torch.nn.Module, path: Path, fixed_size: int | None = None) -> Path:
     """Trace ``model`` to a TorchScript file for Triton's PyTorch backend (``INPUT__0`` -> ``OUTPUT__0``).
 
     Tracing records shapes symbolically here (``F.interpolate(scale_factor=2)`` included), but only
@@ -101,7 +102,7 @@ def export_torchscript(model: UNet, path: Path, fixed_size: int | None = None) -
 
 
 def export_onnx(
-    model: UNet, path: Path, fixed_size: int | None = None, opset: int = ONNX_OPSET, portable: bool = True
+    model: torch.nn.Module, path: Path, fixed_size: int | None = None, opset: int = ONNX_OPSET, portable: bool = True
 ) -> Path:
     """Export with the TorchScript-based exporter (``dynamo=False``) and check the file with ``onnx.checker``.
 
@@ -288,10 +289,10 @@ def check_parity(
 
 def format_parity_table(rows: Sequence[ParityRow]) -> str:
     """A fixed-width table: format, input, input shape, max |diff|, pass."""
-    lines = [f"{'format':<16} {'input':<8} {'input shape':<20} {'max|diff|':>10}  pass", "-" * 64]
+    lines = [f"{'format':<18} {'input':<8} {'input shape':<20} {'max|diff|':>10}  pass", "-" * 66]
     for r in rows:
         verdict = ("yes" if r.passed else "NO") if r.gated else "info"
-        lines.append(f"{r.format:<16} {r.input:<8} {'x'.join(map(str, r.shape)):<20} {r.max_abs_diff:>10.3g}  "
+        lines.append(f"{r.format:<18} {r.input:<8} {'x'.join(map(str, r.shape)):<20} {r.max_abs_diff:>10.3g}  "
                      f"{verdict}")
     return "\n".join(lines)
 
@@ -324,34 +325,22 @@ def export_formats(
     FP32 (bf16 on CPUs with AVX512_BF16 or AMX), the host default is measured as extra, ungated rows, since
     Triton 24.10's openvino backend has no parameter that forces FP32.
     """
-    unknown = sorted(set(folders) - set(FORMATS))
+    unknown = sorted(set(folders) - set(MODELS))
     if unknown:
-        raise ExportError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
+        raise ExportError(f"unknown export format(s) {unknown}; choose from {list(MODELS)}")
     if fixed_size is not None:
         check_spatial((fixed_size,) * 3)
         check_spatial_sizes = [(fixed_size,) * 3]
         full_size = None
     model = model.eval()
-    files: dict[str, tuple[Path, ...]] = {}
-    onnx_path = None
-    if "onnx" in folders or "openvino" in folders:
-        onnx_dir = folders.get("onnx") or folders["openvino"]  # a scratch copy beside the IR, removed below
-        onnx_path = onnx_dir / "model.onnx"
-        _step(f"ONNX (opset {ONNX_OPSET})", export_onnx, model, onnx_path, fixed_size)
-        if "onnx" in folders:
-            files["onnx"] = (onnx_path,)
-    if "torchscript" in folders:
-        path = _step("TorchScript", export_torchscript, model, folders["torchscript"] / "model.pt", fixed_size)
-        files["torchscript"] = (path,)
-    host_precision = None
-    if "openvino" in folders:
-        xml = _step("OpenVINO IR", export_openvino, onnx_path, folders["openvino"] / "model.xml")
-        files["openvino"] = (xml, xml.with_suffix(".bin"))
-        host_precision = openvino_host_precision()
-    if onnx_path is not None and "onnx" not in folders:
-        onnx_path.unlink()
+    plain = {k: f for k, f in folders.items() if not MODELS[k].server_flips}
+    flipping = {k: f for k, f in folders.items() if MODELS[k].server_flips}
+    files = _export_files(model, plain, fixed_size)
+    if flipping:
+        files.update(_export_files(ServerFlips(model, SERVER_FLIPS).eval(), flipping, fixed_size, "with server flips"))
+    host_precision = openvino_host_precision() if "openvino" in files else None
 
-    predictors = {fmt: LOADERS[fmt](files[fmt][0]) for fmt in FORMATS if fmt in files}
+    predictors = {key: LOADERS[MODELS[key].format](files[key][0]) for key in plain}
     ungated = []
     if host_precision is not None and host_precision != "f32":
         name = f"openvino[{host_precision}]"
@@ -362,6 +351,10 @@ def export_formats(
              ", ".join(f"{i.name} {'x'.join(map(str, i.shape))}" for i in inputs))
     start = time.perf_counter()
     rows = check_parity(model, predictors, inputs, tolerance, ungated=ungated)
+    if flipping:  # the same network inside: its full-size rows are above; four passes each here, so small sizes
+        flip_predictors = {key: LOADERS[MODELS[key].format](files[key][0]) for key in flipping}
+        small = [i for i in inputs if i.name == "phantom" and i.shape[2:] != tuple(full_size or ())]
+        rows += check_parity(ServerFlips(model, SERVER_FLIPS).eval(), flip_predictors, small, tolerance)
     log.info("parity check took %.1f s", time.perf_counter() - start)
     failed = [r for r in rows if r.gated and not r.passed]
     if failed:
@@ -378,6 +371,31 @@ def export_formats(
             "cannot force FP32, so served probabilities may differ by that much", host_precision, worst,
         )
     return ExportResult(files, tuple(rows), ONNX_OPSET, host_precision)
+
+
+def _export_files(model: torch.nn.Module, folders: dict[str, Path], fixed_size: int | None,
+                  what: str = "") -> dict[str, tuple[Path, ...]]:
+    """Write ``model`` into each folder in its model key's format; the IR is converted from the ONNX file."""
+    by_format = {MODELS[key].format: (key, folder) for key, folder in folders.items()}
+    files: dict[str, tuple[Path, ...]] = {}
+    suffix = f" {what}" if what else ""
+    onnx_path = None
+    if "onnx" in by_format or "openvino" in by_format:
+        _, onnx_dir = by_format.get("onnx") or by_format["openvino"]  # a scratch copy beside the IR if no ONNX
+        onnx_path = onnx_dir / "model.onnx"
+        _step(f"ONNX (opset {ONNX_OPSET}){suffix}", export_onnx, model, onnx_path, fixed_size)
+        if "onnx" in by_format:
+            files[by_format["onnx"][0]] = (onnx_path,)
+    if "torchscript" in by_format:
+        key, folder = by_format["torchscript"]
+        files[key] = (_step(f"TorchScript{suffix}", export_torchscript, model, folder / "model.pt", fixed_size),)
+    if "openvino" in by_format:
+        key, folder = by_format["openvino"]
+        xml = _step(f"OpenVINO IR{suffix}", export_openvino, onnx_path, folder / "model.xml")
+        files[key] = (xml, xml.with_suffix(".bin"))
+    if onnx_path is not None and "onnx" not in by_format:
+        onnx_path.unlink()
+    return files
 
 
 def _step(what: str, fn, *args):

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from brats_client.server_flips import COMPANION_KEY, SERVER_FLIPS_KEY
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -84,13 +85,14 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    format: str
+    format: str  # the file format: onnx, torchscript or openvino
     name: str
     platform: str  # empty where ``backend`` names it
     backend: str
     files: tuple[str, ...]
     max_batch_size: int
     variants: tuple[str, ...]
+    server_flips: str | None = None  # "flip4": the graph runs the seed's four flips itself and averages them
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -102,6 +104,18 @@ MODELS: dict[str, ModelSpec] = {
                           (CPU_VARIANT, BF16_VARIANT)),
 }
 FORMATS = tuple(MODELS)
+# Companions that flip on the server (one request per tile instead of four; batch 1: four crops inside)
+SERVER_FLIPS = "flip4"
+for _fmt, _spec in list(MODELS.items()):
+    MODELS[f"{_fmt}_{SERVER_FLIPS}"] = ModelSpec(
+        _spec.format, f"{_spec.name}_{SERVER_FLIPS}", _spec.platform, _spec.backend, _spec.files, 1,
+        tuple(v for v in _spec.variants if v != TRT_VARIANT), SERVER_FLIPS)
+# The config parameters of brats_client.server_flips (Triton's backends ignore keys they do not read)
+
+
+def flip_companion(fmt: str) -> str:
+    """The model key of ``fmt``'s server-side-flip companion (``onnx`` -> ``onnx_flip4``)."""
+    return f"{fmt}_{SERVER_FLIPS}"
 
 
 def default_threads() -> int:
@@ -160,8 +174,9 @@ def _check_variant(spec: ModelSpec, variant: str) -> None:
 
 
 def build_config(fmt: str, threads: int | None = None, fixed_size: int | None = None, variant: str = CPU_VARIANT,
-                 engine_prefix: str | None = None) -> mc.ModelConfig:
-    """The ``ModelConfig`` of one format and variant (``trt`` needs :func:`engine_cache_prefix`)."""
+                 engine_prefix: str | None = None, companion: bool = False) -> mc.ModelConfig:
+    """The ``ModelConfig`` of one model key and variant (``trt`` needs :func:`engine_cache_prefix`);
+    ``companion``: a plain model names its server-side-flip companion (for the client)."""
     if fmt not in MODELS:
         raise RepositoryError(f"unknown format {fmt!r}; choose from {list(MODELS)}")
     spec = MODELS[fmt]
@@ -187,7 +202,11 @@ def build_config(fmt: str, threads: int | None = None, fixed_size: int | None = 
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     cfg.instance_group.add(kind=kind, count=1)  # explicit: the onnxruntime backend defaults to 2 on CPU
 
-    if fmt == "onnx":
+    if spec.server_flips:
+        _params(cfg, {SERVER_FLIPS_KEY: spec.server_flips})
+    elif companion:
+        _params(cfg, {COMPANION_KEY: MODELS[flip_companion(fmt)].name})
+    if spec.format == "onnx":
         _params(cfg, {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"})
         if gpu:  # read by the CUDA provider, which also runs what TensorRT does not take
             _params(cfg, {"cudnn_conv_algo_search": CUDNN_CONV_ALGO_SEARCH,
@@ -204,7 +223,7 @@ def build_config(fmt: str, threads: int | None = None, fixed_size: int | None = 
                 "trt_timing_cache_path": TRT_CACHE_PATH,
                 **trt_profile(fixed_size),
             })
-    elif fmt == "torchscript":
+    elif spec.format == "torchscript":
         # No INTER_OP_THREAD_COUNT: the 24.10 backend calls at::set_num_interop_threads, which aborts the
         # server when the model is loaded a second time in one process.
         _params(cfg, {"INTRA_OP_THREAD_COUNT": str(threads)})
@@ -214,7 +233,7 @@ def build_config(fmt: str, threads: int | None = None, fixed_size: int | None = 
             _params(cfg, {"HINT_BF16": "YES"})
 
     warm = [fixed_size] * 3 if fixed_size else list(CROP_SPATIAL) if gpu else [WARMUP_SIZE] * 3
-    count = TORCHSCRIPT_GPU_WARMUPS if gpu and fmt == "torchscript" else 0  # 0: once
+    count = TORCHSCRIPT_GPU_WARMUPS if gpu and spec.format == "torchscript" else 0  # 0: once
     warmup = cfg.model_warmup.add(name="zero_crop" if gpu else "zero_tile", batch_size=1, count=count)
     warmup.inputs[INPUT_NAME].data_type = mc.TYPE_FP32
     warmup.inputs[INPUT_NAME].dims.extend([IN_CHANNELS, *warm])
@@ -234,10 +253,13 @@ def _header(fmt: str, variant: str) -> str:
                      "this file keep config.pbtxt).")
     if variant in (GPU_VARIANT, TRT_VARIANT):
         lines.append("# KIND_GPU: fails to load on a host without an NVIDIA GPU.")
-    if variant == GPU_VARIANT and fmt == "onnx":
+    if spec.server_flips:
+        lines += [f"# Server-side test-time flips ({spec.server_flips}): the graph runs the seed's four flips of each",
+                  "# input as one batch and averages them (brats-client uses it when the plain model names it)."]
+    if variant == GPU_VARIANT and spec.format == "onnx":
         lines.append("# CUDA execution provider, FP32 (TF32 convolutions on Ampere and newer); cuDNN heuristic "
                      "algorithms.")
-    if variant == GPU_VARIANT and fmt == "torchscript":
+    if variant == GPU_VARIANT and spec.format == "torchscript":
         lines.append("# Warm-up runs twice at a whole-crop shape: the JIT profiling executor optimises after two runs.")
     if variant == TRT_VARIANT:
         lines += [
@@ -250,7 +272,7 @@ def _header(fmt: str, variant: str) -> str:
             "# HINT_BF16 YES: native bf16 on CPUs with AVX512_BF16 or AMX (about 2x faster, ~5e-3 from PyTorch);",
             "# other AVX-512 CPUs emulate bf16 (2-3x slower than f32; brats-serve warns), older CPUs keep f32.",
         ]
-    if fmt == "openvino":
+    if spec.format == "openvino":
         lines += [
             "# max_batch_size 1: Triton's openvino backend fixes the batch to max_batch_size and rejects smaller",
             "# batches (or pads them: ENABLE_BATCH_PADDING). It runs on CPU only, so there is no GPU variant.",
@@ -260,18 +282,18 @@ def _header(fmt: str, variant: str) -> str:
 
 
 def render_config(fmt: str, threads: int | None = None, fixed_size: int | None = None, variant: str = CPU_VARIANT,
-                  engine_prefix: str | None = None) -> str:
+                  engine_prefix: str | None = None, companion: bool = False) -> str:
     """``config.pbtxt`` text: a comment header, then the message in protobuf text format."""
-    cfg = build_config(fmt, threads, fixed_size, variant, engine_prefix)
+    cfg = build_config(fmt, threads, fixed_size, variant, engine_prefix, companion)
     return _header(fmt, variant) + text_format.MessageToString(cfg)
 
 
 def config_texts(fmt: str, threads: int | None = None, fixed_size: int | None = None,
-                 engine_prefix: str | None = None) -> dict[str, str]:
+                 engine_prefix: str | None = None, companion: bool = False) -> dict[str, str]:
     """Files of one model's configs, keyed by their path relative to the model folder (``trt`` only with a
     prefix)."""
     return {
-        variant_path(v): render_config(fmt, threads, fixed_size, v, engine_prefix)
+        variant_path(v): render_config(fmt, threads, fixed_size, v, engine_prefix, companion)
         for v in MODELS[fmt].variants
         if v != TRT_VARIANT or engine_prefix
     }
@@ -298,19 +320,26 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_configs(repository: Path, formats: Iterable[str] = FORMATS, threads: int | None = None,
-                  fixed_size: int | None = None) -> list[Path]:
-    """Write only the configs (no model files, no manifest): what is committed under ``model_repository/``."""
+                  fixed_size: int | None = None, server_flips: bool = True) -> list[Path]:
+    """Write only the configs (no model files, no manifest): what is committed under ``model_repository/``.
+    ``server_flips``: the flip4 companions too."""
     repository = Path(repository)
+    keys = model_keys(formats, server_flips)
     written = []
     try:
-        for fmt in formats:
+        for fmt in keys:
             model_dir = repository / MODELS[fmt].name
-            for rel, text in config_texts(fmt, threads, fixed_size).items():
+            for rel, text in config_texts(fmt, threads, fixed_size, companion=flip_companion(fmt) in keys).items():
                 _atomic_write(model_dir / rel, text)
                 written.append(model_dir / rel)
     except OSError as e:
         raise RepositoryError(f"cannot write configs under {repository}: {e}") from e
     return written
+
+
+def model_keys(formats: Iterable[str], server_flips: bool = True) -> list[str]:
+    """The model keys of ``formats``, each followed by its flip4 companion when ``server_flips``."""
+    return [k for fmt in formats for k in ((fmt, flip_companion(fmt)) if server_flips else (fmt,))]
 
 
 def version_dir(root: Path, fmt: str) -> Path:
@@ -366,7 +395,8 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
     check_writable(repository, formats, force)
     published = []
     try:
-        configs = {fmt: config_texts(fmt, threads, fixed_size, _engine_prefix(stage, fmt, manifest)) for fmt in formats}
+        configs = {fmt: config_texts(fmt, threads, fixed_size, _engine_prefix(stage, fmt, manifest),
+                                     companion=flip_companion(fmt) in formats) for fmt in formats}
         for fmt in formats:
             model_stage = stage / MODELS[fmt].name
             texts = configs[fmt]
@@ -442,7 +472,8 @@ def build_manifest(
     for fmt in formats:
         spec = MODELS[fmt]
         entry = {
-            "format": fmt,
+            "format": spec.format,
+            "server_flips": spec.server_flips,
             "version": int(VERSION),
             "platform": spec.platform or None,
             "backend": spec.backend or None,
@@ -453,9 +484,9 @@ def build_manifest(
             "created": created,
             "parity": [row for row in parity if row["format"].split("[")[0] == fmt],
         }
-        if fmt == "onnx":
+        if spec.format == "onnx":
             entry["opset"] = opset
-        if fmt == "openvino":
+        if spec.format == "openvino":
             entry["parity_precision"] = "f32"
             entry["host_default_precision"] = openvino_host_precision
         models[spec.name] = entry

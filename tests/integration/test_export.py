@@ -20,9 +20,9 @@ from brats_export.model import build_model
 from brats_export.parity_inputs import phantom_input, random_input
 
 SIZES = "32,48x32x40"
-FAST = ["--check-sizes", SIZES, "--threads", "2", "--skip-full-size-check"]
+FAST = ["--check-sizes", SIZES, "--threads", "2", "--skip-full-size-check", "--no-server-flips"]
 # TINY: where the check itself is not under test
-TINY = ["--check-sizes", "16,24x16x32", "--threads", "2", "--skip-full-size-check"]
+TINY = ["--check-sizes", "16,24x16x32", "--threads", "2", "--skip-full-size-check", "--no-server-flips"]
 ALL_FILES = {
     "brats_onnx": {"config.pbtxt", "configs/gpu.pbtxt", "configs/trt.pbtxt", "1/model.onnx"},
     "brats_torchscript": {"config.pbtxt", "configs/gpu.pbtxt", "1/model.pt"},

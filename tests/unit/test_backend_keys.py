@@ -94,6 +94,9 @@ MODEL_PARAMETERS: dict[str, dict[str, Check]] = {
         "PERFORMANCE_HINT": _choice("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"),
     },
 }
+# Read by brats_client.server_flips, ignored by every backend (each looks its own keys up by name, above; the
+# openvino backend's ModelState::ParseParameters asks for INFERENCE_NUM_THREADS, HINT_BF16, ... one by one).
+CLIENT_PARAMETERS: dict[str, Check] = {"brats_server_flips": _choice("flip4"), "brats_server_flips_model": _text}
 NEVER_WRITTEN = {"pytorch_libtorch": {"INTER_OP_THREAD_COUNT"}}  # accepted, but aborts a 24.10 server on reload
 
 TRT_BOOL_KEYS = ("int8_use_native_calibration_table", "trt_dla_enable", "trt_engine_cache_enable",
@@ -130,7 +133,7 @@ def problems(cfg: mc.ModelConfig) -> list[str]:
     if backend not in MODEL_PARAMETERS:
         return [f"{cfg.name}: no backend table for {backend!r}"]
     found = []
-    table = MODEL_PARAMETERS[backend]
+    table = {**MODEL_PARAMETERS[backend], **CLIENT_PARAMETERS}
     for key, value in cfg.parameters.items():
         if key not in table:
             found.append(f"{cfg.name}: parameter {key!r} is not read by the {backend} backend")

@@ -145,7 +145,8 @@ def test_committed_configs_are_what_the_writer_produces():
     """Golden test: regenerate with `brats-export --configs-only --repository model_repository --threads 2`."""
     expected = {}
     for fmt, spec in repository.MODELS.items():
-        for rel, text in repository.config_texts(fmt, threads=COMMITTED_THREADS).items():
+        companion = repository.flip_companion(fmt) in repository.MODELS
+        for rel, text in repository.config_texts(fmt, threads=COMMITTED_THREADS, companion=companion).items():
             expected[COMMITTED / spec.name / rel] = text
     assert sorted(expected) == _committed_files()
     for path, text in expected.items():

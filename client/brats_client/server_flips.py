@@ -1,0 +1,63 @@
+"""Test-time flips on the server: use a model's flip4 companion when its config names one.
+
+A plain model's config may name a companion (parameter ``brats_server_flips_model``) whose graph applies the
+test-time flips itself (parameter ``brats_server_flips``, e.g. ``flip4``) and averages them: one request per tile
+carries the crop in and the averaged probabilities out (28 bytes per voxel instead of 112 for flip4). The client
+learns this from the live configs, never from a model's name, and falls back to its own flips when the companion
+is missing, not ready or flips otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from .errors import ServerError
+from .transport import ModelInfo, ServerOptions, TritonTransport
+
+log = logging.getLogger(__name__)
+
+SERVER_FLIPS_KEY = "brats_server_flips"  # on a companion: the flips its graph applies
+COMPANION_KEY = "brats_server_flips_model"  # on a plain model: its companion's name
+MODES = ("auto", "off")
+
+
+def applied_flips(info: ModelInfo) -> str | None:
+    """The test-time flips the model's graph applies itself (``flip4``), or None."""
+    return info.parameters.get(SERVER_FLIPS_KEY) or None
+
+
+def check_tta(info: ModelInfo, tta: str) -> str | None:
+    """What the server flips for a request of ``tta``; ServerError when a flipping model meets another ``tta``."""
+    applied = applied_flips(info)
+    if applied is not None and applied != tta:
+        raise ServerError(f"model {info.name!r} applies {applied} test-time flips in its graph; use --tta {applied} "
+                          f"or a model without server flips (its plain model) for --tta {tta}")
+    return applied
+
+
+def open_for(transport: TritonTransport, tta: str, mode: str = "auto") -> TritonTransport:
+    """``transport`` (checked), or one to its companion when ``mode`` is auto and the companion flips ``tta``;
+    the transport not returned is closed."""
+    if mode not in MODES:
+        raise ValueError(f"server flips must be one of {', '.join(MODES)}; got {mode!r}")
+    info = transport.info
+    companion = info.parameters.get(COMPANION_KEY)
+    if mode == "off" or not companion or applied_flips(info) is not None or tta == "none":
+        return transport
+    options: ServerOptions = dataclasses.replace(transport.options, model=companion)
+    candidate = TritonTransport(options)
+    try:
+        applied = applied_flips(candidate.info)
+    except ServerError as e:
+        candidate.close()
+        log.info("model %s names %s for server-side flips, which cannot be used (%s): flipping here", info.name,
+                 companion, e)
+        return transport
+    if applied != tta:
+        candidate.close()
+        log.info("model %s flips %s on the server, not %s: flipping here", companion, applied, tta)
+        return transport
+    log.info("test-time flips (%s) on the server: model %s, one request per tile", tta, companion)
+    transport.close()
+    return candidate
