@@ -80,3 +80,18 @@ def test_a_flipping_model_refuses_other_tta(case, triton_server, tmp_path):
     code = cli.main(["--quiet", "segment", str(case), "-o", str(out), "--url", triton_server.grpc_url,
                      "--model", "brats_onnx_flip4", "--tta", "none"])
     assert code == cli.EXIT_SERVER and not out.exists()
+
+
+def test_openvino_companion_compiles_as_tritons_backend_loads_it(model_repository):
+    """The backend's layout + ov::set_batch(max_batch_size = 1) step: four crops inside, one out."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(model_repository / "brats_openvino_flip4" / "1" / "model.xml"))
+    ppp = ov.preprocess.PrePostProcessor(model)
+    ppp.input("INPUT__0").tensor().set_layout(ov.Layout("N..."))
+    model = ppp.build()
+    ov.set_batch(model, 1)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out = compiled({"INPUT__0": np.zeros((1, 4, 16, 24, 32), np.float32)})[compiled.output(0)]
+    assert out.shape == (1, 3, 16, 24, 32)
