@@ -329,11 +329,13 @@ def run_triton(files, transport, backend: str, options: pipeline.SegmentOptions,
     import nibabel as nib
 
     label = _tile_label(options).replace("/", "_")
-    seg = work / "out" / f"{backend}_{label}_{options.tta}_shm_{transport.options.shared_memory}.nii.gz"
+    seg = work / "out" / (f"{backend}_{label}_{options.tta}_{options.server_flips}_shm_"
+                          f"{transport.options.shared_memory}.nii.gz")
     seg.parent.mkdir(parents=True, exist_ok=True)
     report = pipeline.segment_case(files, pipeline.CaseOutputs(seg, overwrite=True), transport, options)
     t = report["time_s"]
-    row = Row("triton", backend, _tile_label(options), options.tta,
+    tta = options.tta if options.tta == "none" or report["server"]["server_flips"] else f"{options.tta}/client"
+    row = Row("triton", backend, _tile_label(options), tta,
               shared_memory="on" if report["server"]["shared_memory"] else "off",
               shm_mode=transport.options.shared_memory, tiles=report["tiles"],
               requests=report["requests"],
@@ -707,29 +709,32 @@ def run(args: argparse.Namespace, work: Path) -> int:
         for backend in [b for b in args.backend_list if b in SERVED]:
             name, _, config_name = SERVED[backend]
             log.info("triton %s%s ...", name, f" (--model-config-name {config_name})" if config_name else "")
-            with TritonServer(repository, models=[name], grpc_port=0, http_port=0, metrics_port=0,
+            with TritonServer(repository, models=[name, f"{name}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
                               model_config_name=config_name, log_path=work / f"tritonserver_{backend}.log",
                               startup_timeout_s=300) as server:
                 plans: list[tuple[pipeline.SegmentOptions, bool, str]] = []
-                for tta in ("none", "flip4"):
-                    note = "default tiling (192/0.25) = the same plan" if default_is_full else ""
-                    plans.append((pipeline.SegmentOptions(tile=None, tta=tta), "auto", note))
+                note = "default tiling (192/0.25) = the same plan" if default_is_full else ""
+                for tta, flips in (("none", "auto"), ("flip4", "auto"), ("flip4", "off")):
+                    plans.append((pipeline.SegmentOptions(tile=None, tta=tta, server_flips=flips), "auto", note))
                     if not default_is_full:
-                        plans.append((pipeline.SegmentOptions(tta=tta), "auto", ""))
+                        plans.append((pipeline.SegmentOptions(tta=tta, server_flips=flips), "auto", ""))
                 if backend == fastest:
                     plans.append((pipeline.SegmentOptions(tile=None if default_is_full else default.tile), "off", ""))
                     for tta in ("none", "flip4"):
                         plans.append((pipeline.SegmentOptions(tile=edge, overlap=overlap, tta=tta), "auto", ""))
                 for n, shm in enumerate(sorted({s for _, s, _ in plans})):
                     opts = pipeline.ServerOptions(url=server.grpc_url, model=name, shared_memory=shm)
-                    with pipeline.open_transport(opts) as transport:
+                    with pipeline.open_transport(opts) as transport, \
+                            pipeline.open_transport(opts, pipeline.SegmentOptions()) as flipping:
                         if n == 0:
                             warm(transport.infer, name)
+                            warm(flipping.infer, flipping.info.name)
                         for options, s, note in plans:
                             if s != shm:
                                 continue
                             meter.restart()
-                            row = run_triton(files, transport, backend, options, work, seed_labels, note)
+                            used = flipping if options.tta != "none" and options.server_flips == "auto" else transport
+                            row = run_triton(files, used, backend, options, work, seed_labels, note)
                             row.others = meter.others()
                             row.default_tiling = options.tile == default.tile or (
                                 options.tile is None and default_is_full)
