@@ -1,4 +1,5 @@
-"""``brats-client``: segment cases through Triton, preview a segmentation, load-test a model.
+"""``brats-client``: segment cases through Triton, preview a segmentation, score it against the truth, load-test
+a model.
 
 Exit codes: 0 success; 1 unexpected error; 2 usage error; 3 bad input; 4 server error; 5 output error;
 6 a batch finished with failed cases.
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--request-count", type=int, default=10, help="requests per measurement window")
     perf.add_argument("--channel-order", help="nnU-Net inputs: modalities of _0000.._0003")
     perf.add_argument("--out", type=Path, default=Path("out/perf"), help="folder for data, CSV and PNG")
+    from .evaluate import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub, [common], EPILOG)
     return parser
 
 
@@ -217,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "perf":
             return _run_perf(args)
+        if args.command == "evaluate":
+            from .evaluate import run_evaluate
+
+            return run_evaluate(args)
     except ValueError as e:  # option values rejected by the stages' own checks
         log.error("%s", e)
         return EXIT_USAGE
