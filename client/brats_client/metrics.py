@@ -2,10 +2,11 @@
 
 - Dice: ``2 |P & T| / (|P| + |T|)`` of the region masks (:func:`brats_client.postprocess.region_masks`).
 - HD95: the surface of a mask is the voxels that an erosion with the 6-neighbourhood removes. For every surface
-  voxel of one mask take the Euclidean distance, in mm from the voxel size, to the nearest surface voxel of the
-  other; HD95 is the larger of the two directions' 95th percentiles (numpy's linear interpolation), as medpy's
-  ``hd95`` does (nnU-Net's BraTS 2020 evaluation uses it; the BraTS 2023 scripts take the same maximum over the
-  two directions, with surface elements weighted by their area).
+  voxel of either mask take the Euclidean distance, in mm from the voxel size, to the nearest surface voxel of
+  the other; HD95 is the 95th percentile (numpy's linear interpolation) of both directions' distances together,
+  as panoptica and medpy's ``hd95`` compute it (nnU-Net's BraTS evaluation uses medpy). The BraTS 2023 scripts
+  (DeepMind's ``surface_distance``) instead take the larger of the two directions' percentiles over surface
+  elements weighted by area: their values can be somewhat larger.
 - Empty regions: both empty -> Dice 1, HD95 0; one empty -> Dice 0 and HD95 :data:`HD95_EMPTY_MM` = 373.13 mm,
   the diagonal of the 240 x 240 x 155 1 mm grid, as nnU-Net's BraTS 2020 evaluation does (the BraTS 2023
   scripts give the same Dice values and 374 mm).
@@ -63,7 +64,7 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float], empty
     spacing = tuple(float(s) for s in spacing_mm)
     to_truth = ndimage.distance_transform_edt(~truth_surface, sampling=spacing)[pred_surface]
     to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)[truth_surface]
-    return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
+    return float(np.percentile(np.concatenate([to_truth, to_pred]), 95))
 
 
 def region_scores(

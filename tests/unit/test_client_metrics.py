@@ -33,7 +33,8 @@ def test_two_single_voxels_are_their_distance_apart_in_mm() -> None:
 
 def test_cubes_shifted_by_one_slice() -> None:
     """2x2x2 cubes (every voxel on the surface) one voxel apart along z: half of each surface lies on the other,
-    the other half 1 voxel away -> HD95 1 voxel; Dice 2*4 / (8+8)."""
+    the other half 1 voxel away; rank 0.95 * 15 of the 16 distances is among the 1s -> HD95 1 voxel;
+    Dice 2*4 / (8+8)."""
     pred, truth = np.zeros((6, 6, 6), bool), np.zeros((6, 6, 6), bool)
     truth[2:4, 2:4, 2:4] = True
     pred[2:4, 2:4, 3:5] = True
@@ -44,22 +45,23 @@ def test_cubes_shifted_by_one_slice() -> None:
 
 
 def test_the_95th_percentile_discounts_an_outlier() -> None:
-    """A 19-voxel line, and the same line with one voxel 5 voxels away (x). Directed distances pred -> truth:
-    nineteen 0s and one 5; numpy's linear 95th percentile of 20 values sits at rank 0.95 * 19 = 18.05, i.e.
-    0 + 0.05 * (5 - 0) = 0.25; truth -> pred: all 0. HD95 = 0.25 (the plain Hausdorff distance would be 5)."""
-    truth = np.zeros((10, 4, 20), bool)
-    truth[2, 2, :19] = True
+    """A 9-voxel line, and the same line with one voxel 5 voxels away (x). Distances pred -> truth: nine 0s and
+    one 5; truth -> pred: nine 0s. numpy's linear 95th percentile of these 19 values sits at rank 0.95 * 18 = 17.1,
+    i.e. 0 + 0.1 * (5 - 0) = 0.5 (the plain Hausdorff distance would be 5; the larger of the two directions'
+    own percentiles would be 0.55 * 5 = 2.75, at rank 0.95 * 9 = 8.55 of pred -> truth)."""
+    truth = np.zeros((10, 4, 12), bool)
+    truth[2, 2, :9] = True
     pred = truth.copy()
     pred[7, 2, 0] = True
-    assert metrics.hd95(pred, truth, (1, 1, 1)) == pytest.approx(0.25)
-    assert metrics.hd95(truth, pred, (1, 1, 1)) == pytest.approx(0.25)  # symmetric
-    assert metrics.hd95(pred, truth, (2, 1, 1)) == pytest.approx(0.5)  # the outlier is 10 mm away
+    assert metrics.hd95(pred, truth, (1, 1, 1)) == pytest.approx(0.5)
+    assert metrics.hd95(truth, pred, (1, 1, 1)) == pytest.approx(0.5)  # symmetric
+    assert metrics.hd95(pred, truth, (2, 1, 1)) == pytest.approx(1.0)  # the outlier is 10 mm away
 
 
 def test_surface_at_the_array_border_and_a_filled_volume() -> None:
     """truth fills a 3x3x3 array (26 surface voxels, the centre is inside), pred is the centre voxel alone.
-    pred -> truth: 1 (a face neighbour). truth -> pred: 6 faces at 1, 12 edges at sqrt(2), 8 corners at sqrt(3);
-    rank 0.95 * 25 = 23.75 falls among the corners -> sqrt(3). Dice = 2 * 1 / (27 + 1)."""
+    pred -> truth: 1 (a face neighbour). truth -> pred: 6 faces at 1, 12 edges at sqrt(2), 8 corners at sqrt(3).
+    Of the 27 distances, rank 0.95 * 26 = 24.7 falls among the corners -> sqrt(3). Dice = 2 * 1 / (27 + 1)."""
     truth = np.ones((3, 3, 3), bool)
     pred = _mask((3, 3, 3), (1, 1, 1))
     assert int(metrics.surface(truth).sum()) == 26
