@@ -51,7 +51,7 @@ def _tile(value: str) -> int | None:
     return tile
 
 
-def _add_global_args(p: argparse.ArgumentParser, default) -> None:
+def _add_global_args(p: argparse.ArgumentParser, default: bool | str) -> None:
     p.add_argument("--quiet", "-q", action="store_true", default=default,
                    help="only warnings and errors, no progress bars")
     p.add_argument("--verbose", "-v", action="store_true", default=default, help="debug logging")

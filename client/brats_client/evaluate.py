@@ -17,6 +17,7 @@ import io as text_io
 import logging
 import statistics
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def match_cases(prediction: Path, truth: Path) -> list[Pair]:
     """The cases found under both, by case id (one file against one file always pairs); the rest is logged."""
     preds, truths = find_segmentations(prediction, "prediction"), find_segmentations(truth, "truth")
     if prediction.is_file() and truth.is_file():
-        (case, pred_file), (truth_file,) = next(iter(preds.items())), truths.values()
+        ((case, pred_file),), (truth_file,) = preds.items(), truths.values()
         return [Pair(case, pred_file, truth_file)]
     common = sorted(set(preds) & set(truths))
     if not common:
@@ -130,12 +131,12 @@ def match_cases(prediction: Path, truth: Path) -> list[Pair]:
         )
     for role, only in (("predictions", set(preds) - set(truths)), ("truths", set(truths) - set(preds))):
         if only:
-            log.warning("%d %s without a match, not scored: %s", len(only), role, _some(dict.fromkeys(sorted(only))))
+            log.warning("%d %s without a match, not scored: %s", len(only), role, _some(only))
     return [Pair(case, preds[case], truths[case]) for case in common]
 
 
-def _some(cases: dict, limit: int = 5) -> str:
-    names = list(cases)
+def _some(names: Iterable[str], limit: int = 5) -> str:
+    names = sorted(names)
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 

@@ -112,7 +112,7 @@ def test_one_file_against_one_file_and_mixed_conventions(tmp_path, capsys):
     assert not (tmp_path / "n.csv").exists()
 
 
-@pytest.mark.parametrize("defect", ["shape", "affine", "values", "probabilities"])
+@pytest.mark.parametrize("defect", ["shape", "affine", "values", "both conventions", "probabilities"])
 def test_refused_pairs_name_the_files_and_write_nothing(tmp_path, capsys, defect):
     truth = _save(tmp_path / "t" / "X_seg.nii.gz", _truth_a())
     pred_path = tmp_path / "p" / "X.nii.gz"
@@ -122,6 +122,10 @@ def test_refused_pairs_name_the_files_and_write_nothing(tmp_path, capsys, defect
         _save(pred_path, _pred_a(), affine=_affine((1.0, 1.0, 1.0)))
     elif defect == "values":
         _save(pred_path, np.full(SHAPE, 7))
+    elif defect == "both conventions":
+        both = _pred_a()
+        both[0, 0, 0], both[0, 0, 1] = 3, 4
+        _save(pred_path, both)
     else:
         _save(pred_path, np.full(SHAPE, 0.4), dtype=np.float32)
     out = tmp_path / "m.csv"
@@ -133,7 +137,7 @@ def test_refused_pairs_name_the_files_and_write_nothing(tmp_path, capsys, defect
     if defect in ("shape", "affine"):
         assert str(truth) in err and "one grid" in err
     assert {"shape": "(8, 8, 9)", "affine": "affines differing", "values": "[7]",
-            "probabilities": "non-integer"}[defect] in err
+            "both conventions": "both 3 and 4", "probabilities": "non-integer"}[defect] in err
     assert not out.exists() and not (tmp_path / "m.json").exists()
 
 
