@@ -1,4 +1,4 @@
-"""Export a checkpoint and serve it until stdin closes: the tritonserver of another environment.
+"""Export a checkpoint to ONNX and serve it until stdin closes: the tritonserver of another environment.
 
 The client tests also run from ``.venv-client`` (numpy 2, the newest tritonclient, no torch, no nvidia-pytriton);
 their server comes from ``.venv`` through this script (see ``triton_server`` in ``conftest.py``):
@@ -21,8 +21,9 @@ def main(argv: list[str]) -> int:
 
     checkpoint, work = Path(argv[0]), Path(argv[1])
     repository = work / "model_repository"
-    code = export(["--checkpoint", str(checkpoint), "--repository", str(repository), "--check-sizes", "32",
-                   "--quiet"])
+    # The client tests talk to brats_onnx only.
+    code = export(["--checkpoint", str(checkpoint), "--repository", str(repository), "--formats", "onnx",
+                   "--check-sizes", "32", "--quiet"])
     if code != 0:
         return code
     log_path = work / "tritonserver.log"
