@@ -8,7 +8,15 @@ PIP := $(BIN)/python -m pip
 NGC_VENV := .venv-ngc
 NGC_STAMP := $(NGC_VENV)/.installed
 
-.PHONY: setup demo test lint perf bench clean
+# A client user's environment: the newest numpy and tritonclient, this checkout without extras (no torch, no
+# nvidia-pytriton). `make test` runs the client's tests again from it, against a server run by .venv.
+CLIENT_VENV := .venv-client
+CLIENT_BIN := $(CLIENT_VENV)/bin
+CLIENT_STAMP := $(CLIENT_VENV)/.installed
+CLIENT_TESTS := tests/unit/test_client_*.py tests/integration/test_client_segment.py \
+	tests/integration/test_bad_inputs.py tests/integration/test_client_evaluate.py
+
+.PHONY: setup setup-client demo test test-client lint perf bench clean
 
 setup: $(STAMP) $(NGC_STAMP)
 
@@ -29,12 +37,32 @@ $(NGC_STAMP): Makefile
 	$(NGC_VENV)/bin/python -m pip install -q "numpy<2" onnxruntime==1.19.2 openvino==2024.4.0
 	touch $(NGC_STAMP)
 
+setup-client: $(CLIENT_STAMP)
+
+$(CLIENT_STAMP): pyproject.toml Makefile
+	rm -rf $(CLIENT_VENV)
+	$(PY) -m venv $(CLIENT_VENV)
+	$(CLIENT_BIN)/python -m pip install -q --upgrade pip
+	$(CLIENT_BIN)/python -m pip install -q --upgrade "numpy>=2" "tritonclient[grpc]" pytest hypothesis
+	$(CLIENT_BIN)/python -m pip install -q -e .
+	@$(CLIENT_BIN)/python -c "import numpy; assert int(numpy.__version__.split('.')[0]) >= 2, \
+	  'installing the client replaced numpy 2 by ' + numpy.__version__"
+	touch $(CLIENT_STAMP)
+
 demo: setup
 	$(BIN)/brats-demo run --out out/demo
 
 test: setup
 	$(BIN)/ruff check client export serve demo tests benchmarks
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) test-client
+
+# Tests marked torch compare with the eager network: they need .venv, where they ran above.
+test-client: setup $(CLIENT_STAMP)
+	@$(CLIENT_BIN)/python -c "import numpy, tritonclient; from importlib.metadata import version; \
+	  print('client environment: numpy', numpy.__version__, 'tritonclient', version('tritonclient'))"
+	BRATS_TEST_SERVER_PYTHON=$(abspath $(BIN)/python) $(CLIENT_BIN)/python -m pytest -q -m "not torch" \
+	  -p no:cacheprovider $(CLIENT_TESTS)
 
 lint: setup
 	$(BIN)/ruff check client export serve demo tests benchmarks
@@ -46,4 +74,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_end_to_end.py
 
 clean:
-	rm -rf $(VENV) $(NGC_VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NGC_VENV) $(CLIENT_VENV) out .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""``brats-client``: segment cases through Triton, preview a segmentation, load-test a model.
+"""``brats-client``: segment cases through Triton, preview a segmentation, score it against the truth, load-test
+a model.
 
 Exit codes: 0 success; 1 unexpected error; 2 usage error; 3 bad input; 4 server error; 5 output error;
 6 a batch finished with failed cases.
@@ -34,7 +35,7 @@ examples:
 
 The case folder may use BraTS 2019 names (<case>_t1, _t1ce, _t2, _flair), BraTS 2023 names (-t1n, -t1c, -t2w,
 -t2f) or nnU-Net names (<case>_0000.._0003, with --channel-order). Output labels: BraTS 2019 (1 necrotic core,
-2 edema, 4 enhancing) or, with --labels brats2023, enhancing = 3.
+2 edema, 4 enhancing) or BraTS 2023 (enhancing = 3), which BraTS 2023 names get unless --labels says otherwise.
 """
 
 
@@ -48,6 +49,12 @@ def _tile(value: str) -> int | None:
     if tile < 16 or tile % 16:
         raise argparse.ArgumentTypeError(f"--tile must be a multiple of 16 (>= 16) or 'full', got {tile}")
     return tile
+
+
+def _add_global_args(p: argparse.ArgumentParser, default: bool | str) -> None:
+    p.add_argument("--quiet", "-q", action="store_true", default=default,
+                   help="only warnings and errors, no progress bars")
+    p.add_argument("--verbose", "-v", action="store_true", default=default, help="debug logging")
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
@@ -94,12 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Brain tumour segmentation through a Triton server (research use only, not for clinical use).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors, no progress bars")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    _add_global_args(parser, False)
+    # Each subcommand accepts the global options too (``segment ... --quiet``); SUPPRESS keeps one given before
+    # the subcommand when it is not repeated after it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_args(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser(
-        "segment", help="segment one case folder, explicit files, or a folder of case folders",
+        "segment", help="segment one case folder, explicit files, or a folder of case folders", parents=[common],
         description="Read the four MRI modalities, preprocess as the seed did, send tiles to Triton, reassemble, "
         "post-process and write a uint8 NIfTI with the input's geometry.",
         epilog=SEGMENT_EXAMPLES + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -124,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (default): when the model's config names a companion that applies the test-time "
                      "flips in its graph (brats-export writes <model>_flip4), send one request per tile to it; "
                      "off: flip here, one request per flip")
-    seg.add_argument("--labels", choices=LABEL_CHOICES, default=d.labels,
-                     help="label convention of the output")
+    seg.add_argument("--labels", choices=LABEL_CHOICES,
+                     help="label convention of the output (default: brats2023 for BraTS 2023 file names, "
+                     f"else {d.labels})")
     seg.add_argument("--keep-last-slice", action="store_true",
                      help="crop [min, max] instead of the seed's [min, max), which drops the last nonzero slice "
                      "per axis (not the seed's pipeline; see README)")
@@ -138,14 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="refuse modalities of more than N voxels (default 2**26 = 67108864, about 400^3)")
     _add_server_args(seg)
 
-    prev = sub.add_parser("preview", help="PNG of axial, coronal and sagittal slices with the labels overlaid")
+    prev = sub.add_parser("preview", help="PNG of axial, coronal and sagittal slices with the labels overlaid",
+                          parents=[common])
     prev.add_argument("image", type=Path, help="background NIfTI (FLAIR or T1ce)")
     prev.add_argument("seg", type=Path, help="segmentation NIfTI")
     prev.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
     prev.add_argument("--truth", type=Path, help="optional ground-truth segmentation, drawn as contours")
     prev.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     perf = sub.add_parser(
-        "perf", help="perf_analyzer concurrency sweep on real tiles of a case: CSV, table and plot",
+        "perf", help="perf_analyzer concurrency sweep on real tiles of a case: CSV, table and plot", parents=[common],
         description="Write a real tile of CASE as perf_analyzer input data, sweep concurrency against MODEL at URL, "
         "keep the CSV, print a summary table and write a plot of throughput and latency percentiles.",
         epilog="example:\n  brats-client perf out/demo/case/Phantom_0001 --model brats_openvino --concurrency 1,2,4 "
@@ -159,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--request-count", type=int, default=10, help="requests per measurement window")
     perf.add_argument("--channel-order", help="nnU-Net inputs: modalities of _0000.._0003")
     perf.add_argument("--out", type=Path, default=Path("out/perf"), help="folder for data, CSV and PNG")
+    from .evaluate import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub, [common], EPILOG)
     return parser
 
 
@@ -214,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "perf":
             return _run_perf(args)
+        if args.command == "evaluate":
+            from .evaluate import run_evaluate
+
+            return run_evaluate(args)
     except ValueError as e:  # option values rejected by the stages' own checks
         log.error("%s", e)
         return EXIT_USAGE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import modalities, pipeline
+from . import modalities, pipeline, postprocess
 from .errors import InputError, OutputError, ServerError
 from .transport import ServerOptions
 
@@ -22,10 +23,23 @@ def _options(args: argparse.Namespace) -> pipeline.SegmentOptions:
         log.warning("--seed-crop is deprecated and does nothing: the seed's crop is the default now "
                     "(--keep-last-slice opts out)")
     return pipeline.SegmentOptions(
-        tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta, labels=args.labels,
+        tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta,
+        labels=args.labels or pipeline.SegmentOptions.labels,
         keep_last_slice=args.keep_last_slice, flips_per_request=args.flips_per_request,
         server_flips=args.server_flips,
     )
+
+
+def _case_options(
+    files: modalities.CaseFiles, args: argparse.Namespace, options: pipeline.SegmentOptions
+) -> pipeline.SegmentOptions:
+    """``--labels`` when given, else the convention of the case's file names (logged)."""
+    if args.labels is not None:
+        return options
+    labels = modalities.label_convention(files)
+    log.info("%s: %s labels (ET = %d) for %s file names; --labels overrides", files.case_id, labels,
+             postprocess.ENHANCING[labels], files.naming)
+    return dataclasses.replace(options, labels=labels)
 
 
 def _explicit(args: argparse.Namespace) -> modalities.CaseFiles | None:
@@ -123,6 +137,7 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
     prepared = pipeline.prepare_case(files, keep_last_slice=options.keep_last_slice, max_voxels=max_voxels)
+    options = _case_options(files, args, options)
     with pipeline.open_transport(server, options) as transport:
         report = _run_one(prepared, outputs, transport, options, args.quiet)
     vols = report["region_volumes_ml"]
@@ -163,7 +178,7 @@ def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, o
                 prepared = pipeline.prepare_case(
                     files, keep_last_slice=options.keep_last_slice, max_voxels=max_voxels
                 )
-                _run_one(prepared, outputs, transport, options, args.quiet)
+                _run_one(prepared, outputs, transport, _case_options(files, args, options), args.quiet)
                 done.append(files.case_id)
             except (InputError, OutputError, ServerError) as e:
                 failed.append((files.case_id, str(e)))

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 MAX_VOXELS = 2**26  # per modality (about 400^3): four float32 channels of that size take 1 GiB
 AFFINE_ATOL = 1e-3  # mm; modalities whose affines differ by more are not on one grid
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
+# The grid of the BraTS training data: 240 x 240 x 155 voxels of 1 mm (SRI24 atlas space).
+BRATS_SHAPE = (240, 240, 155)
+BRATS_VOXEL_MM = 1.0
+VOXEL_TOLERANCE_MM = 0.1  # "about 1 mm"
 
 
 @dataclass
@@ -59,6 +63,23 @@ class LoadedCase:
     @property
     def voxel_volume_mm3(self) -> float:
         return float(np.prod(self.header.get_zooms()[:3]))
+
+
+def grid_warning(path: Path, shape: tuple[int, ...], zooms: tuple[float, ...]) -> str | None:
+    """What differs from the BraTS grid (voxel size in mm, shape) and what to do; None on that grid."""
+    zooms = tuple(float(z) for z in zooms)
+    differs = []
+    if any(abs(z - BRATS_VOXEL_MM) > VOXEL_TOLERANCE_MM for z in zooms):
+        differs.append(f"voxels of {' x '.join(f'{z:g}' for z in zooms)} mm")
+    if tuple(shape) != BRATS_SHAPE:
+        differs.append(f"shape {'x'.join(map(str, shape))}")
+    if not differs:
+        return None
+    return (
+        f"{path} has {' and '.join(differs)}; the network was trained only on BraTS data "
+        f"(co-registered, skull-stripped, 1 mm isotropic, {'x'.join(map(str, BRATS_SHAPE))}): resample the four "
+        f"modalities to 1 mm (BraTS registers them to the SRI24 atlas) or expect poorer labels"
+    )
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -144,6 +165,30 @@ def load_case(files: CaseFiles, *, max_voxels: int = MAX_VOXELS, affine_atol: fl
     header = ref_img.header.copy()
     log.debug("loaded %s: shape %s, zooms %s", files.case_id, ref_shape, header.get_zooms()[:3])
     return LoadedCase(volume, ref_affine, header, ref_path, sha)
+
+
+@dataclass
+class LabelMap:
+    """A segmentation: integer labels ``[X, Y, Z]`` and the geometry of its file."""
+
+    labels: np.ndarray
+    affine: np.ndarray
+    zooms: tuple[float, float, float]
+    path: Path
+
+
+def load_label_map(path: str | Path, what: str = "segmentation", *, max_voxels: int = MAX_VOXELS) -> LabelMap:
+    """Read a 3-D label NIfTI; ``what`` names it in errors (e.g. "prediction"). Non-integer values are refused."""
+    path = Path(path)
+    img, shape = _open_nifti(what, path, max_voxels)
+    data = _read_data(what, path, img, shape)
+    fractional = data != np.rint(data)
+    if fractional.any():
+        example = float(data[fractional][0])
+        raise InputError(f"{what} file {path} holds non-integer values (e.g. {example:g}); a label map is needed, "
+                         f"not probabilities")
+    zx, zy, zz = (float(z) for z in img.header.get_zooms()[:3])
+    return LabelMap(data.astype(np.int16), np.asarray(img.affine, dtype=np.float64), (zx, zy, zz), path)
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -298,10 +343,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def write_json_atomic(obj: Any, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``obj`` as indented JSON (numpy values and paths converted) to ``path``, atomically."""
+def write_text_atomic(text: str, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path``, atomically."""
     path = Path(path)
-    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
-    with _atomic_path(path, overwrite=overwrite, suffix=".json") as tmp:
+    with _atomic_path(path, overwrite=overwrite, suffix=path.suffix) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def write_json_atomic(obj: Any, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``obj`` as indented JSON (numpy values and paths converted) to ``path``, atomically."""
+    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
+    return write_text_atomic(text, path, overwrite)

@@ -70,6 +70,33 @@ class CaseFiles:
         object.__setattr__(self, "paths", {ch: Path(self.paths[ch]) for ch in CHANNELS})
 
 
+def segmentation_case_id(path: str | Path) -> str | None:
+    """``<case>_seg.nii.gz`` or ``<case>-seg.nii.gz`` -> ``<case>``; None for any other name."""
+    stem = strip_nifti_suffix(Path(path).name)
+    if stem is None:
+        return None
+    m = _SEGMENTATION.search(stem)
+    return stem[: m.start()] if m and m.start() > 0 else None
+
+
+def is_brats_modality(path: str | Path) -> bool:
+    """True for a BraTS 2019 or 2023 modality file name (``<case>_t1ce.nii.gz``, ``<case>-t2f.nii``, ...)."""
+    m = _match(Path(path))
+    return m is not None and m.naming in ("brats2019", "brats2023")
+
+
+def label_convention(files: CaseFiles) -> str:
+    """The output label convention that goes with the input names: ``brats2023`` (ET = 3) when the four files
+    carry BraTS 2023 names (found in a folder or given explicitly), else ``brats2019`` (ET = 4)."""
+    if files.naming == "brats2023":
+        return "brats2023"
+    if files.naming == "explicit":
+        namings = {m.naming if m else None for m in map(_match, files.paths.values())}
+        if namings == {"brats2023"}:
+            return "brats2023"
+    return "brats2019"
+
+
 def check_case_id(case_id: str) -> str:
     """A case id becomes an output file name: refuse empty ids, path separators and ``..``."""
     if not case_id or case_id in (".", "..") or any(c in case_id for c in "/\\\0") or ".." in case_id:

@@ -174,14 +174,18 @@ class PreparedCase:
 def prepare_case(
     files: CaseFiles, *, keep_last_slice: bool = False, max_voxels: int = io.MAX_VOXELS
 ) -> PreparedCase:
-    """Load and check the four modalities (:func:`brats_client.io.load_case`), refuse an all-zero case, and
-    preprocess. Raises InputError naming the file; sends nothing to a server."""
+    """Load and check the four modalities (:func:`brats_client.io.load_case`), refuse an all-zero case, warn
+    when it is not on the BraTS grid (:func:`brats_client.io.grid_warning`), and preprocess. Raises InputError
+    naming the file; sends nothing to a server."""
     timer = Timer()
     with timer.stage("load"):
         case = io.load_case(files, max_voxels=max_voxels)
     if case.is_empty:
         names = ", ".join(str(p) for p in files.paths.values())
         raise InputError(f"case {files.case_id}: every voxel is 0 in all four modalities ({names}); nothing to segment")
+    warning = io.grid_warning(case.reference_path, case.shape, case.header.get_zooms()[:3])
+    if warning is not None:
+        log.warning("case %s: %s", files.case_id, warning)
     with timer.stage("preprocess"):
         volume, record = preprocess.preprocess(case.volume, keep_last_slice=keep_last_slice)
     return PreparedCase(files, case, volume, record, dict(timer.stages_s))

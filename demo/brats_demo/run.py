@@ -2,7 +2,7 @@
 
 phantom case -> ``brats-export`` of the demo checkpoint (seed file format) -> local Triton server ->
 ``brats-client`` segmentation (NIfTI and JSON report) -> server stopped -> summary (volumes, Dice against the
-phantom's truth, time per stage) and preview PNG.
+phantom's truth as ``brats-client evaluate`` scores it, time per stage) and preview PNG.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ import json
 import logging
 import time
 from pathlib import Path
-
-import nibabel as nib
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +32,11 @@ def _export(checkpoint: Path, repository: Path, model_format: str) -> None:
         raise RuntimeError(f"brats-export failed with exit code {code} (see the messages above)")
 
 
-def dice_scores(prediction: Path, truth: Path) -> dict[str, float]:
-    from brats_client.postprocess import region_dice
+def score_against_truth(prediction: Path, truth: Path) -> dict:
+    """``brats-client evaluate``'s row for one case: per region Dice, HD95 (mm) and volumes."""
+    from brats_client.evaluate import Pair, score_pair
 
-    pred = np.asanyarray(nib.load(str(prediction)).dataobj)
-    true = np.asanyarray(nib.load(str(truth)).dataobj)
-    return {region: round(score, 4) for region, score in region_dice(pred, true).items()}
+    return score_pair(Pair(prediction.name, prediction, truth))
 
 
 def run_demo(
@@ -53,6 +49,7 @@ def run_demo(
 ) -> dict:
     """Run every stage; returns the summary (also written to ``out/summary.json``)."""
     from brats_client import pipeline
+    from brats_client.evaluate import format_table, summarise
     from brats_client.modalities import find_case_files
     from brats_client.preview import write_preview
     from brats_client.transport import ServerOptions
@@ -96,7 +93,9 @@ def run_demo(
         _step(5, "stop the server")
     truth = case_dir / f"{case_id}_seg.nii.gz"
     _step(6, "summary and preview")
-    scores = dice_scores(seg_path, truth)
+    row = score_against_truth(seg_path, truth)
+    scores = {region: round(v["dice"], 4) for region, v in row["regions"].items()}
+    hd95_mm = {region: round(v["hd95_mm"], 2) for region, v in row["regions"].items()}
     preview = write_preview(case_dir / f"{case_id}_flair.nii.gz", seg_path, out / "preview.png",
                             truth=truth, overwrite=True)
     times["total_s"] = time.perf_counter() - t0
@@ -107,13 +106,15 @@ def run_demo(
         "preview": str(preview),
         "region_volumes_ml": report["region_volumes_ml"],
         "dice_vs_truth": scores,
+        "hd95_vs_truth_mm": hd95_mm,
         "segment_stages_s": report["time_s"],
         "demo_stages_s": {k: round(v, 2) for k, v in times.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     vols = report["region_volumes_ml"]
     log.info("volumes (mL): WT %.1f  TC %.1f  ET %.1f", vols["WT"], vols["TC"], vols["ET"])
-    log.info("Dice vs phantom truth: WT %.3f  TC %.3f  ET %.3f", scores["WT"], scores["TC"], scores["ET"])
+    log.info("against the phantom's truth (brats-client evaluate %s %s):\n%s", seg_path, truth,
+             format_table(summarise([row]), 1))
     log.info("segment stages (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in report["time_s"].items()))
     log.info("demo stages (s): %s", ", ".join(f"{k[:-2]} {v:.1f}" for k, v in times.items()))
     log.info("wrote %s, %s, %s", seg_path, report_path, preview)

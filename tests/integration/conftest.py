@@ -11,6 +11,7 @@ loopback ports), ``grpc_client`` (a ``tritonclient.grpc`` client of it), ``serve
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,11 +90,65 @@ def model_repository(tmp_path_factory, checkpoint) -> Path:
     return repo
 
 
+# The Python of another environment that exports and serves (``.venv`` when the client tests run from
+# ``.venv-client``, which has neither torch nor nvidia-pytriton); unset: this environment does both.
+SERVER_PYTHON = os.environ.get("BRATS_TEST_SERVER_PYTHON")
+EXTERNAL_SERVER_TIMEOUT_S = 900.0  # export (three formats, parity at 32^3) and start, on 2 busy cores
+
+
+def _external_server(checkpoint: Path, work: Path):
+    """Run ``external_server.py`` with ``SERVER_PYTHON``; yield an object with its ``grpc_url`` once it is ready."""
+    import queue
+    import subprocess
+    import threading
+
+    script = Path(__file__).with_name("external_server.py")
+    stderr_path = work / "external_server.stderr"
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen([SERVER_PYTHON, str(script), str(checkpoint), str(work)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        url = None
+        while url is None:
+            try:
+                line = lines.get(timeout=EXTERNAL_SERVER_TIMEOUT_S)
+            except queue.Empty:
+                raise RuntimeError(
+                    f"{script}: no server within {EXTERNAL_SERVER_TIMEOUT_S:.0f} s; see {stderr_path}"
+                ) from None
+            if line is None:
+                tail = stderr_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{script} ended (exit {proc.wait()}) before the server was ready:\n{tail}")
+            if line.startswith("{"):
+                url = json.loads(line)["grpc_url"]
+        yield SimpleNamespace(grpc_url=url)
+    finally:
+        proc.stdin.close()  # the script stops the server at the end of its stdin
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
-def triton_server(model_repository, tmp_path_factory):
-    """One ``TritonServer`` serving ``model_repository`` on free loopback ports for the whole session."""
+def triton_server(request, checkpoint, tmp_path_factory):
+    """One ``TritonServer`` serving ``model_repository`` on free loopback ports for the whole session (with
+    ``BRATS_TEST_SERVER_PYTHON``: a server exported and run by that Python, see ``external_server.py``)."""
+    if SERVER_PYTHON:
+        yield from _external_server(checkpoint, tmp_path_factory.mktemp("external_server"))
+        return
     from brats_serve.launcher import TritonServer
 
+    model_repository = request.getfixturevalue("model_repository")
     log_path = tmp_path_factory.mktemp("server") / "tritonserver.log"
     server = TritonServer(model_repository, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path)
     with server:

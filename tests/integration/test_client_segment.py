@@ -37,6 +37,7 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, dict[str, float]]:
     return float(np.mean(a == b)), scores
 
 
+@pytest.mark.torch
 def test_full_tile_flip4_equals_the_seed_pipeline(cases, triton_server, eager_model, tmp_path):
     from brats_client.io import load_case
     from brats_client.modalities import find_case_files
@@ -147,3 +148,29 @@ def test_unknown_model_names_what_the_server_has(cases, triton_server, tmp_path,
     err = capsys.readouterr().err
     assert "brats_nope" in err and MODEL in err
     assert not out.exists()
+
+
+def _as_brats2023(case: Path, dest: Path) -> Path:
+    """A copy of a BraTS 2019-named case folder under BraTS 2023 names (-t1n, -t1c, -t2w, -t2f)."""
+    import shutil
+
+    case_id = f"BraTS-GLI-{case.name}-000"
+    folder = dest / case_id
+    folder.mkdir(parents=True)
+    for old, new in (("t1", "t1n"), ("t1ce", "t1c"), ("t2", "t2w"), ("flair", "t2f")):
+        shutil.copy(case / f"{case.name}_{old}.nii.gz", folder / f"{case_id}-{new}.nii.gz")
+    return folder
+
+
+def test_brats2023_names_get_brats2023_labels_unless_told(cases, triton_server, tmp_path, capsys):
+    case = _as_brats2023(cases[0], tmp_path / "in")
+    auto, explicit = tmp_path / "auto.nii.gz", tmp_path / "explicit.nii.gz"
+    code = cli.main(["segment", str(case), "-o", str(auto), "--url", triton_server.grpc_url, "--model", MODEL,
+                     "--tta", "none", "--tile", "full"])
+    assert code == 0
+    assert "brats2023 labels (ET = 3) for brats2023 file names" in capsys.readouterr().err
+    assert _segment(case, explicit, triton_server, "--tta", "none", "--tile", "full", "--labels", "brats2019") == 0
+    labels_auto, labels_explicit = _labels(auto), _labels(explicit)
+    assert set(np.unique(labels_auto)) == {0, 1, 2, 3}, "the checkpoint should find enhancing tumour"
+    assert set(np.unique(labels_explicit)) == {0, 1, 2, 4}
+    np.testing.assert_array_equal(np.where(labels_explicit == 4, 3, labels_explicit), labels_auto)

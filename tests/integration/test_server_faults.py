@@ -200,7 +200,8 @@ def test_batch_goes_on_after_a_lost_server_and_a_rerun_redoes_the_failed_case(
     assert [f["case"] for f in result["failed"]] == [second]
     assert "UNAVAILABLE" in result["failed"][0]["error"]
     assert f"{second} failed: inference of" in err and f"failed: {second}: inference of" in err  # and summary
-    assert first not in err and third not in err
+    problems = "\n".join(line for line in err.splitlines() if "trained only on BraTS data" not in line)
+    assert first not in problems and third not in problems  # only the small cases' grid warnings name them
     assert files_in(out) == sorted([f"{first}.json", f"{first}.nii.gz", f"{third}.json", f"{third}.nii.gz"])
     kept = {name: (out / name).stat().st_mtime_ns for name in files_in(out)}
 

@@ -91,10 +91,15 @@ def _segment(case: Path, out: Path, server, *tls: str | Path) -> int:
                      *FAST, *map(str, tls)])
 
 
+def _error_lines(err: str) -> list[str]:
+    """stderr without the warning that the small test case is not on the BraTS grid."""
+    return [line for line in err.strip().splitlines() if "the network was trained only on BraTS data" not in line]
+
+
 def _refused(capsys, code: int, out: Path) -> str:
     err = capsys.readouterr().err
     assert code == cli.EXIT_SERVER, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and len(_error_lines(err)) == 1, err
     assert not out.exists()
     return err
 
@@ -129,7 +134,7 @@ def test_the_cli_prints_one_line_for_a_refused_handshake(tls_server, pki, case, 
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert run.returncode == cli.EXIT_SERVER, run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert len(_error_lines(run.stderr)) == 1, run.stderr
     assert "the TLS handshake" in run.stderr and not out.exists()
 
 

@@ -249,3 +249,17 @@ def test_round_trip_through_load_case(tmp_path: Path) -> None:
     back = nib.load(out)
     np.testing.assert_array_equal(back.affine, case.affine)
     np.testing.assert_array_equal(np.asanyarray(back.dataobj), labels)
+
+
+def test_grid_warning_names_what_differs_from_the_brats_grid() -> None:
+    path = Path("case/x_t1.nii.gz")
+    assert io.grid_warning(path, (240, 240, 155), (1.0, 1.0, 1.0)) is None
+    assert io.grid_warning(path, (240, 240, 155), (0.95, 1.0, 1.05)) is None  # "about 1 mm"
+    anisotropic = io.grid_warning(path, (240, 240, 155), (0.5, 0.5, 5.0))
+    assert anisotropic is not None and str(path) in anisotropic
+    assert "voxels of 0.5 x 0.5 x 5 mm" in anisotropic and "shape" not in anisotropic.split(";")[0]
+    assert "1 mm isotropic, 240x240x155" in anisotropic and "resample" in anisotropic
+    other_shape = io.grid_warning(path, (256, 256, 170), (1.0, 1.0, 1.0))
+    assert other_shape is not None and "shape 256x256x170" in other_shape and "voxels of" not in other_shape
+    both = io.grid_warning(path, (512, 512, 30), (0.45, 0.45, 5.0))
+    assert both is not None and "voxels of 0.45 x 0.45 x 5 mm and shape 512x512x30" in both

@@ -177,3 +177,19 @@ def test_find_cases_errors(tmp_path: Path) -> None:
         find_cases(root, skip_invalid=True)
     with pytest.raises(InputError, match="no cases"):
         find_cases(_touch(tmp_path / "empty"))
+
+
+def test_label_convention_follows_the_names(tmp_path: Path) -> None:
+    """BraTS 2023 names (in a folder or given explicitly) -> ET = 3; every other naming -> BraTS 2019's ET = 4."""
+    case = "BraTS-GLI-00002-000"
+    b23 = _touch(tmp_path / case, *(f"{case}-{m}.nii.gz" for m in ("t1n", "t1c", "t2w", "t2f")))
+    assert modalities.label_convention(find_case_files(b23)) == "brats2023"
+    explicit23 = {ch: b23 / f"{case}-{m}.nii.gz" for ch, m in zip(CHANNELS, ("t1n", "t1c", "t2w", "t2f"), strict=True)}
+    assert modalities.label_convention(explicit_case(**explicit23)) == "brats2023"
+    assert modalities.label_convention(find_case_files(_brats19(tmp_path / "b19"))) == "brats2019"
+    nnunet = _touch(tmp_path / "nn", *(f"BRATS_001_000{i}.nii.gz" for i in range(4)))
+    assert modalities.label_convention(find_case_files(nnunet, nnunet_order=list(CHANNELS))) == "brats2019"
+    # explicit files of which only some carry BraTS 2023 names: not a BraTS 2023 case
+    other = _touch(tmp_path / "other", "anat.nii.gz")
+    mixed = {**explicit23, "t1": other / "anat.nii.gz"}
+    assert modalities.label_convention(explicit_case(**mixed)) == "brats2019"

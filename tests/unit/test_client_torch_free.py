@@ -16,6 +16,8 @@ MODULES = [
     "brats_client.postprocess",
     "brats_client.transport",
     "brats_client.pipeline",
+    "brats_client.metrics",
+    "brats_client.evaluate",
     "brats_client.cli",
 ]
 
