@@ -1,0 +1,131 @@
+"""The servers one transport talks to: a gRPC client each, which one takes the next request, and which are dead.
+
+An endpoint that stops answering (with several URLs) is marked dead; its requests go to the others. A dead
+endpoint is probed again (``is_model_ready``, short deadline) at the start of later streams, at growing intervals,
+and takes requests again once it answers. When every endpoint has failed, the stream backs off and revives them
+all (``revive_all``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from .server_options import GRPC_SCHEMES, ServerOptions
+
+log = logging.getLogger(__name__)
+
+# Passing channel_args replaces tritonclient's defaults (2 GiB messages) with gRPC's 4 MiB: restate them.
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+RECONNECT_BACKOFF_MAX_MS = 2000
+PROBE_TIMEOUT_S = 1.0
+PROBE_INTERVAL_S = (1.0, 30.0)  # first and longest wait between two probes of a dead endpoint
+
+
+def channel_args(url: str = "") -> list[tuple[str, Any]]:
+    """Message-size limits restated; ``dns:///NAME:PORT`` (or ``ipv4:A:P,B:P``) targets spread requests over every
+    address the name resolves to (client-side round robin)."""
+    extra = [("grpc.lb_policy_name", "round_robin")] if url.startswith(GRPC_SCHEMES) else []
+    return extra + [
+        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 2**31 - 1),
+        ("grpc.keepalive_timeout_ms", 20000),
+        ("grpc.keepalive_permit_without_calls", False),
+        ("grpc.http2.max_pings_without_data", 2),
+        # After a server restart, reconnect within RECONNECT_BACKOFF_MAX_MS: gRPC's default backoff grows to 120 s,
+        # and while it waits every request fails at once, so the client's own retries (1, 2, 4 s) would all miss
+        # a server that is back.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+    ]
+
+
+def status(error: InferenceServerException) -> str:
+    return str(error.status() or "")
+
+
+def describe(error: InferenceServerException) -> str:
+    return f"{status(error) or 'error'}: {error.message()}"
+
+
+@dataclass(eq=False)
+class Endpoint:
+    url: str
+    client: Any  # tritonclient.grpc.InferenceServerClient (a fake in unit tests)
+    alive: bool = True
+    in_flight: int = 0
+    probe_at: float = 0.0  # time.monotonic() of the next probe while dead
+    probe_interval_s: float = PROBE_INTERVAL_S[0]
+
+
+class Endpoints:
+    """Every endpoint of ``options``, in the order given."""
+
+    def __init__(self, options: ServerOptions, endpoints: list[Endpoint] | None = None) -> None:
+        self.options = options
+        self.all = endpoints if endpoints is not None else [
+            Endpoint(url, grpcclient.InferenceServerClient(
+                url,
+                ssl=options.ssl,
+                root_certificates=options.root_certificates,
+                private_key=options.private_key,
+                certificate_chain=options.certificate_chain,
+                channel_args=channel_args(url),
+            ))
+            for url in options.urls
+        ]
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    @property
+    def first(self) -> Endpoint:
+        return self.all[0]
+
+    def any_alive(self) -> bool:
+        return any(e.alive for e in self.all)
+
+    def choose(self) -> Endpoint:
+        """The live endpoint with the fewest requests in flight (the first one when none is live)."""
+        live = [e for e in self.all if e.alive] or self.all[:1]
+        return min(live, key=lambda e: e.in_flight)
+
+    def mark_dead(self, endpoint: Endpoint, why: str) -> None:
+        if endpoint.alive:
+            log.warning("%s stopped answering (%s); sending its requests elsewhere", endpoint.url, why)
+        endpoint.alive = False
+        endpoint.probe_interval_s = PROBE_INTERVAL_S[0]
+        endpoint.probe_at = time.monotonic() + endpoint.probe_interval_s
+
+    def revive_all(self) -> None:
+        """Every endpoint failed: give each another chance."""
+        for e in self.all:
+            e.alive = True
+
+    def probe(self) -> None:
+        """Ask each dead endpoint whose probe is due whether the model is ready; take it back if it is."""
+        o = self.options
+        now = time.monotonic()
+        for e in self.all:
+            if e.alive or now < e.probe_at:
+                continue
+            try:
+                ready = e.client.is_model_ready(o.model, o.model_version, client_timeout=PROBE_TIMEOUT_S)
+            except InferenceServerException:
+                ready = False
+            if ready:
+                e.alive = True
+                log.warning("%s answers again; sending it requests", e.url)
+            else:
+                e.probe_interval_s = min(2 * e.probe_interval_s, PROBE_INTERVAL_S[1])
+                e.probe_at = now + e.probe_interval_s
+
+    def close(self) -> None:
+        for e in self.all:
+            e.client.close()
