@@ -11,6 +11,9 @@ to it selects that venv). ``server_environment`` therefore puts the running inte
 (the stub then imports this venv's numpy, onnxruntime, torch and openvino, not the base interpreter's) and its
 ``LIBDIR`` first on ``LD_LIBRARY_PATH`` (the stub loads this interpreter's libpython, not the system's).
 
+``tritonserver`` runs under ``supervisor.py`` in a session of its own: when the Python process that started it ends,
+even by SIGKILL, the supervisor kills the server and its stubs, so none is left holding ports and memory.
+
     with TritonServer("model_repository", grpc_port=0, http_port=0, metrics_port=0) as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
 """
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 STAND_IN_BACKENDS = ("onnxruntime", "pytorch", "openvino")
 BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
+SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 LOG_TAIL_LINES = 30
 POLL_INTERVAL_S = 0.25
 
@@ -266,6 +270,7 @@ class TritonServer:
         self._workdir: Path | None = None
         self._process: subprocess.Popen | None = None
         self._log_file = None
+        self._lifeline: int | None = None  # write end of the pipe the supervisor watches
         self._lock = threading.Lock()
 
     # -- endpoints -------------------------------------------------------------------------------------------
@@ -300,7 +305,8 @@ class TritonServer:
 
     @property
     def pid(self) -> int | None:
-        """The tritonserver process id (also its process group: it starts a new session); ``None`` before start."""
+        """The id of the supervisor that runs tritonserver (``supervisor.py``), also the process group of the
+        supervisor, tritonserver and its python backend stubs; ``None`` before start."""
         return None if self._process is None else self._process.pid
 
     def is_running(self) -> bool:
@@ -358,10 +364,11 @@ class TritonServer:
             self._workdir = Path(tempfile.mkdtemp(prefix="brats-serve-"))
             try:
                 self._launch()
-            except BaseException:  # nothing runs: leave no log handle and no work folder behind
+            except BaseException:  # nothing runs: leave no log handle, pipe or work folder behind
                 if self._log_file is not None:
                     self._log_file.close()
                     self._log_file = None
+                self._close_lifeline()
                 shutil.rmtree(self._workdir, ignore_errors=True)
                 self._workdir = None
                 raise
@@ -423,15 +430,23 @@ class TritonServer:
         self._log_path = self._given_log_path or self._workdir / "tritonserver.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command(backend_dir)
+        if not (os.path.isfile(cmd[0]) and os.access(cmd[0], os.X_OK)):
+            raise ServeError(f"cannot run {cmd[0]}: not an executable file; reinstall the serve extra")
         log.info("starting %s", " ".join(cmd))
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - open as long as the process runs
+        # The supervisor reads the other end of this pipe: when this process ends, however it dies, the pipe
+        # closes and the supervisor kills tritonserver and its stubs (supervisor.py). Only we hold this end.
+        watched, self._lifeline = os.pipe()
         try:
             self._process = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                [sys.executable, "-I", str(SUPERVISOR), str(watched), "--", *cmd],
+                stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT, pass_fds=(watched,),
                 env=server_environment(), cwd=self._workdir, start_new_session=True,
             )
         except OSError as e:
-            raise ServeError(f"cannot run {cmd[0]}: {e}; reinstall the serve extra") from e
+            raise ServeError(f"cannot run {cmd[0]} under {SUPERVISOR}: {e}; reinstall the serve extra") from e
+        finally:
+            os.close(watched)
 
     def stop(self, keep_log: bool = False) -> int | None:
         """SIGTERM, wait ``stop_timeout_s``, then SIGKILL; remove the work folder. Safe to call again.
@@ -458,6 +473,7 @@ class TritonServer:
             # would hold memory and shared-memory regions: end whatever remains of the server's own session.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+            self._close_lifeline()
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
@@ -472,6 +488,11 @@ class TritonServer:
                         self._log_path = None
             log.info("tritonserver stopped (exit code %s)", code)
             return code
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     def __enter__(self) -> TritonServer:
         return self.start()
