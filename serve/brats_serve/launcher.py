@@ -50,6 +50,7 @@ BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
 SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 LOG_TAIL_LINES = 30
 POLL_INTERVAL_S = 0.25
+GROUP_EXIT_TIMEOUT_S = 10.0  # after SIGKILL, how long stop() waits for the server's processes to be gone
 
 
 def pytriton_root() -> Path:
@@ -194,6 +195,33 @@ def log_tail(path: str | os.PathLike, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that still run (Linux ``/proc``). Zombies are left out: they hold no
+    memory or port, and where PID 1 does not reap orphans they never go away."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Wait until no process of group ``pgid`` runs; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while running_in_group(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
@@ -470,9 +498,12 @@ class TritonServer:
                         os.killpg(process.pid, signal.SIGKILL)  # its stubs too: they share its session
                     code = process.wait()
             # Python backend stubs left behind (the server killed from outside, or exiting without reaping them)
-            # would hold memory and shared-memory regions: end whatever remains of the server's own session.
+            # would hold memory and shared-memory regions: end whatever remains of the server's own session,
+            # and return once it is gone (its ports free again).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+            if not wait_group_gone(process.pid, GROUP_EXIT_TIMEOUT_S):
+                log.warning("processes of group %d still run %g s after SIGKILL", process.pid, GROUP_EXIT_TIMEOUT_S)
             self._close_lifeline()
             if self._log_file is not None:
                 self._log_file.close()

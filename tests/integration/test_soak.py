@@ -12,7 +12,6 @@ printed (run with ``-s``) and recorded in docs/reliability.md.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -40,25 +39,12 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            found.append(int(entry))
-    return found
+def server_rss_mib(pgid: int) -> tuple[float, int]:
+    """Resident memory of the server's process group (supervisor, tritonserver, python backend stubs), MiB; and
+    the process count."""
+    from brats_serve.launcher import running_in_group
 
-
-def server_rss_mib(pid: int) -> tuple[float, int]:
-    """Resident memory of ``pid`` and its children (the python backend stubs), MiB; and the process count."""
-    pids = [pid, *_children(pid)]
+    pids = running_in_group(pgid)
     return sum(_rss_kib(p) for p in pids) / 1024, len(pids)
 
 

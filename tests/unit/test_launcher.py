@@ -323,20 +323,6 @@ time.sleep(120)
 """
 
 
-def _live_in_group(pgid: int) -> list[int]:
-    """Processes of process group ``pgid`` that still run (zombies left out: they hold no memory or port)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
 def test_a_killed_parent_takes_the_server_and_its_children_along(repo, tmp_path):
     """SIGKILL to the process that started the server (as an OOM killer would): the supervisor, the server and
     the server's own child end within seconds, and the port is free; the thread that started it ending is not
@@ -352,20 +338,20 @@ def test_a_killed_parent_takes_the_server_and_its_children_along(repo, tmp_path)
     try:
         pgid, http_port = map(int, parent.stdout.readline().split())
         time.sleep(0.5)
-        members = _live_in_group(pgid)
+        members = launcher.running_in_group(pgid)
         assert len(members) == 3, members  # supervisor, fake tritonserver, its child
         assert port_in_use("127.0.0.1", http_port)
         parent.kill()
         parent.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while _live_in_group(pgid) and time.monotonic() < deadline:
+        while launcher.running_in_group(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _live_in_group(pgid) == [], "processes outlived their parent"
+        assert launcher.running_in_group(pgid) == [], "processes outlived their parent"
         assert not port_in_use("127.0.0.1", http_port)
     finally:
         parent.kill()
         parent.wait(timeout=10)
-        for pid in _live_in_group(pgid) if "pgid" in locals() else []:
+        for pid in launcher.running_in_group(pgid) if "pgid" in locals() else []:
             os.kill(pid, 9)
 
 
