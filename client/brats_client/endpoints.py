@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,9 @@ def channel_args(url: str = "") -> list[tuple[str, Any]]:
         # a server that is back.
         ("grpc.initial_reconnect_backoff_ms", 250),
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+        # Channels with equal arguments share their connections (and reconnect backoff) process-wide; a probe's
+        # new channel must make its own connection.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
 
 
@@ -64,22 +68,28 @@ class Endpoint:
     probe_interval_s: float = PROBE_INTERVAL_S[0]
 
 
-class Endpoints:
-    """Every endpoint of ``options``, in the order given."""
+def connect(options: ServerOptions, url: str) -> grpcclient.InferenceServerClient:
+    """A gRPC client (its own channel) of ``url`` with the options' TLS settings."""
+    return grpcclient.InferenceServerClient(
+        url,
+        ssl=options.ssl,
+        root_certificates=options.root_certificates,
+        private_key=options.private_key,
+        certificate_chain=options.certificate_chain,
+        channel_args=channel_args(url),
+    )
 
-    def __init__(self, options: ServerOptions, endpoints: list[Endpoint] | None = None) -> None:
+
+class Endpoints:
+    """Every endpoint of ``options``, in the order given. ``connect(options, url)`` makes a client (a fake in unit
+    tests)."""
+
+    def __init__(
+        self, options: ServerOptions, connect: Callable[[ServerOptions, str], Any] = connect
+    ) -> None:
         self.options = options
-        self.all = endpoints if endpoints is not None else [
-            Endpoint(url, grpcclient.InferenceServerClient(
-                url,
-                ssl=options.ssl,
-                root_certificates=options.root_certificates,
-                private_key=options.private_key,
-                certificate_chain=options.certificate_chain,
-                channel_args=channel_args(url),
-            ))
-            for url in options.urls
-        ]
+        self._connect = connect
+        self.all = [Endpoint(url, connect(options, url)) for url in options.urls]
 
     def __len__(self) -> int:
         return len(self.all)
@@ -109,20 +119,28 @@ class Endpoints:
             e.alive = True
 
     def probe(self) -> None:
-        """Ask each dead endpoint whose probe is due whether the model is ready; take it back if it is."""
+        """Ask each dead endpoint whose probe is due whether the model is ready; take it back if it is.
+
+        The probe uses a new channel: the old one may be waiting out gRPC's reconnect backoff, failing every call
+        at once. When the model is ready, the new channel replaces the old one.
+        """
         o = self.options
         now = time.monotonic()
         for e in self.all:
             if e.alive or now < e.probe_at:
                 continue
+            client = self._connect(o, e.url)
             try:
-                ready = e.client.is_model_ready(o.model, o.model_version, client_timeout=PROBE_TIMEOUT_S)
-            except InferenceServerException:
+                ready = client.is_model_ready(o.model, o.model_version, client_timeout=PROBE_TIMEOUT_S)
+            except InferenceServerException as error:
+                log.debug("%s not back yet: %s", e.url, describe(error))
                 ready = False
             if ready:
-                e.alive = True
+                e.client.close()
+                e.client, e.alive = client, True
                 log.warning("%s answers again; sending it requests", e.url)
             else:
+                client.close()
                 e.probe_interval_s = min(2 * e.probe_interval_s, PROBE_INTERVAL_S[1])
                 e.probe_at = now + e.probe_interval_s
 

@@ -259,7 +259,7 @@ def test_one_case_server_back_late_fails_cleanly_and_a_rerun_completes(
     np.testing.assert_array_equal(labels(seg), reference[cases[0].name])
 
 
-@MATRIX
+@pytest.mark.parametrize("concurrency,shared_memory", [(2, "auto")])  # (1, "off"): as the one case above
 def test_batch_server_back_late_fails_one_case_and_a_rerun_redoes_it(
     cases, reference, start_server, tmp_path, monkeypatch, capsys, concurrency, shared_memory
 ):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from brats_client import shm, stream
-from brats_client.endpoints import Endpoint, Endpoints
+from brats_client.endpoints import Endpoints
 from brats_client.errors import ServerError
 from brats_client.model_info import ModelInfo
 from brats_client.server_options import ServerOptions
@@ -127,6 +127,8 @@ class FakeServer:
         out_region = out.parameters["shared_memory_region"].string_param if out.parameters else ""
 
         def answer() -> None:
+            if call.done:  # cancelled meanwhile: Triton would still compute, but nobody reads the answer
+                return
             if behaviour in ("unavailable", "invalid"):
                 status = "StatusCode.UNAVAILABLE" if behaviour == "unavailable" else "StatusCode.INVALID_ARGUMENT"
                 call.finish(None, InferenceServerException(msg=behaviour, status=status))
@@ -137,6 +139,9 @@ class FakeServer:
                     batch = np.array(self._array(in_region, shape))
                     result = expected(batch)
                     self._array(out_region, out_shape)[:] = result
+                except OSError:  # the region was dropped: only after this call was cancelled
+                    assert call.done
+                    return
                 except KeyError as e:
                     call.finish(None, InferenceServerException(
                         msg=f"Unable to find system shared memory region: {e}", status="StatusCode.INVALID_ARGUMENT"))
@@ -153,7 +158,7 @@ class FakeServer:
 
 def make(server: FakeServer, shared_memory: bool, concurrency: int = 2, **options):
     o = ServerOptions(url="127.0.0.1:1", concurrency=concurrency, backoff_s=0.01, **options)
-    endpoints = Endpoints(o, [Endpoint(o.url, server)])
+    endpoints = Endpoints(o, lambda options, url: server)
     slots = shm.Slots(server, concurrency) if shared_memory else None
     return o, endpoints, slots
 
@@ -281,7 +286,7 @@ def test_unavailable_is_retried_on_a_fresh_slot():
 def test_a_dead_endpoint_is_probed_and_taken_back():
     a, b = FakeServer(), FakeServer(ready=False)
     o = ServerOptions(url="127.0.0.1:1,127.0.0.1:2", concurrency=2)
-    endpoints = Endpoints(o, [Endpoint("127.0.0.1:1", a), Endpoint("127.0.0.1:2", b)])
+    endpoints = Endpoints(o, lambda options, url: a if url.endswith(":1") else b)
     endpoints.mark_dead(endpoints.all[1], "UNAVAILABLE")
     endpoints.all[1].probe_at = 0.0
     endpoints.probe()
