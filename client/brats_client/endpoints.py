@@ -17,6 +17,7 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from .errors import ServerError
 from .server_options import GRPC_SCHEMES, ServerOptions
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Endpoint:
     in_flight: int = 0
     probe_at: float = 0.0  # time.monotonic() of the next probe while dead
     probe_interval_s: float = PROBE_INTERVAL_S[0]
+    broken: str = ""  # why it must get no request again (its answers cannot be trusted)
 
 
 def connect(options: ServerOptions, url: str) -> grpcclient.InferenceServerClient:
@@ -99,12 +101,22 @@ class Endpoints:
         return self.all[0]
 
     def any_alive(self) -> bool:
-        return any(e.alive for e in self.all)
+        return any(e.alive and not e.broken for e in self.all)
+
+    def check_usable(self) -> None:
+        """A ``ServerError`` saying why when every endpoint is broken."""
+        if all(e.broken for e in self.all):
+            raise ServerError("; ".join(e.broken for e in self.all))
 
     def choose(self) -> Endpoint:
-        """The live endpoint with the fewest requests in flight (the first one when none is live)."""
-        live = [e for e in self.all if e.alive] or self.all[:1]
+        """The live endpoint with the fewest requests in flight (any unbroken one when none is live)."""
+        self.check_usable()
+        usable = [e for e in self.all if not e.broken]
+        live = [e for e in usable if e.alive] or usable[:1]
         return min(live, key=lambda e: e.in_flight)
+
+    def mark_broken(self, endpoint: Endpoint, why: str) -> None:
+        endpoint.broken, endpoint.alive = why, False
 
     def mark_dead(self, endpoint: Endpoint, why: str) -> None:
         if endpoint.alive:
@@ -114,9 +126,9 @@ class Endpoints:
         endpoint.probe_at = time.monotonic() + endpoint.probe_interval_s
 
     def revive_all(self) -> None:
-        """Every endpoint failed: give each another chance."""
+        """Every endpoint failed: give each another chance (not the broken ones)."""
         for e in self.all:
-            e.alive = True
+            e.alive = not e.broken
 
     def probe(self) -> None:
         """Ask each dead endpoint whose probe is due whether the model is ready; take it back if it is.
@@ -127,7 +139,7 @@ class Endpoints:
         o = self.options
         now = time.monotonic()
         for e in self.all:
-            if e.alive or now < e.probe_at:
+            if e.alive or e.broken or now < e.probe_at:
                 continue
             client = self._connect(o, e.url)
             try:

@@ -34,6 +34,13 @@ DRAIN_TIMEOUT_S = 5.0  # how long a closing stream waits for the callbacks of it
 ANSWER_GRACE_S = 5.0  # beyond the gRPC deadline, in case a callback never comes
 
 
+def lost_stub(error: InferenceServerException) -> bool:
+    """Triton's python backend gave up on the stub of the model (``Stub process 'M_0_0' is not healthy.``); no
+    status code tells this apart from other INTERNAL errors, only the message."""
+    message = error.message() or ""
+    return "Stub process" in message and "is not healthy" in message
+
+
 @dataclass(eq=False)
 class _Request:
     key: Any
@@ -58,6 +65,7 @@ class Stream:
         source = iter(batches)
         exhausted = False
         try:
+            self.endpoints.check_usable()
             self.endpoints.probe()
             if self.slots is not None:
                 self.slots.sync()
@@ -77,6 +85,11 @@ class Stream:
                 request, result, error = self._next_answer()
                 if error is not None:
                     self._drop_slot(request)
+                    if lost_stub(error):
+                        why = self._stub_lost_message(request.endpoint, error)
+                        self.endpoints.mark_broken(request.endpoint, why)
+                        self._open.discard(request)
+                        raise ServerError(why)
                     if self._retry(request, error):
                         continue
                     self._open.discard(request)
@@ -90,6 +103,15 @@ class Stream:
                 yield request.key, output
         finally:
             self.close()
+
+    def _stub_lost_message(self, endpoint: Endpoint, error: InferenceServerException) -> str:
+        return (
+            f"model {self.options.model!r} at {endpoint.url}: {error.message()} Triton's python backend heard "
+            "nothing from the model's stub process for 1 s (the stub was stalled, by CPU or memory starvation or "
+            "a paused machine, or it died); Triton 24.10 then answers each later request of that model with the "
+            "previous request's output, so this client sends that server nothing more. Restart the server "
+            "(brats-serve) and keep its machine from being overloaded, then run again"
+        )
 
     def _check_batch(self, batch: np.ndarray) -> None:
         if batch.dtype != np.float32 or batch.ndim != 5 or batch.shape[1] != INPUT_CHANNELS:

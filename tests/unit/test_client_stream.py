@@ -70,7 +70,8 @@ class Call:
 
 @dataclass
 class FakeServer:
-    """``behaviours``: one per request in order ("ok", "unavailable", "invalid", "shape", "silent"); then "ok".
+    """``behaviours``: one per request in order ("ok", "unavailable", "invalid", "stub", "shape", "silent"); then
+    "ok".
     Answers come from a timer after ``delay_s``; "silent" never answers."""
 
     behaviours: list = field(default_factory=list)
@@ -132,6 +133,10 @@ class FakeServer:
             if behaviour in ("unavailable", "invalid"):
                 status = "StatusCode.UNAVAILABLE" if behaviour == "unavailable" else "StatusCode.INVALID_ARGUMENT"
                 call.finish(None, InferenceServerException(msg=behaviour, status=status))
+                return
+            if behaviour == "stub":
+                call.finish(None, InferenceServerException(
+                    msg="Stub process 'fake_0_0' is not healthy.", status="StatusCode.INTERNAL"))
                 return
             out_shape = [shape[0], 3, *shape[2:]]
             if in_region:
@@ -295,3 +300,32 @@ def test_a_dead_endpoint_is_probed_and_taken_back():
     endpoints.all[1].probe_at = 0.0
     run(None, o, endpoints, None, batches(6))
     assert endpoints.all[1].alive and a.requests > 0 and b.requests > 0
+
+
+def test_a_lost_stub_stops_all_use_of_that_server():
+    """After "Stub process ... is not healthy" Triton 24.10 answers each request with the previous one's output:
+    the failing stream says what to do, and later streams send that server nothing."""
+    server = FakeServer(behaviours=["stub"])
+    o, endpoints, slots = make(server, True)
+    with pytest.raises(ServerError, match=r"is not healthy\. Triton's python backend heard nothing .* Restart the "
+                                          r"server \(brats-serve\)"):
+        run(server, o, endpoints, slots, batches(4))
+    sent = server.requests
+    with pytest.raises(ServerError, match="sends that server nothing more"):
+        run(server, o, endpoints, slots, batches(4))
+    assert server.requests == sent and free_slots(slots) == 2
+    slots.close()
+
+
+def test_a_lost_stub_on_one_of_two_servers_leaves_the_other():
+    a, b = FakeServer(), FakeServer(behaviours=["stub"])
+    o = ServerOptions(url="127.0.0.1:1,127.0.0.1:2", concurrency=2)
+    endpoints = Endpoints(o, lambda options, url: a if url.endswith(":1") else b)
+    with pytest.raises(ServerError, match="127.0.0.1:2: Stub process"):
+        run(None, o, endpoints, None, batches(4))
+    sent = b.requests
+    assert len(run(None, o, endpoints, None, batches(6))) == 6
+    assert b.requests == sent  # nothing more to the broken one, not even a probe
+    endpoints.all[1].probe_at = 0.0
+    endpoints.probe()
+    assert not endpoints.all[1].alive
