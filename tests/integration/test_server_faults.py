@@ -49,13 +49,14 @@ def cases(small_case_factory) -> list[Path]:
 
 @pytest.fixture
 def start_server(model_repository):
-    """``start(grpc_port=0) -> TritonServer`` (started); every server is stopped at the end of the test."""
+    """``start(grpc_port=0, **options) -> TritonServer`` (started); every server is stopped at the end of the test."""
     from brats_serve.launcher import TritonServer
 
     servers = []
 
-    def start(grpc_port: int = 0):
-        server = TritonServer(model_repository, models=[MODEL], grpc_port=grpc_port, http_port=0, metrics_port=0)
+    def start(grpc_port: int = 0, **options):
+        server = TritonServer(model_repository, models=[MODEL], grpc_port=grpc_port, http_port=0, metrics_port=0,
+                              **options)
         servers.append(server)
         return server.start()
 
@@ -411,6 +412,75 @@ def test_failover_when_one_server_dies_gives_the_same_labels(cases, start_server
     assert stats(a)["success"] > before and stats(a)["fail"] == 0
     np.testing.assert_array_equal(labels(failover), labels(single))
     assert (labels(single) > 0).any()
+
+
+# ------------------------------------------------------------------------------------------- a stalled stub
+
+
+def stub_pid(server) -> int:
+    from brats_serve.launcher import running_in_group
+
+    for pid, cmdline in _live_in_group(server.pid).items():
+        if "triton_python_backend_stub" in cmdline:
+            return pid
+    raise AssertionError(f"no python backend stub in {running_in_group(server.pid)}")
+
+
+def test_a_stalled_stub_fails_the_case_and_the_server_gets_nothing_more(
+    cases, start_server, tmp_path, monkeypatch, capsys
+):
+    """The stub stopped (SIGSTOP) for 2 s during the 2nd of 3 cases, as CPU or memory starvation or a paused VM
+    would: Triton's python backend gives up on it after 1 s (``Stub process 'brats_onnx_0_0' is not healthy.``).
+    The 2nd case fails with what to do; the 3rd is refused at once instead of being segmented from whatever that
+    server answers now (shown at the end)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    # a server in this state may not stop on SIGTERM: do not wait 30 s for it
+    server = start_server(stop_timeout_s=5, log_path=tmp_path / "server.log")
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    rng = np.random.default_rng(14)
+    tiles = [rng.standard_normal((1, 4, 32, 32, 32), dtype=np.float32) for _ in range(3)]
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        tensor = grpcclient.InferInput("INPUT__0", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        return client.infer(MODEL, [tensor], client_timeout=30).as_numpy("OUTPUT__0")
+
+    clean = [infer(x) for x in tiles]
+    pid = stub_pid(server)
+
+    def stall() -> None:
+        os.kill(pid, signal.SIGSTOP)
+        threading.Timer(2.0, os.kill, (pid, signal.SIGCONT)).start()
+
+    on_first_tile(monkeypatch, cases[1].name, stall)
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    code = segment(cases[0].parent, "-o", out, "--report", summary, *SMALL, url=server.grpc_url)
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_BATCH_FAILED, err
+    result = json.loads(summary.read_text())
+    assert result["done"] == [cases[0].name]
+    failed = {f["case"]: f["error"] for f in result["failed"]}
+    assert "Stub process" in failed[cases[1].name] and "is not healthy." in failed[cases[1].name]
+    assert "Restart the server (brats-serve)" in failed[cases[1].name]
+    assert "sends that server nothing more" in failed[cases[2].name]
+    assert files_in(out) == sorted([f"{cases[0].name}.json", f"{cases[0].name}.nii.gz"])
+
+    # Why: the server is not to be trusted. Seen here: with shared memory (as in this batch) tritonserver dies
+    # (SIGSEGV or SIGABRT in the python backend); without it, each answer is the previous request's.
+    time.sleep(2.5)  # the stub runs again
+    try:
+        answers = [infer(x) for x in tiles]
+    except InferenceServerException as e:
+        code = server.wait(10)
+        assert code is not None and code < 0, f"the server neither answers nor crashed ({code}): {e}"
+    else:
+        assert not np.array_equal(answers[1], clean[1]), "the server recovered: the client could keep using it"
+        np.testing.assert_array_equal(answers[1], clean[0])
+        np.testing.assert_array_equal(answers[2], clean[1])
+    finally:
+        client.close()
 
 
 # ------------------------------------------------------------------------------------------------- no orphans
