@@ -21,13 +21,13 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from . import shm
-from .endpoints import Endpoints, channel_args, describe
+from .endpoints import Endpoints, describe
 from .errors import ServerError
 from .model_info import INPUT_CHANNELS, OUTPUT_CHANNELS, ModelInfo, read_model_info
 from .server_options import ServerOptions
 from .stream import Stream
 
-__all__ = ["ModelInfo", "ServerOptions", "TritonTransport", "channel_args"]
+__all__ = ["ModelInfo", "ServerOptions", "TritonTransport"]
 
 log = logging.getLogger(__name__)
 

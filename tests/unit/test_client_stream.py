@@ -229,6 +229,20 @@ def test_an_exception_in_the_callers_iterator_ends_the_stream():
     slots.close()
 
 
+def test_keyboard_interrupt_ends_the_stream():
+    server = FakeServer(delay_s=0.1)
+    o, endpoints, slots = make(server, True)
+
+    def interrupted():
+        yield from batches(3)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(server, o, endpoints, slots, interrupted())
+    assert free_slots(slots) == 2 and endpoints.first.in_flight == 0
+    slots.close()
+
+
 def test_a_request_that_never_ends_is_abandoned_within_the_bound(monkeypatch):
     monkeypatch.setattr(stream, "DRAIN_TIMEOUT_S", 0.3)
     server = FakeServer(behaviours=["ok", "silent"], ignore_cancel=True)
