@@ -201,7 +201,7 @@ def running_in_group(pgid: int) -> list[int]:
     """Processes of process group ``pgid`` that still run (Linux ``/proc``). Zombies are left out: they hold no
     memory or port, and where PID 1 does not reap orphans they never go away."""
     found = []
-    for entry in os.listdir("/proc"):
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not entry.isdigit():
             continue
         try:
@@ -504,6 +504,7 @@ class TritonServer:
                 os.killpg(process.pid, signal.SIGKILL)
             if not wait_group_gone(process.pid, GROUP_EXIT_TIMEOUT_S):
                 log.warning("processes of group %d still run %g s after SIGKILL", process.pid, GROUP_EXIT_TIMEOUT_S)
+            self.wait_ports_free(GROUP_EXIT_TIMEOUT_S)
             self._close_lifeline()
             if self._log_file is not None:
                 self._log_file.close()
@@ -519,6 +520,16 @@ class TritonServer:
                         self._log_path = None
             log.info("tritonserver stopped (exit code %s)", code)
             return code
+
+    def wait_ports_free(self, timeout_s: float) -> bool:
+        """Wait until nothing listens on this server's ports; False on timeout. The kernel may close a killed
+        process's sockets a moment after the process itself is gone."""
+        deadline = time.monotonic() + timeout_s
+        while any(port and port_in_use(self.host, port) for port in self._ports.values()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _close_lifeline(self) -> None:
         if self._lifeline is not None:

@@ -73,6 +73,7 @@ def kill(server) -> None:
     os.killpg(server.pid, signal.SIGKILL)
     assert server.wait(timeout_s=30) == -signal.SIGKILL
     assert wait_group_gone(server.pid, 30)
+    assert server.wait_ports_free(30)  # the kernel closes a dead process's sockets a moment later
 
 
 def on_first_tile(monkeypatch, case_id: str | None, action: Callable[[], None]) -> list[int]:
