@@ -6,6 +6,7 @@ request), then :func:`segment_case`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -127,20 +128,22 @@ def predict(
     accumulator = tiling.Accumulator(plan.shape, postprocess.OUTPUT_CHANNELS, plan.tile_shape, options.blend)
     partial: dict[int, tuple[np.ndarray, int]] = {}
     requests = finished = 0
-    for (index, c), output in transport.infer_stream(batches()):
-        requests += 1
-        total, seen = partial.pop(index, (None, 0))
-        for axes, out in zip(chunks[c], output, strict=True):
-            restored = _flip(out, axes)
-            total = restored.copy() if total is None else total + restored
-            seen += 1
-        if seen < len(flips):
-            partial[index] = (total, seen)
-            continue
-        accumulator.add(plan.starts[index], total / len(flips))
-        finished += 1
-        if progress is not None:
-            progress(finished, len(plan))
+    # closing: an exception here (or in progress) ends the stream at once, its requests in flight cancelled
+    with contextlib.closing(transport.infer_stream(batches())) as results:
+        for (index, c), output in results:
+            requests += 1
+            total, seen = partial.pop(index, (None, 0))
+            for axes, out in zip(chunks[c], output, strict=True):
+                restored = _flip(out, axes)
+                total = restored.copy() if total is None else total + restored
+                seen += 1
+            if seen < len(flips):
+                partial[index] = (total, seen)
+                continue
+            accumulator.add(plan.starts[index], total / len(flips))
+            finished += 1
+            if progress is not None:
+                progress(finished, len(plan))
     return Prediction(accumulator.result(), len(plan), requests, plan.voxels_computed * passes)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from .errors import ServerError
+
 log = logging.getLogger(__name__)
 
 CHOICES = ("auto", "on", "off")
@@ -49,7 +51,7 @@ def free_bytes(folder: str = SHM_DIR) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
-def problem(client: grpcclient.InferenceServerClient, need_bytes: int) -> str | None:
+def problem(client: grpcclient.InferenceServerClient, need_bytes: int, timeout_s: float = 10.0) -> str | None:
     """Why shared memory cannot carry ``need_bytes`` between this client and the server; ``None`` if it can."""
     try:
         free = free_bytes()
@@ -61,12 +63,12 @@ def problem(client: grpcclient.InferenceServerClient, need_bytes: int) -> str | 
     name = f"brats_probe_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     handle = shm.create_shared_memory_region(name, "/" + name, 64)
     try:
-        client.register_system_shared_memory(name, "/" + name, 64)
+        client.register_system_shared_memory(name, "/" + name, 64, client_timeout=timeout_s)
     except InferenceServerException as e:
         return f"the server cannot open this host's shared memory (is it in a container or on another host?): {e}"
     else:
         try:
-            client.unregister_system_shared_memory(name)
+            client.unregister_system_shared_memory(name, client_timeout=timeout_s)
         except InferenceServerException as e:
             log.debug("could not unregister the probe region: %s", e)
     finally:
@@ -75,20 +77,58 @@ def problem(client: grpcclient.InferenceServerClient, need_bytes: int) -> str | 
 
 
 class Slots:
-    """One input and one output region per request in flight, grown as batches need and registered lazily."""
+    """One input and one output region per request in flight, grown as batches need and registered lazily.
 
-    def __init__(self, client: grpcclient.InferenceServerClient, count: int) -> None:
+    A slot goes back to the pool (``release``) only when its request was never sent or was answered: the server
+    is done with it. A slot whose request failed, was cancelled or was abandoned may still be read or written by
+    the server, so ``retire`` drops it and puts a new slot (new regions) in its place; the pool keeps ``count``
+    slots. Retired regions are unregistered from the server at ``close``.
+    """
+
+    def __init__(self, client: grpcclient.InferenceServerClient, count: int, timeout_s: float = 10.0) -> None:
         self._shm = _shm_module()
         self._client = client
+        self._timeout_s = timeout_s  # deadline of each call to the server
         self._prefix = f"brats_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self._regions: dict[str, tuple[Any, int]] = {}
         self._registered: set[str] = set()
-        self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._retired: set[str] = set()  # registered names whose local region is gone
+        self._next = count
+        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in range(count):
-            self.free.put(i)
+            self._free.put(i)
+
+    def acquire(self, wait_s: float) -> int:
+        """A free slot; a ``ServerError`` after ``wait_s`` when every slot is taken (never an endless wait)."""
+        try:
+            return self._free.get(timeout=wait_s)
+        except queue.Empty:
+            raise ServerError(
+                f"no shared-memory slot came free within {wait_s:g} s (is one transport used by several threads "
+                "at once? give each thread its own, or use --shared-memory off)"
+            ) from None
+
+    def release(self, slot: int) -> None:
+        self._free.put(slot)
+
+    def retire(self, slot: int) -> None:
+        """Drop ``slot`` (the server may still use its regions) and add a new one to the pool."""
+        for kind in ("in", "out"):
+            name = self._name(slot, kind)
+            held = self._regions.pop(name, None)
+            if held is not None:
+                self._shm.destroy_shared_memory_region(held[0])  # the server's own mapping stays valid
+            if name in self._registered:
+                self._registered.discard(name)
+                self._retired.add(name)
+        self._free.put(self._next)
+        self._next += 1
+
+    def _name(self, slot: int, kind: str) -> str:
+        return f"{self._prefix}_{kind}{slot}"
 
     def region(self, slot: int, kind: str, byte_size: int) -> tuple[str, Any]:
-        name = f"{self._prefix}_{kind}{slot}"
+        name = self._name(slot, kind)
         held = self._regions.get(name)
         if held is not None and held[1] < byte_size:
             self._release(name)
@@ -98,7 +138,9 @@ class Slots:
             self._regions[name] = held
         if name not in self._registered:
             try:
-                self._client.register_system_shared_memory(name, "/" + name, held[1])
+                self._client.register_system_shared_memory(
+                    name, "/" + name, held[1], client_timeout=self._timeout_s
+                )
             except InferenceServerException as e:
                 if "already in manager" not in str(e):  # the server was not restarted after all
                     raise
@@ -109,19 +151,33 @@ class Slots:
         self._shm.set_shared_memory_region(handle, [array])
 
     def read(self, slot: int, dtype: Any, shape: tuple[int, ...]) -> Any:
-        handle = self._regions[f"{self._prefix}_out{slot}"][0]
+        handle = self._regions[self._name(slot, "out")][0]
         return self._shm.get_contents_as_numpy(handle, dtype, shape)
+
+    def sync(self) -> None:
+        """Ask the server which of our regions it knows: a restarted server knows none, and those are registered
+        again on their next use. When the server does not answer, every region is registered again."""
+        try:
+            status = self._client.get_system_shared_memory_status(client_timeout=self._timeout_s)
+        except InferenceServerException as e:
+            log.debug("shared-memory status not read (%s): registering the regions again", e)
+            self._registered.clear()
+            return
+        known = set(status.regions)
+        self._registered &= known
+        self._retired &= known
 
     def server_restarted(self) -> None:
         """A restarted server knows none of our regions: register them again on next use."""
         self._registered.clear()
+        self._retired.clear()
 
     def _release(self, name: str) -> None:
         handle, _ = self._regions.pop(name)
         try:
             if name in self._registered:
                 self._registered.discard(name)
-                self._client.unregister_system_shared_memory(name)
+                self._client.unregister_system_shared_memory(name, client_timeout=self._timeout_s)
         finally:
             self._shm.destroy_shared_memory_region(handle)
 
@@ -131,3 +187,9 @@ class Slots:
                 self._release(name)
             except InferenceServerException as e:  # the server may be gone; the local region is still freed
                 log.debug("could not unregister %s: %s", name, e)
+        for name in sorted(self._retired):
+            try:
+                self._client.unregister_system_shared_memory(name, client_timeout=self._timeout_s)
+            except InferenceServerException as e:
+                log.debug("could not unregister %s: %s", name, e)
+        self._retired.clear()

@@ -11,6 +11,9 @@ to it selects that venv). ``server_environment`` therefore puts the running inte
 (the stub then imports this venv's numpy, onnxruntime, torch and openvino, not the base interpreter's) and its
 ``LIBDIR`` first on ``LD_LIBRARY_PATH`` (the stub loads this interpreter's libpython, not the system's).
 
+``tritonserver`` runs under ``supervisor.py`` in a session of its own: when the Python process that started it ends,
+even by SIGKILL, the supervisor kills the server and its stubs, so none is left holding ports and memory.
+
     with TritonServer("model_repository", grpc_port=0, http_port=0, metrics_port=0) as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
 """
@@ -44,8 +47,10 @@ log = logging.getLogger(__name__)
 
 STAND_IN_BACKENDS = ("onnxruntime", "pytorch", "openvino")
 BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
+SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 LOG_TAIL_LINES = 30
 POLL_INTERVAL_S = 0.25
+GROUP_EXIT_TIMEOUT_S = 10.0  # after SIGKILL, how long stop() waits for the server's processes to be gone
 
 
 def pytriton_root() -> Path:
@@ -192,6 +197,33 @@ def log_tail(path: str | os.PathLike, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def running_in_group(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that still run (Linux ``/proc``). Zombies are left out: they hold no
+    memory or port, and where PID 1 does not reap orphans they never go away."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Wait until no process of group ``pgid`` runs; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while running_in_group(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
 
 
@@ -266,6 +298,7 @@ class TritonServer:
         self._workdir: Path | None = None
         self._process: subprocess.Popen | None = None
         self._log_file = None
+        self._lifeline: int | None = None  # write end of the pipe the supervisor watches
         self._lock = threading.Lock()
 
     # -- endpoints -------------------------------------------------------------------------------------------
@@ -300,7 +333,8 @@ class TritonServer:
 
     @property
     def pid(self) -> int | None:
-        """The tritonserver process id (also its process group: it starts a new session); ``None`` before start."""
+        """The id of the supervisor that runs tritonserver (``supervisor.py``), also the process group of the
+        supervisor, tritonserver and its python backend stubs; ``None`` before start."""
         return None if self._process is None else self._process.pid
 
     def is_running(self) -> bool:
@@ -358,10 +392,11 @@ class TritonServer:
             self._workdir = Path(tempfile.mkdtemp(prefix="brats-serve-"))
             try:
                 self._launch()
-            except BaseException:  # nothing runs: leave no log handle and no work folder behind
+            except BaseException:  # nothing runs: leave no log handle, pipe or work folder behind
                 if self._log_file is not None:
                     self._log_file.close()
                     self._log_file = None
+                self._close_lifeline()
                 shutil.rmtree(self._workdir, ignore_errors=True)
                 self._workdir = None
                 raise
@@ -423,15 +458,23 @@ class TritonServer:
         self._log_path = self._given_log_path or self._workdir / "tritonserver.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command(backend_dir)
+        if not (os.path.isfile(cmd[0]) and os.access(cmd[0], os.X_OK)):
+            raise ServeError(f"cannot run {cmd[0]}: not an executable file; reinstall the serve extra")
         log.info("starting %s", " ".join(cmd))
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - open as long as the process runs
+        # The supervisor reads the other end of this pipe: when this process ends, however it dies, the pipe
+        # closes and the supervisor kills tritonserver and its stubs (supervisor.py). Only we hold this end.
+        watched, self._lifeline = os.pipe()
         try:
             self._process = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                [sys.executable, "-I", str(SUPERVISOR), str(watched), "--", *cmd],
+                stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT, pass_fds=(watched,),
                 env=server_environment(), cwd=self._workdir, start_new_session=True,
             )
         except OSError as e:
-            raise ServeError(f"cannot run {cmd[0]}: {e}; reinstall the serve extra") from e
+            raise ServeError(f"cannot run {cmd[0]} under {SUPERVISOR}: {e}; reinstall the serve extra") from e
+        finally:
+            os.close(watched)
 
     def stop(self, keep_log: bool = False) -> int | None:
         """SIGTERM, wait ``stop_timeout_s``, then SIGKILL; remove the work folder. Safe to call again.
@@ -455,9 +498,14 @@ class TritonServer:
                         os.killpg(process.pid, signal.SIGKILL)  # its stubs too: they share its session
                     code = process.wait()
             # Python backend stubs left behind (the server killed from outside, or exiting without reaping them)
-            # would hold memory and shared-memory regions: end whatever remains of the server's own session.
+            # would hold memory and shared-memory regions: end whatever remains of the server's own session,
+            # and return once it is gone (its ports free again).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+            if not wait_group_gone(process.pid, GROUP_EXIT_TIMEOUT_S):
+                log.warning("processes of group %d still run %g s after SIGKILL", process.pid, GROUP_EXIT_TIMEOUT_S)
+            self.wait_ports_free(GROUP_EXIT_TIMEOUT_S)
+            self._close_lifeline()
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
@@ -472,6 +520,21 @@ class TritonServer:
                         self._log_path = None
             log.info("tritonserver stopped (exit code %s)", code)
             return code
+
+    def wait_ports_free(self, timeout_s: float) -> bool:
+        """Wait until nothing listens on this server's ports; False on timeout. The kernel may close a killed
+        process's sockets a moment after the process itself is gone."""
+        deadline = time.monotonic() + timeout_s
+        while any(port and port_in_use(self.host, port) for port in self._ports.values()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -12,7 +12,7 @@ printed (run with ``-s``) and recorded in docs/reliability.md.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import threading
 import time
 
@@ -40,25 +40,12 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            found.append(int(entry))
-    return found
+def server_rss_mib(pgid: int) -> tuple[float, int]:
+    """Resident memory of the server's process group (supervisor, tritonserver, python backend stubs), MiB; and
+    the process count."""
+    from brats_serve.launcher import running_in_group
 
-
-def server_rss_mib(pid: int) -> tuple[float, int]:
-    """Resident memory of ``pid`` and its children (the python backend stubs), MiB; and the process count."""
-    pids = [pid, *_children(pid)]
+    pids = running_in_group(pgid)
     return sum(_rss_kib(p) for p in pids) / 1024, len(pids)
 
 
@@ -144,8 +131,46 @@ def test_soak_parallel_clients(model_repository, small_case_factory, tmp_path):
 
 def _stats(transport) -> dict[str, int]:
     """Triton's success and fail counters of the model (as JSON, through the transport's client)."""
-    client = transport._endpoints[0].client
+    client = transport.endpoints.first.client
     s = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
     inference = s.get("inference_stats", {})
     return {k: int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail")}
 
+
+
+WHOLE_CROP = (144, 176, 144)  # the padded crop of the benchmark's BraTS-size case (docs/benchmarks.md)
+WHOLE_CROP_ATOL = {"brats_onnx": 1e-3, "brats_openvino": 2e-2}  # against brats_torchscript
+
+
+def test_every_backend_answers_a_whole_crop_request(triton_server, serve_helpers):
+    """One whole-crop request to each served model, as ``brats-client segment`` sends by default (one tile for a
+    BraTS-size case, shared memory auto, 2 in flight): answered, each model's stub still the same process (none
+    lost: see ``brats_client.stream.lost_stub``), and the backends agree. The figures are printed (``-s``)."""
+    from brats_client.transport import ServerOptions, TritonTransport
+    from brats_serve.launcher import running_in_group
+
+    def stubs() -> set[int]:
+        found = set()
+        for pid in running_in_group(triton_server.pid):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"triton_python_backend_stub" in f.read():
+                    found.add(pid)
+        return found
+
+    x = np.random.default_rng(2019).standard_normal((1, 4, *WHOLE_CROP)).astype(np.float32)
+    before = stubs()
+    outputs, figures = {}, []
+    for model in serve_helpers.MODELS:
+        with TritonTransport(ServerOptions(url=triton_server.grpc_url, model=model, retries=0)) as transport:
+            t0 = time.monotonic()
+            outputs[model] = transport.infer(x)
+            figures.append(f"{model} {time.monotonic() - t0:.1f} s (shared memory {transport.shared_memory_active})")
+        assert outputs[model].shape == (1, 3, *WHOLE_CROP)
+        assert np.isfinite(outputs[model]).all()
+    print(f"\nwhole-crop request {WHOLE_CROP}: " + ", ".join(figures) + f"; server RSS now "
+          f"{server_rss_mib(triton_server.pid)[0]:.0f} MiB")
+    assert stubs() == before, "a stub died or was replaced"
+    reference = outputs["brats_torchscript"]
+    for model, atol in WHOLE_CROP_ATOL.items():
+        diff = float(np.abs(outputs[model] - reference).max())
+        assert diff <= atol, f"{model} differs from brats_torchscript by {diff:.3g} on the whole crop"

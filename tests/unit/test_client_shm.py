@@ -16,12 +16,12 @@ class FakeClient:
     def __init__(self, refuse: bool = False) -> None:
         self.refuse, self.calls = refuse, []
 
-    def register_system_shared_memory(self, name, key, byte_size):
+    def register_system_shared_memory(self, name, key, byte_size, client_timeout=None):
         self.calls.append(("register", name, byte_size))
         if self.refuse:
             raise InferenceServerException(msg=f"Unable to open shared memory region: '{key}'")
 
-    def unregister_system_shared_memory(self, name):
+    def unregister_system_shared_memory(self, name, client_timeout=None):
         self.calls.append(("unregister", name))
 
 
@@ -62,7 +62,7 @@ def test_probe_names_a_full_dev_shm(monkeypatch):
 def _transport(monkeypatch, url: str, mode: str, problem: str | None):
     seen = []
 
-    def fake_problem(client, need):
+    def fake_problem(client, need, timeout_s=None):
         seen.append(need)
         return problem
 

@@ -215,6 +215,9 @@ if mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if mode == "slow":
     time.sleep(60)
+if mode == "stub":  # a child like a python backend stub, which watches nothing
+    import subprocess
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
 class Ready(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -303,6 +306,53 @@ def test_startup_deadline_stops_the_process(repo, tmp_path, monkeypatch):
     assert log_path is not None and log_path.is_file()
     assert str(log_path) in str(caught.value)
     shutil.rmtree(log_path.parent)
+
+
+PARENT = """\
+import sys, threading, time
+from pathlib import Path
+from brats_serve import launcher
+launcher.tritonserver_binary = lambda: Path(sys.argv[2])
+launcher.build_backend_directory = lambda dest: Path(dest)
+server = launcher.TritonServer(sys.argv[1], grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=20)
+starter = threading.Thread(target=server.start)  # a thread that ends at once: the server must outlive it
+starter.start()
+starter.join()
+print(server.pid, server.ports["http"], flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_killed_parent_takes_the_server_and_its_children_along(repo, tmp_path):
+    """SIGKILL to the process that started the server (as an OOM killer would): the supervisor, the server and
+    the server's own child end within seconds, and the port is free; the thread that started it ending is not
+    enough. PID 1 of these machines does not reap orphans, so this holds without any help from it."""
+    import subprocess
+    import time
+
+    script = tmp_path / "fake_tritonserver_stub"
+    script.write_text(FAKE_SERVER.format(python=sys.executable, mode="stub"))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(repo), str(script)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        pgid, http_port = map(int, parent.stdout.readline().split())
+        time.sleep(0.5)
+        members = launcher.running_in_group(pgid)
+        assert len(members) == 3, members  # supervisor, fake tritonserver, its child
+        assert port_in_use("127.0.0.1", http_port)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while launcher.running_in_group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert launcher.running_in_group(pgid) == [], "processes outlived their parent"
+        assert not port_in_use("127.0.0.1", http_port)
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        for pid in launcher.running_in_group(pgid) if "pgid" in locals() else []:
+            os.kill(pid, 9)
 
 
 # -- CLI without a server ----------------------------------------------------------------------------------------

@@ -1,0 +1,161 @@
+"""The servers one transport talks to: a gRPC client each, which one takes the next request, and which are dead.
+
+An endpoint that stops answering (with several URLs) is marked dead; its requests go to the others. A dead
+endpoint is probed again (``is_model_ready``, short deadline) at the start of later streams, at growing intervals,
+and takes requests again once it answers. When every endpoint has failed, the stream backs off and revives them
+all (``revive_all``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from .errors import ServerError
+from .server_options import GRPC_SCHEMES, ServerOptions
+
+log = logging.getLogger(__name__)
+
+# Passing channel_args replaces tritonclient's defaults (2 GiB messages) with gRPC's 4 MiB: restate them.
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+RECONNECT_BACKOFF_MAX_MS = 2000
+PROBE_TIMEOUT_S = 1.0
+PROBE_INTERVAL_S = (1.0, 30.0)  # first and longest wait between two probes of a dead endpoint
+
+
+def channel_args(url: str = "") -> list[tuple[str, Any]]:
+    """Message-size limits restated; ``dns:///NAME:PORT`` (or ``ipv4:A:P,B:P``) targets spread requests over every
+    address the name resolves to (client-side round robin)."""
+    extra = [("grpc.lb_policy_name", "round_robin")] if url.startswith(GRPC_SCHEMES) else []
+    return extra + [
+        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 2**31 - 1),
+        ("grpc.keepalive_timeout_ms", 20000),
+        ("grpc.keepalive_permit_without_calls", False),
+        ("grpc.http2.max_pings_without_data", 2),
+        # After a server restart, reconnect within RECONNECT_BACKOFF_MAX_MS: gRPC's default backoff grows to 120 s,
+        # and while it waits every request fails at once, so the client's own retries (1, 2, 4 s) would all miss
+        # a server that is back.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+        # Channels with equal arguments share their connections (and reconnect backoff) process-wide; a probe's
+        # new channel must make its own connection.
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+
+
+def status(error: InferenceServerException) -> str:
+    return str(error.status() or "")
+
+
+def describe(error: InferenceServerException) -> str:
+    return f"{status(error) or 'error'}: {error.message()}"
+
+
+@dataclass(eq=False)
+class Endpoint:
+    url: str
+    client: Any  # tritonclient.grpc.InferenceServerClient (a fake in unit tests)
+    alive: bool = True
+    in_flight: int = 0
+    probe_at: float = 0.0  # time.monotonic() of the next probe while dead
+    probe_interval_s: float = PROBE_INTERVAL_S[0]
+    broken: str = ""  # why it must get no request again (its answers cannot be trusted)
+
+
+def connect(options: ServerOptions, url: str) -> grpcclient.InferenceServerClient:
+    """A gRPC client (its own channel) of ``url`` with the options' TLS settings."""
+    return grpcclient.InferenceServerClient(
+        url,
+        ssl=options.ssl,
+        root_certificates=options.root_certificates,
+        private_key=options.private_key,
+        certificate_chain=options.certificate_chain,
+        channel_args=channel_args(url),
+    )
+
+
+class Endpoints:
+    """Every endpoint of ``options``, in the order given. ``connect(options, url)`` makes a client (a fake in unit
+    tests)."""
+
+    def __init__(
+        self, options: ServerOptions, connect: Callable[[ServerOptions, str], Any] = connect
+    ) -> None:
+        self.options = options
+        self._connect = connect
+        self.all = [Endpoint(url, connect(options, url)) for url in options.urls]
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    @property
+    def first(self) -> Endpoint:
+        return self.all[0]
+
+    def any_alive(self) -> bool:
+        return any(e.alive and not e.broken for e in self.all)
+
+    def check_usable(self) -> None:
+        """A ``ServerError`` saying why when every endpoint is broken."""
+        if all(e.broken for e in self.all):
+            raise ServerError("; ".join(e.broken for e in self.all))
+
+    def choose(self) -> Endpoint:
+        """The live endpoint with the fewest requests in flight (any unbroken one when none is live)."""
+        self.check_usable()
+        usable = [e for e in self.all if not e.broken]
+        live = [e for e in usable if e.alive] or usable[:1]
+        return min(live, key=lambda e: e.in_flight)
+
+    def mark_broken(self, endpoint: Endpoint, why: str) -> None:
+        endpoint.broken, endpoint.alive = why, False
+
+    def mark_dead(self, endpoint: Endpoint, why: str) -> None:
+        if endpoint.alive:
+            log.warning("%s stopped answering (%s); sending its requests elsewhere", endpoint.url, why)
+        endpoint.alive = False
+        endpoint.probe_interval_s = PROBE_INTERVAL_S[0]
+        endpoint.probe_at = time.monotonic() + endpoint.probe_interval_s
+
+    def revive_all(self) -> None:
+        """Every endpoint failed: give each another chance (not the broken ones)."""
+        for e in self.all:
+            e.alive = not e.broken
+
+    def probe(self) -> None:
+        """Ask each dead endpoint whose probe is due whether the model is ready; take it back if it is.
+
+        The probe uses a new channel: the old one may be waiting out gRPC's reconnect backoff, failing every call
+        at once. When the model is ready, the new channel replaces the old one.
+        """
+        o = self.options
+        now = time.monotonic()
+        for e in self.all:
+            if e.alive or e.broken or now < e.probe_at:
+                continue
+            client = self._connect(o, e.url)
+            try:
+                ready = client.is_model_ready(o.model, o.model_version, client_timeout=PROBE_TIMEOUT_S)
+            except InferenceServerException as error:
+                log.debug("%s not back yet: %s", e.url, describe(error))
+                ready = False
+            if ready:
+                e.client.close()
+                e.client, e.alive = client, True
+                log.warning("%s answers again; sending it requests", e.url)
+            else:
+                client.close()
+                e.probe_interval_s = min(2 * e.probe_interval_s, PROBE_INTERVAL_S[1])
+                e.probe_at = now + e.probe_interval_s
+
+    def close(self) -> None:
+        for e in self.all:
+            e.client.close()
