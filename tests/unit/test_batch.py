@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 
-class CaseFailed(Exception):
+class CaseError(Exception):
     pass
 
 
@@ -33,7 +33,7 @@ class Stages:
         time.sleep(self.sleep_s)
         self.spans[name, job] = (t0, time.perf_counter())
         if job in self.fail.get(name, set()):
-            raise CaseFailed(f"case {job} failed in {name}")
+            raise CaseError(f"case {job} failed in {name}")
 
     def prepare(self, job: int) -> str:
         with self.lock:
@@ -41,7 +41,7 @@ class Stages:
             self.peak = max(self.peak, self.alive)
         try:
             self._stage("prepare", job)
-        except CaseFailed:
+        except CaseError:
             with self.lock:
                 self.alive -= 1
             raise
@@ -51,7 +51,7 @@ class Stages:
         assert prepared == f"prepared {job}"
         try:
             self._stage("infer", job)
-        except CaseFailed:
+        except CaseError:
             with self.lock:
                 self.alive -= 1
             raise
@@ -67,7 +67,7 @@ class Stages:
                 self.alive -= 1
 
     def run(self, jobs, **kwargs) -> list[batch.Outcome]:
-        return batch.run(jobs, self.prepare, self.infer, self.finish, errors=(CaseFailed,), **kwargs)
+        return batch.run(jobs, self.prepare, self.infer, self.finish, errors=(CaseError,), **kwargs)
 
 
 def test_stages_overlap_on_their_own_threads_within_the_bound():
