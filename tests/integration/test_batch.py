@@ -1,9 +1,10 @@
 """Batches through the real ``tritonserver``: overlapped cases (``--cases-in-memory``) write what one case after
 another writes, keep resume and failure behaviour, and ``--num-parts/--part-id`` split a folder over machines.
 
-The failure, resume and part tests use an instant stand-in model (benchmarks/instant_model.py, a python-backend
-model answering ``INPUT__0[:, :3] > 0``) in a server of this module; the equality test uses the exported
-``brats_onnx`` of the session's server with the defaults (whole-crop tile, four flips).
+They use an instant stand-in model (benchmarks/instant_model.py, a python-backend model answering
+``INPUT__0[:, :3] > 0``) in a server of this module, with the client's defaults (whole-crop tile, four flips, two
+requests in flight, shared memory auto). The default batch through the exported network is in
+test_client_segment.py; the stages' threads and bounds are unit-tested with fakes in tests/unit/test_batch.py.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def without_timing(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in ("time_s", "server_compute_s", "outputs")}
 
 
-def test_overlapped_batch_writes_what_the_sequential_one_writes(batch_dir, triton_server, tmp_path):
-    url, model = triton_server.grpc_url, "brats_onnx"
+def test_overlapped_batch_writes_what_the_sequential_one_writes(batch_dir, instant_server, tmp_path):
+    url, model = instant_server.grpc_url, instant_model.NAME
     seq, overlapped = tmp_path / "sequential", tmp_path / "overlapped"
     assert segment(batch_dir, seq, url, model, "--cases-in-memory", "1") == cli.EXIT_OK
     assert segment(batch_dir, overlapped, url, model) == cli.EXIT_OK  # the default overlaps
@@ -73,7 +74,8 @@ def test_overlapped_batch_writes_what_the_sequential_one_writes(batch_dir, trito
         np.testing.assert_array_equal(a.affine, b.affine)
         assert a.header.binaryblock == b.header.binaryblock, name
     labels = [np.asanyarray(nib.load(str(overlapped / n)).dataobj) for n in names if n.endswith(".nii.gz")]
-    assert all((lab > 0).sum() > 100 for lab in labels), "the checkpoint should find each phantom's tumour"
+    assert all((lab > 0).sum() > 100 for lab in labels), "each case gets labels"
+    assert len({lab.tobytes() for lab in labels}) == len(labels), "and its own labels"
 
 
 def test_failed_cases_are_reported_and_a_rerun_redoes_only_them(batch_dir, instant_server, tmp_path, capsys):

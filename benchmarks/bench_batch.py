@@ -1,0 +1,171 @@
+"""The client's ceiling on a batch: ``brats-client segment FOLDER`` against an instant stand-in model, one case
+after another (``--cases-in-memory 1``) and overlapped (the default, 3), on BraTS-grid phantoms.
+
+The model (benchmarks/instant_model.py) is served by the real ``tritonserver`` on free loopback ports and answers
+at once, so what is measured is the client: loading, preprocessing, the tensors to and from the server (shared
+memory, the default on loopback), the flips and blending, labels and the gzip writes, plus the server's own handling
+of the tensors. Each run is a fresh process (its peak RSS is its own); every run writes its own output folder and
+the labels of all runs must be equal. Defaults as users run them (whole-crop tile, four flips, 2 requests in flight).
+
+    .venv/bin/python benchmarks/bench_batch.py                      # 6 cases, writes out/bench_batch.md
+    .venv/bin/python benchmarks/bench_batch.py --cases 3 --rounds 1 # quicker
+
+Figures: wall time of the batch; the sum of the per-case times in the reports (``time_s.total``: load +
+preprocess + inference + postprocess + write); their ratio; cases/s; peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import instant_model  # noqa: E402
+from bench_end_to_end import CpuMeter, machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs brats-client in a fresh interpreter and reports its wall time and peak RSS as one JSON line.
+CHILD = """
+import json, resource, sys, time
+from brats_client import cli
+t0 = time.perf_counter()
+code = cli.main(sys.argv[1:])
+wall_s = time.perf_counter() - t0
+print(json.dumps({"code": code, "wall_s": wall_s,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_cases(root: Path, count: int, first_seed: int) -> list[str]:
+    from brats_demo.phantom import make_phantom, write_case
+
+    ids = []
+    for seed in range(first_seed, first_seed + count):
+        case_id = f"Phantom_{seed}"
+        write_case(make_phantom(seed), root, case_id)
+        ids.append(case_id)
+    return ids
+
+
+def run_batch(cases: Path, out: Path, url: str, in_memory: int) -> dict:
+    argv = ["--quiet", "segment", str(cases), "-o", str(out), "--url", url, "--model", instant_model.NAME,
+            "--cases-in-memory", str(in_memory), "--report", str(out.with_suffix(".summary.json"))]
+    meter = CpuMeter()
+    proc = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, timeout=1800,
+                          env=os.environ.copy(), check=False)
+    others = meter.others()
+    if proc.returncode != 0:
+        raise RuntimeError(f"brats-client failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["code"] != 0:
+        raise RuntimeError(f"brats-client exited {result['code']}:\n{proc.stderr[-3000:]}")
+    reports = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    stages = {}
+    for r in reports:
+        for k, v in r["time_s"].items():
+            stages[k] = stages.get(k, 0.0) + v
+    result.update(in_memory=in_memory, cases=len(reports), summed_s=stages.pop("total"), stages_s=stages,
+                  others=others, shared_memory=all(r["server"]["shared_memory"] for r in reports))
+    return result
+
+
+def labels_of(out: Path) -> dict[str, np.ndarray]:
+    import nibabel as nib
+
+    return {p.name: np.asanyarray(nib.load(str(p)).dataobj) for p in sorted(out.glob("*.nii.gz"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", type=int, default=6, help="BraTS-grid phantom cases in the batch (default 6)")
+    p.add_argument("--first-seed", type=int, default=9301)
+    p.add_argument("--in-memory", default="1,3", help="--cases-in-memory values to compare (default 1,3)")
+    p.add_argument("--rounds", type=int, default=2, help="runs of each value, interleaved; the best counts")
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_batch.md")
+    args = p.parse_args(argv)
+    from brats_serve.launcher import TritonServer
+
+    values = [int(v) for v in args.in_memory.split(",")]
+    started = datetime.now(timezone.utc)
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
+        work = Path(tmp)
+        write_cases(work / "cases", args.cases, args.first_seed)
+        repo = instant_model.write_repository(work / "repository")
+        runs: list[dict] = []
+        with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
+            run_batch(work / "cases", work / "warm", server.grpc_url, 1)  # first-touch costs of the server
+            reference = None
+            for r in range(args.rounds):
+                for n in values:
+                    out = work / f"out_{n}_{r}"
+                    runs.append(run_batch(work / "cases", out, server.grpc_url, n))
+                    labels = labels_of(out)
+                    if reference is None:
+                        reference = labels
+                    assert labels.keys() == reference.keys() and all(
+                        np.array_equal(labels[k], reference[k]) for k in labels
+                    ), f"--cases-in-memory {n} wrote other labels"
+                    print(json.dumps(runs[-1]), file=sys.stderr)
+    load_end = os.getloadavg()
+    best = {n: min((x for x in runs if x["in_memory"] == n), key=lambda x: x["wall_s"]) for n in values}
+    text = render(args, best, runs, machine(), started, load_start, load_end)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+def render(args, best: dict[int, dict], runs: list[dict], mach: dict, started, load_start, load_end) -> str:
+    seq = best.get(1)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip() or "?"
+    lines = [
+        "## Batch throughput: the client's ceiling (`benchmarks/bench_batch.py`)",
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC at commit `{commit}`: `.venv/bin/python benchmarks/bench_batch.py "
+        f"--cases {args.cases} --rounds {args.rounds}`, {len(runs)} measured runs (best of {args.rounds} per row) "
+        "after one warm-up run.",
+        "",
+        f"- CPU: {mach['cpu']}; {mach['cores']}",
+        f"- flags: {mach['flags']}; memory {mach['memory']}; {mach['os']}",
+        f"- load average (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in load_start)}, at end "
+        f"{'/'.join(f'{x:.1f}' for x in load_end)} (a shared machine); the column 'others' is the share of the "
+        "CPUs other processes used during the row",
+        f"- {args.cases} BraTS-grid phantoms (240x240x155, int16 NIfTI, seeds {args.first_seed}..), each a batch case; "
+        f"the instant model `{instant_model.NAME}` (python backend, `INPUT__0[:, :3] > 0`) on the real "
+        "tritonserver 2.51 of nvidia-pytriton, loopback, shared memory "
+        f"{'on' if all(r['shared_memory'] for r in runs) else 'not always on'} (the default there); client defaults "
+        "(whole-crop tile, flip4, 2 requests in flight). Labels of every run equal.",
+        "",
+        "| --cases-in-memory | batch wall s | cases/s | summed per-case s | wall / own sum | wall / sequential sum "
+        "| peak RSS MiB | others |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, r in sorted(best.items()):
+        vs_seq = f"{r['wall_s'] / seq['summed_s']:.2f}x" if seq else "-"
+        lines.append(
+            f"| {n}{' (sequential)' if n == 1 else ''} | {r['wall_s']:.2f} | {r['cases'] / r['wall_s']:.2f} | "
+            f"{r['summed_s']:.2f} | {r['wall_s'] / r['summed_s']:.2f}x | {vs_seq} | {r['peak_rss_mib']:.0f} | "
+            f"{r['others']:.0%} |"
+        )
+    lines += ["", "Per-case stage times summed over the batch (s), same rows:", "",
+              "| --cases-in-memory | " + " | ".join(next(iter(best.values()))["stages_s"]) + " |",
+              "| --- |" + " --- |" * len(next(iter(best.values()))["stages_s"])]
+    for n, r in sorted(best.items()):
+        lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in r["stages_s"].values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
