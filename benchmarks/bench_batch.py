@@ -10,8 +10,10 @@ the labels of all runs must be equal. Defaults as users run them (whole-crop til
     .venv/bin/python benchmarks/bench_batch.py                      # 6 cases, writes out/bench_batch.md
     .venv/bin/python benchmarks/bench_batch.py --cases 3 --rounds 1 # quicker
 
-Figures: wall time of the batch; the sum of the per-case times in the reports (``time_s.total``: load +
-preprocess + inference + postprocess + write); their ratio; cases/s; peak RSS.
+Figures: wall time of the batch (from ``cli.main`` called to returned, imports done before); the sum of the
+per-case times in the reports (``time_s.total``: load + preprocess + inference + postprocess + write); their
+ratio; cases/s; CPU seconds per case of the client (after its imports) and of the server; how many CPUs those
+kept busy on average; peak RSS of the client process; the share of the CPUs that other processes used meanwhile.
 """
 
 from __future__ import annotations
@@ -37,13 +39,26 @@ ROOT = Path(__file__).resolve().parent.parent
 # Runs brats-client in a fresh interpreter and reports its wall time and peak RSS as one JSON line.
 CHILD = """
 import json, resource, sys, time
-from brats_client import cli
-t0 = time.perf_counter()
+from brats_client import batch, cli, commands, pipeline, transport  # imported before the clock starts
+
+def cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+cpu0, t0 = cpu_s(), time.perf_counter()
 code = cli.main(sys.argv[1:])
-wall_s = time.perf_counter() - t0
-print(json.dumps({"code": code, "wall_s": wall_s,
+wall_s, cpu1 = time.perf_counter() - t0, cpu_s()
+print(json.dumps({"code": code, "wall_s": wall_s, "client_cpu_s": cpu1 - cpu0, "child_cpu_s": cpu1,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+
+
+class TreeMeter(CpuMeter):
+    """Also the CPU seconds of this process's tree since ``restart``: the client run and the server with its stubs."""
+
+    def ours_s(self) -> float:
+        _, _, ours = self._sample()
+        return (ours - self.start[2]) / self.hz
 
 
 def write_cases(root: Path, count: int, first_seed: int) -> list[str]:
@@ -60,10 +75,10 @@ def write_cases(root: Path, count: int, first_seed: int) -> list[str]:
 def run_batch(cases: Path, out: Path, url: str, in_memory: int) -> dict:
     argv = ["--quiet", "segment", str(cases), "-o", str(out), "--url", url, "--model", instant_model.NAME,
             "--cases-in-memory", str(in_memory), "--report", str(out.with_suffix(".summary.json"))]
-    meter = CpuMeter()
+    meter = TreeMeter()
     proc = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, timeout=1800,
                           env=os.environ.copy(), check=False)
-    others = meter.others()
+    others, cpu_s = meter.others(), meter.ours_s()
     if proc.returncode != 0:
         raise RuntimeError(f"brats-client failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,8 +89,10 @@ def run_batch(cases: Path, out: Path, url: str, in_memory: int) -> dict:
     for r in reports:
         for k, v in r["time_s"].items():
             stages[k] = stages.get(k, 0.0) + v
+    server_cpu_s = cpu_s - result.pop("child_cpu_s")  # the tree: this process (idle), the child, the server
     result.update(in_memory=in_memory, cases=len(reports), summed_s=stages.pop("total"), stages_s=stages,
-                  others=others, shared_memory=all(r["server"]["shared_memory"] for r in reports))
+                  others=others, cpu_s=result["client_cpu_s"] + server_cpu_s, server_cpu_s=server_cpu_s,
+                  shared_memory=all(r["server"]["shared_memory"] for r in reports))
     return result
 
 
@@ -149,14 +166,15 @@ def render(args, best: dict[int, dict], runs: list[dict], mach: dict, started, l
         "(whole-crop tile, flip4, 2 requests in flight). Labels of every run equal.",
         "",
         "| --cases-in-memory | batch wall s | cases/s | summed per-case s | wall / own sum | wall / sequential sum "
-        "| peak RSS MiB | others |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| CPU s per case (client + server) | CPUs busy (ours) | peak RSS MiB | others |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n, r in sorted(best.items()):
         vs_seq = f"{r['wall_s'] / seq['summed_s']:.2f}x" if seq else "-"
         lines.append(
             f"| {n}{' (sequential)' if n == 1 else ''} | {r['wall_s']:.2f} | {r['cases'] / r['wall_s']:.2f} | "
-            f"{r['summed_s']:.2f} | {r['wall_s'] / r['summed_s']:.2f}x | {vs_seq} | {r['peak_rss_mib']:.0f} | "
+            f"{r['summed_s']:.2f} | {r['wall_s'] / r['summed_s']:.2f}x | {vs_seq} | {r['cpu_s'] / r['cases']:.2f} | "
+            f"{r['cpu_s'] / r['wall_s']:.2f} | {r['peak_rss_mib']:.0f} | "
             f"{r['others']:.0%} |"
         )
     lines += ["", "Per-case stage times summed over the batch (s), same rows:", "",
