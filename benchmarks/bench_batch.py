@@ -7,7 +7,7 @@ memory, the default on loopback), the flips and blending, labels and the gzip wr
 of the tensors. Each run is a fresh process (its peak RSS is its own); every run writes its own output folder and
 the labels of all runs must be equal. Defaults as users run them (whole-crop tile, four flips, 2 requests in flight).
 
-    .venv/bin/python benchmarks/bench_batch.py                      # 6 cases, writes out/bench_batch.md
+    .venv/bin/python benchmarks/bench_batch.py                      # 6 cases, 3 rounds: writes out/bench_batch.md
     .venv/bin/python benchmarks/bench_batch.py --cases 3 --rounds 1 # quicker
 
 Figures: wall time of the batch (from ``cli.main`` called to returned, imports done before); the sum of the
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", type=int, default=6, help="BraTS-grid phantom cases in the batch (default 6)")
     p.add_argument("--first-seed", type=int, default=9301)
-    p.add_argument("--in-memory", default="1,3", help="--cases-in-memory values to compare (default 1,3)")
-    p.add_argument("--rounds", type=int, default=2, help="runs of each value, interleaved; the best counts")
+    p.add_argument("--in-memory", default="1,2,3", help="--cases-in-memory values to compare (default 1,2,3)")
+    p.add_argument("--rounds", type=int, default=3, help="runs of each value, interleaved (default 3)")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_batch.md")
     args = p.parse_args(argv)
     from brats_serve.launcher import TritonServer
@@ -135,53 +135,65 @@ def main(argv: list[str] | None = None) -> int:
                     ), f"--cases-in-memory {n} wrote other labels"
                     print(json.dumps(runs[-1]), file=sys.stderr)
     load_end = os.getloadavg()
-    best = {n: min((x for x in runs if x["in_memory"] == n), key=lambda x: x["wall_s"]) for n in values}
-    text = render(args, best, runs, machine(), started, load_start, load_end)
+    text = render(args, len(values), runs, machine(), started, load_start, load_end)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
     return 0
 
 
-def render(args, best: dict[int, dict], runs: list[dict], mach: dict, started, load_start, load_end) -> str:
-    seq = best.get(1)
+def _row(label: str, r: dict, seq_sum_s: float | None) -> str:
+    vs_seq = f"{r['wall_s'] / seq_sum_s:.2f}x" if seq_sum_s else "-"
+    return (
+        f"| {label} | {r['wall_s']:.2f} | {r['cases'] / r['wall_s']:.2f} | {r['summed_s']:.2f} | "
+        f"{r['wall_s'] / r['summed_s']:.2f}x | {vs_seq} | {r['client_cpu_s'] / r['cases']:.2f} + "
+        f"{r['server_cpu_s'] / r['cases']:.2f} | {r['cpu_s'] / r['wall_s']:.2f} | {r['peak_rss_mib']:.0f} | "
+        f"{r['others']:.0%} |"
+    )
+
+
+def render(args, per_round: int, runs: list[dict], mach: dict, started, load_start, load_end) -> str:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip() or "?"
+    header = [
+        "| --cases-in-memory | batch wall s | cases/s | summed per-case s | wall / own sum | wall / sequential sum "
+        "| CPU s per case, client + server | CPUs busy (ours) | peak RSS MiB | others |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     lines = [
         "## Batch throughput: the client's ceiling (`benchmarks/bench_batch.py`)",
         "",
         f"Measured {started:%Y-%m-%d %H:%M} UTC at commit `{commit}`: `.venv/bin/python benchmarks/bench_batch.py "
-        f"--cases {args.cases} --rounds {args.rounds}`, {len(runs)} measured runs (best of {args.rounds} per row) "
-        "after one warm-up run.",
+        f"--cases {args.cases} --rounds {args.rounds} --in-memory {args.in_memory}`, {len(runs)} measured runs "
+        "(the values interleaved, round after round) after one warm-up run.",
         "",
         f"- CPU: {mach['cpu']}; {mach['cores']}",
         f"- flags: {mach['flags']}; memory {mach['memory']}; {mach['os']}",
         f"- load average (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in load_start)}, at end "
-        f"{'/'.join(f'{x:.1f}' for x in load_end)} (a shared machine); the column 'others' is the share of the "
-        "CPUs other processes used during the row",
-        f"- {args.cases} BraTS-grid phantoms (240x240x155, int16 NIfTI, seeds {args.first_seed}..), each a batch case; "
+        f"{'/'.join(f'{x:.1f}' for x in load_end)} (a shared machine); 'others' is the share of the CPUs that "
+        "other processes used during the run",
+        f"- {args.cases} BraTS-grid phantoms (240x240x155, int16 NIfTI, seeds {args.first_seed}..) in one folder; "
         f"the instant model `{instant_model.NAME}` (python backend, `INPUT__0[:, :3] > 0`) on the real "
         "tritonserver 2.51 of nvidia-pytriton, loopback, shared memory "
         f"{'on' if all(r['shared_memory'] for r in runs) else 'not always on'} (the default there); client defaults "
-        "(whole-crop tile, flip4, 2 requests in flight). Labels of every run equal.",
+        "(whole-crop tile, flip4, 2 requests in flight). The labels of every run are equal.",
+        "- wall / sequential sum: the batch's wall time over the summed per-case times of the sequential run of the "
+        "same round",
         "",
-        "| --cases-in-memory | batch wall s | cases/s | summed per-case s | wall / own sum | wall / sequential sum "
-        "| CPU s per case (client + server) | CPUs busy (ours) | peak RSS MiB | others |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Every run:",
+        "",
+        *header,
     ]
-    for n, r in sorted(best.items()):
-        vs_seq = f"{r['wall_s'] / seq['summed_s']:.2f}x" if seq else "-"
-        lines.append(
-            f"| {n}{' (sequential)' if n == 1 else ''} | {r['wall_s']:.2f} | {r['cases'] / r['wall_s']:.2f} | "
-            f"{r['summed_s']:.2f} | {r['wall_s'] / r['summed_s']:.2f}x | {vs_seq} | {r['cpu_s'] / r['cases']:.2f} | "
-            f"{r['cpu_s'] / r['wall_s']:.2f} | {r['peak_rss_mib']:.0f} | "
-            f"{r['others']:.0%} |"
-        )
-    lines += ["", "Per-case stage times summed over the batch (s), same rows:", "",
-              "| --cases-in-memory | " + " | ".join(next(iter(best.values()))["stages_s"]) + " |",
-              "| --- |" + " --- |" * len(next(iter(best.values()))["stages_s"])]
-    for n, r in sorted(best.items()):
-        lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in r["stages_s"].values()) + " |")
+    for i, r in enumerate(runs):
+        first = i - i % per_round
+        seq = next((x for x in runs[first:first + per_round] if x["in_memory"] == 1), None)
+        lines.append(_row(f"{r['in_memory']} (round {i // per_round + 1})", r, seq and seq["summed_s"]))
+    lines += ["", "Per-case stage times summed over the batch (s), every run:", "",
+              "| --cases-in-memory | " + " | ".join(runs[0]["stages_s"]) + " |",
+              "| --- |" + " --- |" * len(runs[0]["stages_s"])]
+    for i, r in enumerate(runs):
+        lines.append(f"| {r['in_memory']} (round {i // per_round + 1}) | "
+                     + " | ".join(f"{v:.2f}" for v in r["stages_s"].values()) + " |")
     return "\n".join(lines) + "\n"
 
 
