@@ -35,6 +35,7 @@ import instant_model  # noqa: E402
 from bench_end_to_end import CpuMeter, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+SLOW = "brats_slow"  # the instant model with --server-delay-s per request
 
 # Runs brats-client in a fresh interpreter and reports its wall time and peak RSS as one JSON line.
 CHILD = """
@@ -72,8 +73,8 @@ def write_cases(root: Path, count: int, first_seed: int) -> list[str]:
     return ids
 
 
-def run_batch(cases: Path, out: Path, url: str, in_memory: int) -> dict:
-    argv = ["--quiet", "segment", str(cases), "-o", str(out), "--url", url, "--model", instant_model.NAME,
+def run_batch(cases: Path, out: Path, url: str, in_memory: int, model: str = instant_model.NAME) -> dict:
+    argv = ["--quiet", "segment", str(cases), "-o", str(out), "--url", url, "--model", model,
             "--cases-in-memory", str(in_memory), "--report", str(out.with_suffix(".summary.json"))]
     meter = TreeMeter()
     proc = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, timeout=1800,
@@ -90,7 +91,7 @@ def run_batch(cases: Path, out: Path, url: str, in_memory: int) -> dict:
         for k, v in r["time_s"].items():
             stages[k] = stages.get(k, 0.0) + v
     server_cpu_s = cpu_s - result.pop("child_cpu_s")  # the tree: this process (idle), the child, the server
-    result.update(in_memory=in_memory, cases=len(reports), summed_s=stages.pop("total"), stages_s=stages,
+    result.update(model=model, in_memory=in_memory, cases=len(reports), summed_s=stages.pop("total"), stages_s=stages,
                   others=others, cpu_s=result["client_cpu_s"] + server_cpu_s, server_cpu_s=server_cpu_s,
                   shared_memory=all(r["server"]["shared_memory"] for r in reports))
     return result
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=9301)
     p.add_argument("--in-memory", default="1,2,3", help="--cases-in-memory values to compare (default 1,2,3)")
     p.add_argument("--rounds", type=int, default=3, help="runs of each value, interleaved (default 3)")
+    p.add_argument("--server-delay-s", type=float, default=0.5,
+                   help="also runs against a model that waits this long per request, like a remote GPU server "
+                   "(default 0.5; 0: not)")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_batch.md")
     args = p.parse_args(argv)
     from brats_serve.launcher import TritonServer
@@ -119,21 +123,25 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         write_cases(work / "cases", args.cases, args.first_seed)
         repo = instant_model.write_repository(work / "repository")
+        models = [instant_model.NAME]
+        if args.server_delay_s > 0:
+            models.append(SLOW)
+            instant_model.write_repository(repo, SLOW, delay_s=args.server_delay_s)
         runs: list[dict] = []
         with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
             run_batch(work / "cases", work / "warm", server.grpc_url, 1)  # first-touch costs of the server
             reference = None
-            for r in range(args.rounds):
-                for n in values:
-                    out = work / f"out_{n}_{r}"
-                    runs.append(run_batch(work / "cases", out, server.grpc_url, n))
-                    labels = labels_of(out)
-                    if reference is None:
-                        reference = labels
-                    assert labels.keys() == reference.keys() and all(
-                        np.array_equal(labels[k], reference[k]) for k in labels
-                    ), f"--cases-in-memory {n} wrote other labels"
-                    print(json.dumps(runs[-1]), file=sys.stderr)
+            for model in models:
+                for r in range(args.rounds):
+                    for n in values:
+                        out = work / f"out_{model}_{n}_{r}"
+                        runs.append(run_batch(work / "cases", out, server.grpc_url, n, model))
+                        labels = labels_of(out)
+                        reference = reference or labels
+                        assert labels.keys() == reference.keys() and all(
+                            np.array_equal(labels[k], reference[k]) for k in labels
+                        ), f"{model}, --cases-in-memory {n}: other labels than the first run"
+                        print(json.dumps(runs[-1]), file=sys.stderr)
     load_end = os.getloadavg()
     text = render(args, len(values), runs, machine(), started, load_start, load_end)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +169,7 @@ def render(args, per_round: int, runs: list[dict], mach: dict, started, load_sta
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines = [
-        "## Batch throughput: the client's ceiling (`benchmarks/bench_batch.py`)",
+        "## Batch throughput: cases overlapped, the client's ceiling (`benchmarks/bench_batch.py`)",
         "",
         f"Measured {started:%Y-%m-%d %H:%M} UTC at commit `{commit}`: `.venv/bin/python benchmarks/bench_batch.py "
         f"--cases {args.cases} --rounds {args.rounds} --in-memory {args.in_memory}`, {len(runs)} measured runs "
@@ -179,21 +187,23 @@ def render(args, per_round: int, runs: list[dict], mach: dict, started, load_sta
         "(whole-crop tile, flip4, 2 requests in flight). The labels of every run are equal.",
         "- wall / sequential sum: the batch's wall time over the summed per-case times of the sequential run of the "
         "same round",
-        "",
-        "Every run:",
-        "",
-        *header,
     ]
-    for i, r in enumerate(runs):
-        first = i - i % per_round
-        seq = next((x for x in runs[first:first + per_round] if x["in_memory"] == 1), None)
-        lines.append(_row(f"{r['in_memory']} (round {i // per_round + 1})", r, seq and seq["summed_s"]))
-    lines += ["", "Per-case stage times summed over the batch (s), every run:", "",
-              "| --cases-in-memory | " + " | ".join(runs[0]["stages_s"]) + " |",
-              "| --- |" + " --- |" * len(runs[0]["stages_s"])]
-    for i, r in enumerate(runs):
-        lines.append(f"| {r['in_memory']} (round {i // per_round + 1}) | "
-                     + " | ".join(f"{v:.2f}" for v in r["stages_s"].values()) + " |")
+    if any(r["model"] == SLOW for r in runs):
+        lines.append(f"- `{SLOW}`: the same model waiting {args.server_delay_s:g} s per request (one at a time) "
+                     "without using a CPU, like a remote GPU server's compute and transfer time")
+    for model in dict.fromkeys(r["model"] for r in runs):
+        mine = [r for r in runs if r["model"] == model]
+        lines += ["", f"`{model}`, every run:", "", *header]
+        for i, r in enumerate(mine):
+            first = i - i % per_round
+            seq = next((x for x in mine[first:first + per_round] if x["in_memory"] == 1), None)
+            lines.append(_row(f"{r['in_memory']} (round {i // per_round + 1})", r, seq and seq["summed_s"]))
+        lines += ["", f"`{model}`: per-case stage times summed over the batch (s):", "",
+                  "| --cases-in-memory | " + " | ".join(mine[0]["stages_s"]) + " |",
+                  "| --- |" + " --- |" * len(mine[0]["stages_s"])]
+        for i, r in enumerate(mine):
+            lines.append(f"| {r['in_memory']} (round {i // per_round + 1}) | "
+                         + " | ".join(f"{v:.2f}" for v in r["stages_s"].values()) + " |")
     return "\n".join(lines) + "\n"
 
 
