@@ -79,7 +79,7 @@ def _add_batch_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("batch (a folder of cases)")
     g.add_argument("--cases-in-memory", type=int, default=CASES_IN_MEMORY, metavar="N",
                    help="cases held at once: the next ones load and finished ones are written while the server "
-                   "computes (default %(default)s; 1: one case after another; each BraTS case takes ~0.3 GB)")
+                   "computes (default %(default)s; 1: one case after another; about 0.25 GB per extra BraTS case)")
     g.add_argument("--num-parts", type=int, metavar="N",
                    help="split the cases into N parts (every N-th case id in sorted order), e.g. one per machine")
     g.add_argument("--part-id", type=int, metavar="K", help="the part this run segments, 0 .. N-1")
