@@ -1,6 +1,6 @@
 """A model repository with one instant stand-in model (``instant_backend/model.py``) for the real ``tritonserver``:
 the tensors of the served models (``INPUT__0 [N, 4, D, H, W]`` -> ``OUTPUT__0 [N, 3, D, H, W]``, FP32), no network.
-Used by benchmarks/bench_batch.py and tests/integration/test_batch.py."""
+Used by benchmarks/bench_batch.py and tests/integration/test_batch_segment.py."""
 
 from __future__ import annotations
 

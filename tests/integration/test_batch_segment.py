@@ -4,7 +4,7 @@ another writes, keep resume and failure behaviour, and ``--num-parts/--part-id``
 They use an instant stand-in model (benchmarks/instant_model.py, a python-backend model answering
 ``INPUT__0[:, :3] > 0``) in a server of this module, with the client's defaults (whole-crop tile, four flips, two
 requests in flight, shared memory auto). The default batch through the exported network is in
-test_client_segment.py; the stages' threads and bounds are unit-tested with fakes in tests/unit/test_batch.py.
+test_client_segment.py; the stages' threads and bounds are unit-tested with fakes in tests/unit/test_batch_stages.py.
 """
 
 from __future__ import annotations
