@@ -30,6 +30,7 @@ SEGMENT_EXAMPLES = """\
 examples:
   brats-client segment cases/BraTS19_X_1 -o out/BraTS19_X_1.nii.gz
   brats-client segment cases/ -o out/                      # every case folder in cases/
+  brats-client segment cases/ -o out/ --num-parts 4 --part-id 0   # the first of 4 machines
   brats-client segment --t1 a.nii.gz --t1ce b.nii.gz --t2 c.nii.gz --flair d.nii.gz -o seg.nii.gz
   brats-client segment case/ -o seg.nii.gz --tile full --tta flip4 --report seg.json
 
@@ -77,6 +78,18 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--root-certificates", help="PEM file of the CA that signed the server's certificate")
     g.add_argument("--private-key", help="client private key (PEM) for mutual TLS")
     g.add_argument("--certificate-chain", help="client certificate chain (PEM) for mutual TLS")
+
+
+def _add_batch_args(p: argparse.ArgumentParser) -> None:
+    from .batch import CASES_IN_MEMORY
+
+    g = p.add_argument_group("batch (a folder of cases)")
+    g.add_argument("--cases-in-memory", type=int, default=CASES_IN_MEMORY, metavar="N",
+                   help="cases held at once: the next ones load and finished ones are written while the server "
+                   "computes (default %(default)s; 1: one case after another; about 0.25 GB per extra BraTS case)")
+    g.add_argument("--num-parts", type=int, metavar="N",
+                   help="split the cases into N parts (every N-th case id in sorted order), e.g. one per machine")
+    g.add_argument("--part-id", type=int, metavar="K", help="the part this run segments, 0 .. N-1")
 
 
 def _server_options(args: argparse.Namespace):
@@ -147,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     seg.add_argument("--max-voxels", type=int, metavar="N",
                      help="refuse modalities of more than N voxels (default 2**26 = 67108864, about 400^3)")
+    _add_batch_args(seg)
     _add_server_args(seg)
 
     prev = sub.add_parser("preview", help="PNG of axial, coronal and sagittal slices with the labels overlaid",

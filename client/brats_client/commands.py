@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import modalities, pipeline, postprocess
+from . import batch, modalities, pipeline, postprocess
 from .errors import InputError, OutputError, ServerError
 from .transport import ServerOptions
 
@@ -125,10 +125,17 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
         raise InputError("give a case folder, a folder of case folders, or --t1/--t1ce/--t2/--flair")
     if explicit is None and not args.input.exists():
         raise InputError(f"input {args.input} does not exist")
-    batch = explicit is None and not modalities.is_case_folder(args.input)
-    if batch:
+    part = _part(args)
+    in_memory = _cases_in_memory(args)
+    if explicit is None and not modalities.is_case_folder(args.input):
         cases = modalities.find_cases(args.input, nnunet_order=_order(args))
-        return _run_batch(cases, args, server, options, max_voxels)
+        if part is not None:
+            total = len(cases)
+            cases = batch.split(cases, *part, key=lambda c: c.case_id)
+            log.info("part %d of %d: %d of the %d cases", part[1], part[0], len(cases), total)
+        return _run_batch(cases, args, server, options, max_voxels, in_memory, part)
+    if part is not None:
+        raise ValueError("--num-parts and --part-id split a folder of cases; the input is one case")
     files = explicit or modalities.find_case_files(args.input, nnunet_order=_order(args))
     if not args.output.name.endswith(modalities.NIFTI_SUFFIXES):
         raise OutputError(f"output {args.output} must end in .nii or .nii.gz for one case")
@@ -148,7 +155,28 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
     return 0
 
 
-def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, options, max_voxels: int) -> int:
+def _part(args: argparse.Namespace) -> tuple[int, int] | None:
+    """``(num_parts, part_id)`` when the batch is one part of a split, else None."""
+    num_parts, part_id = getattr(args, "num_parts", None), getattr(args, "part_id", None)
+    if num_parts is None and part_id is None:
+        return None
+    if num_parts is None or part_id is None:
+        raise ValueError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id 0 .. 3)")
+    batch.split([], num_parts, part_id, key=str)  # checks the values
+    return num_parts, part_id
+
+
+def _cases_in_memory(args: argparse.Namespace) -> int:
+    value = getattr(args, "cases_in_memory", batch.CASES_IN_MEMORY)
+    if value < 1:
+        raise ValueError(f"--cases-in-memory must be >= 1, got {value}")
+    return value
+
+
+def _run_batch(
+    cases: list[modalities.CaseFiles], args, server: ServerOptions, options, max_voxels: int,
+    in_memory: int = batch.CASES_IN_MEMORY, part: tuple[int, int] | None = None,
+) -> int:
     from . import io
 
     out_dir: Path = args.output
@@ -165,29 +193,49 @@ def _run_batch(cases: list[modalities.CaseFiles], args, server: ServerOptions, o
     except OSError as e:
         raise OutputError(f"cannot create output folder {out_dir}: {e.strerror or e}") from e
     io.check_folder_writable(out_dir)
-    done, failed, skipped = [], [], []
-    with pipeline.open_transport(server, options) as transport:
-        for files in tqdm(cases, desc="cases", unit="case", disable=args.quiet, file=sys.stderr):
-            seg = out_dir / f"{files.case_id}.nii.gz"
-            if seg.exists() and not args.overwrite:
-                skipped.append(files.case_id)
-                log.info("%s: %s exists, skipped (use --overwrite to redo)", files.case_id, seg)
-                continue
-            outputs = pipeline.CaseOutputs(seg, None, out_dir / f"{files.case_id}.json", args.overwrite)
-            try:
-                prepared = pipeline.prepare_case(
-                    files, keep_last_slice=options.keep_last_slice, max_voxels=max_voxels
-                )
-                _run_one(prepared, outputs, transport, _case_options(files, args, options), args.quiet)
-                done.append(files.case_id)
-            except (InputError, OutputError, ServerError) as e:
-                failed.append((files.case_id, str(e)))
-                log.error("%s failed: %s", files.case_id, e)
+    todo, skipped = [], []
+    for files in cases:
+        seg = out_dir / f"{files.case_id}.nii.gz"
+        if seg.exists() and not args.overwrite:
+            skipped.append(files.case_id)
+            log.info("%s: %s exists, skipped (use --overwrite to redo)", files.case_id, seg)
+            continue
+        todo.append((files, pipeline.CaseOutputs(seg, None, out_dir / f"{files.case_id}.json", args.overwrite)))
+    bar = tqdm(total=len(cases), initial=len(skipped), desc="cases", unit="case", disable=args.quiet,
+               file=sys.stderr)
+
+    def prepare(job):
+        pipeline.check_outputs(job[1])
+        return pipeline.prepare_case(job[0], keep_last_slice=options.keep_last_slice, max_voxels=max_voxels)
+
+    def infer(job, prepared):
+        update, close = _tile_bar(args.quiet, job[0].case_id)
+        try:
+            return pipeline.infer_case(prepared, transport, _case_options(job[0], args, options), progress=update)
+        finally:
+            close()
+
+    def ended(outcome: batch.Outcome) -> None:
+        bar.update(1)
+        if outcome.error is not None:
+            log.error("%s failed: %s", todo[outcome.index][0].case_id, outcome.error)
+
+    try:
+        with pipeline.open_transport(server, options) as transport:
+            outcomes = batch.run(
+                todo, prepare, infer, lambda job, inferred: pipeline.finish_case(inferred, job[1]),
+                errors=(InputError, OutputError, ServerError), in_memory=in_memory, on_outcome=ended,
+            )
+    finally:
+        bar.close()
+    done = [todo[o.index][0].case_id for o in outcomes if o.error is None]
+    failed = [(todo[o.index][0].case_id, o.error) for o in outcomes if o.error is not None]
     summary = {"done": done, "skipped": skipped, "failed": [{"case": c, "error": m} for c, m in failed]}
+    if part is not None:
+        summary["part"] = {"id": part[1], "of": part[0], "cases": len(cases)}
     if args.report is not None:
         io.write_json_atomic(summary, args.report, overwrite=True)
     log.info("batch: %d done, %d skipped, %d failed", len(done), len(skipped), len(failed))
     for case_id, message in failed:
         log.error("failed: %s: %s", case_id, message)
     return 6 if failed else 0
-

@@ -194,6 +194,98 @@ def prepare_case(
     return PreparedCase(files, case, volume, record, dict(timer.stages_s))
 
 
+@dataclass
+class InferredCase:
+    """A case's probabilities over its padded crop with what the report and the writer need; the input arrays are
+    not kept (a batch holds several cases at once)."""
+
+    files: CaseFiles
+    record: preprocess.PreprocessRecord
+    affine: np.ndarray
+    header: Any
+    shape: tuple[int, int, int]
+    voxel_volume_mm3: float
+    sha256: dict[str, str]
+    prediction: Prediction
+    options: SegmentOptions
+    server: dict[str, Any]
+    server_compute_s: float | None
+    time_s: dict[str, float]
+
+
+def infer_case(
+    prepared: PreparedCase,
+    transport: TritonTransport,
+    options: SegmentOptions = SegmentOptions(),
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> InferredCase:
+    """The server's part of one case: sliding window and flips over the prepared volume."""
+    if prepared.record.keep_last_slice != options.keep_last_slice:
+        raise ValueError(f"prepared case {prepared.files.case_id} was cropped with another keep_last_slice")
+    timer = Timer(dict(prepared.time_s))
+    record, case = prepared.record, prepared.case
+    before = _stats_or_none(transport)
+    with timer.stage("inference"):
+        prediction = predict(prepared.volume, transport, options, pad_value=record.pad_value, progress=progress)
+    after = _stats_or_none(transport)
+    server = {
+        "url": transport.options.url,
+        "model": transport.info.name,
+        "version": transport.info.version,
+        "platform": transport.info.platform,
+        "shared_memory": transport.shared_memory_active,
+        "concurrency": transport.options.concurrency,
+        "server_flips": server_flips.applied_flips(transport.info),
+    }
+    return InferredCase(
+        prepared.files, record, case.affine, case.header, case.shape, case.voxel_volume_mm3, case.sha256,
+        prediction, options, server, _compute_s(before, after), dict(timer.stages_s),
+    )
+
+
+def finish_case(inferred: InferredCase, outputs: CaseOutputs) -> dict[str, Any]:
+    """The client's part after the server: labels, then the outputs and the report written atomically."""
+    timer = Timer(dict(inferred.time_s))
+    files, record, options, prediction = inferred.files, inferred.record, inferred.options, inferred.prediction
+    with timer.stage("postprocess"):
+        probabilities = postprocess.unpad(prediction.probabilities, record)
+        labels_crop = postprocess.labels_from_probabilities(probabilities, convention=options.labels)
+        labels = postprocess.paste(labels_crop, record)
+    voxel_mm3 = inferred.voxel_volume_mm3
+    crop_voxels = int(np.prod(record.crop_shape))
+    report = {
+        "case": files.case_id,
+        "inputs": {ch: str(p) for ch, p in files.paths.items()},
+        "input_sha256": inferred.sha256,
+        "naming": files.naming,
+        "shape": list(inferred.shape),
+        "voxel_volume_mm3": voxel_mm3,
+        "preprocess": record.to_dict(),
+        "options": asdict(options),
+        "server": inferred.server,
+        "tiles": prediction.tiles,
+        "requests": prediction.requests,
+        "voxels_computed": prediction.voxels_computed,
+        "crop_voxels": crop_voxels,
+        "tiling_waste": prediction.voxels_computed / len(postprocess.flips(options.tta)) / crop_voxels,
+        "region_volumes_ml": postprocess.region_volumes_ml(labels, voxel_mm3, options.labels),
+        "server_compute_s": inferred.server_compute_s,
+        "outputs": {k: str(v) for k, v in asdict(outputs).items() if isinstance(v, Path)},
+    }
+    affine, header = inferred.affine, inferred.header
+    with timer.stage("write"):
+        io.save_nifti_atomic(labels, affine, header, outputs.segmentation, overwrite=outputs.overwrite)
+        if outputs.probabilities is not None:
+            full = np.moveaxis(postprocess.paste(probabilities, record), 0, -1)
+            io.save_nifti_atomic(full, affine, header, outputs.probabilities, overwrite=outputs.overwrite)
+    report["time_s"] = {k: round(v, 4) for k, v in timer.stages_s.items()}
+    report["time_s"]["total"] = round(sum(timer.stages_s.values()), 4)
+    if outputs.report is not None:
+        io.write_json_atomic(report, outputs.report, overwrite=outputs.overwrite)
+    return report
+
+
 def segment_case(
     files: CaseFiles,
     outputs: CaseOutputs,
@@ -206,62 +298,15 @@ def segment_case(
     """Segment one case and write its outputs atomically; returns the report.
 
     ``prepared`` (from :func:`prepare_case`, with the same ``keep_last_slice``) skips loading: callers check the
-    inputs that way before they connect to a server.
+    inputs that way before they connect to a server. The stages :func:`prepare_case`, :func:`infer_case` and
+    :func:`finish_case` are what a batch overlaps (:mod:`brats_client.batch`).
     """
     check_outputs(outputs)
     if prepared is None:
         prepared = prepare_case(files, keep_last_slice=options.keep_last_slice)
     elif prepared.files != files or prepared.record.keep_last_slice != options.keep_last_slice:
         raise ValueError(f"prepared case {prepared.files.case_id} does not match {files.case_id} and these options")
-    timer = Timer(dict(prepared.time_s))
-    case, volume, record = prepared.case, prepared.volume, prepared.record
-    before = _stats_or_none(transport)
-    with timer.stage("inference"):
-        prediction = predict(volume, transport, options, pad_value=record.pad_value, progress=progress)
-    after = _stats_or_none(transport)
-    with timer.stage("postprocess"):
-        probabilities = postprocess.unpad(prediction.probabilities, record)
-        labels_crop = postprocess.labels_from_probabilities(probabilities, convention=options.labels)
-        labels = postprocess.paste(labels_crop, record)
-    voxel_mm3 = case.voxel_volume_mm3
-    crop_voxels = int(np.prod(record.crop_shape))
-    report = {
-        "case": files.case_id,
-        "inputs": {ch: str(p) for ch, p in files.paths.items()},
-        "input_sha256": case.sha256,
-        "naming": files.naming,
-        "shape": list(case.volume.shape[1:]),
-        "voxel_volume_mm3": voxel_mm3,
-        "preprocess": record.to_dict(),
-        "options": asdict(options),
-        "server": {
-            "url": transport.options.url,
-            "model": transport.info.name,
-            "version": transport.info.version,
-            "platform": transport.info.platform,
-            "shared_memory": transport.shared_memory_active,
-            "concurrency": transport.options.concurrency,
-            "server_flips": server_flips.applied_flips(transport.info),
-        },
-        "tiles": prediction.tiles,
-        "requests": prediction.requests,
-        "voxels_computed": prediction.voxels_computed,
-        "crop_voxels": crop_voxels,
-        "tiling_waste": prediction.voxels_computed / len(postprocess.flips(options.tta)) / crop_voxels,
-        "region_volumes_ml": postprocess.region_volumes_ml(labels, voxel_mm3, options.labels),
-        "server_compute_s": _compute_s(before, after),
-        "outputs": {k: str(v) for k, v in asdict(outputs).items() if isinstance(v, Path)},
-    }
-    with timer.stage("write"):
-        io.save_nifti_atomic(labels, case.affine, case.header, outputs.segmentation, overwrite=outputs.overwrite)
-        if outputs.probabilities is not None:
-            full = np.moveaxis(postprocess.paste(probabilities, record), 0, -1)
-            io.save_nifti_atomic(full, case.affine, case.header, outputs.probabilities, overwrite=outputs.overwrite)
-    report["time_s"] = {k: round(v, 4) for k, v in timer.stages_s.items()}
-    report["time_s"]["total"] = round(sum(timer.stages_s.values()), 4)
-    if outputs.report is not None:
-        io.write_json_atomic(report, outputs.report, overwrite=outputs.overwrite)
-    return report
+    return finish_case(infer_case(prepared, transport, options, progress=progress), outputs)
 
 
 def _stats_or_none(transport: TritonTransport) -> dict[str, int] | None:

