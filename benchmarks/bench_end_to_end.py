@@ -291,6 +291,11 @@ class Row:
     def precision(self) -> str:
         return "bf16" if self.backend in BF16 else "f32"
 
+    @property
+    def passes(self) -> int:
+        """Test-time passes per tile (``flip4/client``: flip4, flipped by the client)."""
+        return len(postprocess.flips(self.tta.split("/")[0]))
+
 
 def run_seed(raw: np.ndarray, model, padded_voxels: int) -> tuple[Row, np.ndarray]:
     from brats_export.reference import reference_segment
@@ -404,7 +409,7 @@ class Context:
         return row.voxels_computed * self.gflop_voxel / row.inference_s
 
     def waste(self, row: Row) -> float:
-        return row.voxels_computed / len(postprocess.flips(row.tta)) / self.crop_voxels
+        return row.voxels_computed / row.passes / self.crop_voxels
 
 
 def table(ctx: Context, markdown: bool) -> str:
@@ -492,7 +497,7 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
                      f"({'met' if ratio <= t else f'not met, gap {ratio - t:+.3f}x'}{extra})")
         if ratio > t and tri.compute_s:
             outside_tri, outside_inp = tri.inference_s - tri.compute_s, inp.inference_s - inp.compute_s
-            passes = len(postprocess.flips(tri.tta))
+            passes = tri.passes
             batch = tri.tiles * passes // tri.requests
             tile_voxels = tri.voxels_computed // (tri.tiles * passes)
             mb_in, mb_out = (batch * c * tile_voxels * 4 / 2**20 for c in (4, 3))
@@ -862,8 +867,10 @@ def render(args, ctx: Context, goals, record, plan_default, plan_tiled, default_
         "calls; Triton: the server's `compute_infer` from model statistics, so this is the Triton+gRPC overhead; seed: "
         "1 by definition); *waste* = voxels computed per TTA pass / crop voxels; *Dice* against the seed row's labels. "
         "Triton rows use `pipeline.segment_case` (what `brats-client segment` runs) with its defaults: 2 requests "
-        "in flight, one flip per request (4 requests per tile with flip4), shared memory auto (*shm* says what it "
-        "used); in-process rows send the same batches. `openvino-bf16` is an extra: the same IR compiled with "
+        "in flight, shared memory auto (*shm* says what it used), and for flip4 the model's `_flip4` companion "
+        "(the server flips: one request per tile); *flip4/client* rows flip in the client (`--server-flips off`: "
+        "one flip per request, 4 requests per tile); in-process rows send the client's batches. `openvino-bf16` is "
+        "an extra: the same IR compiled with "
         "`INFERENCE_PRECISION_HINT=bf16` (served: `HINT_BF16`), which is what Triton's native openvino backend "
         "does by default on this CPU; the stand-in serves f32. Every backend got one untimed whole-crop pass first.",
         "",
