@@ -316,9 +316,10 @@ def export_formats(
     tolerance: float = DEFAULT_TOLERANCE,
     full_size: Sequence[int] | None = FULL_SIZE,
 ) -> ExportResult:
-    """Export ``model`` into ``folders[format]`` for each requested format, then check parity on
-    :func:`parity_inputs` (``full_size=None`` skips the full-size phantom; a fixed-size export is checked at its
-    size only).
+    """Export ``model`` into ``folders[key]`` for each model key (a format, or a format's ``_flip4`` companion,
+    which gets :class:`ServerFlips` around the network), then check parity on :func:`parity_inputs`
+    (``full_size=None`` skips the full-size phantom; a fixed-size export is checked at its size only; companions,
+    four passes each, on the small phantom inputs).
 
     Raises :class:`ParityError` (with the table) when a gated row exceeds ``tolerance``; the caller discards
     the folders. OpenVINO is compared at FP32 (what the IR holds); when this host's default precision is not
