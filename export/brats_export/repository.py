@@ -103,13 +103,13 @@ MODELS: dict[str, ModelSpec] = {
     "openvino": ModelSpec("openvino", "brats_openvino", "", "openvino", ("model.xml", "model.bin"), 1,
                           (CPU_VARIANT, BF16_VARIANT)),
 }
-FORMATS = tuple(MODELS)
 # Companions that flip on the server (one request per tile instead of four; batch 1: four crops inside)
 SERVER_FLIPS = "flip4"
 for _fmt, _spec in list(MODELS.items()):
     MODELS[f"{_fmt}_{SERVER_FLIPS}"] = ModelSpec(
         _spec.format, f"{_spec.name}_{SERVER_FLIPS}", _spec.platform, _spec.backend, _spec.files, 1,
         tuple(v for v in _spec.variants if v != TRT_VARIANT), SERVER_FLIPS)
+FORMATS = tuple(key for key, spec in MODELS.items() if spec.server_flips is None)  # what --formats names
 # The config parameters of brats_client.server_flips (Triton's backends ignore keys they do not read)
 
 
