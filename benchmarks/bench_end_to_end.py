@@ -43,8 +43,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from brats_client import io, pipeline, postprocess, preprocess, tiling  # noqa: E402
-from inprocess import InProcess  # noqa: E402
+from brats_client import io, pipeline, postprocess, preprocess, tiling, tta  # noqa: E402
+from brats_client.contract import INPUT_NAME  # noqa: E402
+from brats_client.local import LocalTransport  # noqa: E402
 
 log = logging.getLogger("bench_end_to_end")
 
@@ -189,7 +190,7 @@ def openvino_profile(xml: Path, volume: np.ndarray, threads: int) -> dict[str, f
         "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True})
     request = compiled.create_infer_request()
     for _ in range(2):
-        request.infer({"INPUT__0": volume[None]})
+        request.infer({INPUT_NAME: volume[None]})
     seconds: dict[str, float] = {}
     for info in request.profiling_info:
         if str(info.status).endswith("EXECUTED"):
@@ -294,7 +295,7 @@ class Row:
     @property
     def passes(self) -> int:
         """Test-time passes per tile (``flip4/client``: flip4, flipped by the client)."""
-        return len(postprocess.flips(self.tta.split("/")[0]))
+        return len(tta.flips(self.tta.split("/")[0]))
 
 
 def run_seed(raw: np.ndarray, model, padded_voxels: int) -> tuple[Row, np.ndarray]:
@@ -312,7 +313,7 @@ def run_seed(raw: np.ndarray, model, padded_voxels: int) -> tuple[Row, np.ndarra
 def run_inprocess(raw: np.ndarray, backend: str, predictor, max_batch: int, options: pipeline.SegmentOptions,
                   reference: np.ndarray) -> Row:
     timed = Timed(predictor)
-    transport = InProcess(backend, timed, max_batch_size=max_batch)
+    transport = LocalTransport(timed, backend, max_batch_size=max_batch)
     t0 = time.perf_counter()
     volume, record = preprocess.preprocess(raw, keep_last_slice=options.keep_last_slice)
     t1 = time.perf_counter()

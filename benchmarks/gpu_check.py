@@ -92,14 +92,14 @@ def _timed(fn: Callable[[], object], sync: Callable[[], None], repeats: int) -> 
 def run_checks(device: str, volume: np.ndarray, checkpoint: Path, batches: Sequence[int] = DEFAULT_BATCHES,
                repeats: int = 3) -> list[Row]:
     import torch
-    from brats_client import postprocess
+    from brats_client import postprocess, tta
     from brats_export import exporters
     from brats_export.checkpoint import load_model
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    flips = postprocess.flips("flip4")
+    flips = tta.flips("flip4")
     shape = "x".join(map(str, volume.shape[1:]))
     model = load_model(checkpoint).to(dev)
     x = torch.from_numpy(volume[None]).to(dev)

@@ -1,28 +1,13 @@
-"""In-process predictors with the transport's interface, so the client's own tiling runs without Triton.
-
-Used by the benchmarks to compare each backend with and without Triton on the same tiles.
+"""In-process predictors for :class:`brats_client.local.LocalTransport`, so the client's own tiling runs without
+Triton: the benchmarks compare each backend with and without Triton on the same tiles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from brats_client.transport import ModelInfo
-
-
-class InProcess:
-    """``infer_stream`` over a local predictor ``[N, 4, ...] -> [N, 3, ...]``, one batch at a time."""
-
-    def __init__(self, name: str, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 8) -> None:
-        self.info = ModelInfo(name, "1", "INPUT__0", "OUTPUT__0", max_batch_size, "in-process")
-        self._predict = predict
-
-    def infer_stream(self, items: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, np.ndarray]]:
-        for key, batch in items:
-            yield key, self._predict(batch)
 
 
 def predictors(model, formats: Iterable[str], workdir: Path) -> dict[str, Callable]:

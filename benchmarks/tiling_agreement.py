@@ -22,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from brats_client import pipeline, postprocess, preprocess  # noqa: E402
-from inprocess import InProcess, predictors  # noqa: E402
+from brats_client import pipeline, postprocess, preprocess, tta  # noqa: E402
+from brats_client.local import LocalTransport  # noqa: E402
+from inprocess import predictors  # noqa: E402
 
 log = logging.getLogger("tiling_agreement")
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_model(args.checkpoint)
     work = tempfile.TemporaryDirectory(prefix="brats_tiling_")
-    transport = InProcess("openvino", predictors(model, ["openvino"], Path(work.name))["openvino"])
+    transport = LocalTransport(predictors(model, ["openvino"], Path(work.name))["openvino"], "openvino")
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         ph = make_phantom(seed)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {
                 "seed": seed, "crop": "x".join(map(str, record.crop_shape)),
                 "tile": "full" if tile is None else tile, "overlap": overlap, "tiles": p_.tiles,
-                "waste": p_.voxels_computed / len(postprocess.flips(args.tta)) / crop_voxels,
+                "waste": p_.voxels_computed / len(tta.flips(args.tta)) / crop_voxels,
                 "seconds": s_,
                 **{f"vs_full_{r}": postprocess.dice(masks[r], full_masks[r]) for r in masks},
                 **{f"vs_truth_{r}": postprocess.dice(masks[r], truth_masks[r]) for r in masks},

@@ -76,13 +76,10 @@ def _tile_bar(quiet: bool, desc: str) -> tuple[Callable[[int, int], None], Calla
     return update, close
 
 
-def _run_one(
-    prepared: pipeline.PreparedCase, outputs: pipeline.CaseOutputs, transport, options, quiet: bool
-) -> dict:
-    files = prepared.files
-    update, close = _tile_bar(quiet, files.case_id)
+def _run_one(prepared: pipeline.PreparedCase, outputs: pipeline.CaseOutputs, transport, quiet: bool) -> dict:
+    update, close = _tile_bar(quiet, prepared.files.case_id)
     try:
-        return pipeline.segment_case(files, outputs, transport, options, progress=update, prepared=prepared)
+        return pipeline.segment_prepared(prepared, outputs, transport, progress=update)
     finally:
         close()
 
@@ -143,10 +140,9 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
         log.info("%-5s <- %s", ch, path)
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
-    prepared = pipeline.prepare_case(files, keep_last_slice=options.keep_last_slice, max_voxels=max_voxels)
-    options = _case_options(files, args, options)
+    prepared = pipeline.prepare_case(files, _case_options(files, args, options), max_voxels=max_voxels)
     with pipeline.open_transport(server, options) as transport:
-        report = _run_one(prepared, outputs, transport, options, args.quiet)
+        report = _run_one(prepared, outputs, transport, args.quiet)
     vols = report["region_volumes_ml"]
     log.info(
         "%s: WT %.1f mL, TC %.1f mL, ET %.1f mL in %.1f s -> %s",
@@ -206,12 +202,12 @@ def _run_batch(
 
     def prepare(job):
         pipeline.check_outputs(job[1])
-        return pipeline.prepare_case(job[0], keep_last_slice=options.keep_last_slice, max_voxels=max_voxels)
+        return pipeline.prepare_case(job[0], _case_options(job[0], args, options), max_voxels=max_voxels)
 
     def infer(job, prepared):
         update, close = _tile_bar(args.quiet, job[0].case_id)
         try:
-            return pipeline.infer_case(prepared, transport, _case_options(job[0], args, options), progress=update)
+            return pipeline.infer_case(prepared, transport, progress=update)
         finally:
             close()
 

@@ -24,11 +24,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .contract import CHANNELS
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("t1", "t1ce", "t2", "flair")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NAMINGS = ("brats2019", "brats2023", "nnunet", "explicit")
 

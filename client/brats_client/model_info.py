@@ -7,12 +7,10 @@ from typing import Any
 
 from tritonclient.utils import InferenceServerException
 
+from .contract import DATATYPE, IN_CHANNELS, OUT_CHANNELS
 from .endpoints import Endpoint, describe
 from .errors import ServerError
 from .server_options import ServerOptions
-
-INPUT_CHANNELS = 4
-OUTPUT_CHANNELS = 3
 
 
 @dataclass(frozen=True)
@@ -81,11 +79,11 @@ def validate_metadata(meta: Any, config: Any, where: str) -> ModelInfo:
     batched = config.max_batch_size > 0
     want_rank = 5 if batched else 4
     problems = []
-    if inp.datatype != "FP32" or out.datatype != "FP32":
+    if inp.datatype != DATATYPE or out.datatype != DATATYPE:
         problems.append(f"datatypes {inp.datatype} -> {out.datatype} (expected FP32 -> FP32)")
-    if len(inp.shape) != want_rank or inp.shape[-4] != INPUT_CHANNELS:
+    if len(inp.shape) != want_rank or inp.shape[-4] != IN_CHANNELS:
         problems.append(f"input {inp.name} shape {list(inp.shape)} (expected [-1, 4, -1, -1, -1])")
-    if len(out.shape) != want_rank or out.shape[-4] != OUTPUT_CHANNELS:
+    if len(out.shape) != want_rank or out.shape[-4] != OUT_CHANNELS:
         problems.append(f"output {out.name} shape {list(out.shape)} (expected [-1, 3, -1, -1, -1])")
     if not batched:
         problems.append("max_batch_size is 0; this client sends batched requests (max_batch_size >= 1)")
@@ -104,11 +102,6 @@ def validate_metadata(meta: Any, config: Any, where: str) -> ModelInfo:
     )
 
 
-def output_shape(batch_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``[N, 3, D, H, W]`` for a batch ``[N, 4, D, H, W]``."""
-    return (batch_shape[0], OUTPUT_CHANNELS, *batch_shape[2:])
-
-
 def check_output(result: Any, info: ModelInfo, expected: tuple[int, ...], where: str) -> None:
     """The response names the output with datatype FP32 and shape ``expected``; the same check whether the data
     came inside the message or through shared memory."""
@@ -116,7 +109,7 @@ def check_output(result: Any, info: ModelInfo, expected: tuple[int, ...], where:
     if meta is None:
         raise ServerError(f"{where} returned no output {info.output_name!r}; expected FP32 {list(expected)}")
     got = tuple(int(d) for d in meta.shape)
-    if meta.datatype != "FP32" or got != expected:
+    if meta.datatype != DATATYPE or got != expected:
         raise ServerError(
             f"{where} returned output {info.output_name!r} as {meta.datatype} {list(got)}, expected FP32 "
             f"{list(expected)}; check that the server runs the model brats-export wrote"

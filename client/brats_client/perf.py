@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from . import io, modalities, preprocess, tiling
+from .contract import INPUT_NAME
 from .errors import BratsError, InputError, ServerError
 
 log = logging.getLogger(__name__)
-
-INPUT_NAME = "INPUT__0"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Compose the stages: load -> preprocess -> tiles x flips -> Triton -> reassemble -> labels -> write.
 
-The Python API mirrors ``brats-client segment`` for one case: :func:`prepare_case` (load and check, before any
-request), then :func:`segment_case`.
+The Python API mirrors ``brats-client segment`` for one case, as a ladder: :func:`prepare_case` (load, check and
+preprocess, before any request) -> :func:`segment_prepared` (:func:`infer_case` then :func:`finish_case`) ->
+:func:`segment_case` (the outputs checked, then both). :func:`predict` is the one sliding window with test-time
+flips, over any :class:`Transport`: Triton's, or a predictor in this process (:mod:`brats_client.local`).
 """
 
 from __future__ import annotations
@@ -9,21 +11,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from . import io, postprocess, preprocess, server_flips, tiling
+from . import io, postprocess, preprocess, server_flips, tiling, tta
+from .contract import OUT_CHANNELS
 from .errors import BratsError, InputError
 from .modalities import CaseFiles
-from .transport import ServerOptions, TritonTransport
+from .transport import ModelInfo, ServerOptions, TritonTransport
 
 log = logging.getLogger(__name__)
 
-TTA_CHOICES = postprocess.TTA_CHOICES
+TTA_CHOICES = tta.TTA_CHOICES
 LABEL_CHOICES = postprocess.CONVENTIONS
 BLEND_CHOICES = tiling.BLEND_CHOICES
 
@@ -95,14 +98,21 @@ class Prediction:
     voxels_computed: int
 
 
-def _flip(array: np.ndarray, spatial_axes: tuple[int, ...]) -> np.ndarray:
-    """Flip ``[C, X, Y, Z]`` along spatial axes (0 = X)."""
-    return np.flip(array, axis=tuple(a + 1 for a in spatial_axes)) if spatial_axes else array
+class Transport(Protocol):
+    """What :func:`predict` needs of a server: the model's info and a stream of ``(key, batch)`` -> ``(key,
+    output)``, in any order; closing the stream ends it."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def infer_stream(
+        self, batches: Iterable[tuple[Any, np.ndarray]]
+    ) -> Generator[tuple[Any, np.ndarray], None, None]: ...
 
 
 def predict(
     volume: np.ndarray,
-    transport: TritonTransport,
+    transport: Transport,
     options: SegmentOptions,
     *,
     pad_value: np.ndarray | None = None,
@@ -114,8 +124,8 @@ def predict(
         plan = tiling.plan_tiles(volume.shape[1:], info.fixed_spatial, options.overlap, multiple=1, exact=True)
     else:
         plan = tiling.plan_tiles(volume.shape[1:], options.tile, options.overlap)
-    passes = len(postprocess.flips(options.tta))
-    flips = [()] if server_flips.check_tta(info, options.tta) else postprocess.flips(options.tta)
+    passes = len(tta.flips(options.tta))
+    flips = [()] if server_flips.check_tta(info, options.tta) else tta.flips(options.tta)
     per_request = max(1, min(len(flips), options.flips_per_request, info.max_batch_size or 1))
     chunks = [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
 
@@ -123,24 +133,21 @@ def predict(
         for index in range(len(plan)):
             patch = tiling.extract_tile(volume, plan, index, pad_value=pad_value)
             for c, axes_list in enumerate(chunks):
-                yield (index, c), np.stack([_flip(patch, axes) for axes in axes_list])
+                yield (index, c), np.stack([tta.apply(patch, axes) for axes in axes_list])
 
-    accumulator = tiling.Accumulator(plan.shape, postprocess.OUTPUT_CHANNELS, plan.tile_shape, options.blend)
-    partial: dict[int, tuple[np.ndarray, int]] = {}
+    accumulator = tiling.Accumulator(plan.shape, OUT_CHANNELS, plan.tile_shape, options.blend)
+    means: dict[int, tta.Mean] = {}
     requests = finished = 0
     # closing: an exception here (or in progress) ends the stream at once, its requests in flight cancelled
     with contextlib.closing(transport.infer_stream(batches())) as results:
         for (index, c), output in results:
             requests += 1
-            total, seen = partial.pop(index, (None, 0))
-            for axes, out in zip(chunks[c], output, strict=True):
-                restored = _flip(out, axes)
-                total = restored.copy() if total is None else total + restored
-                seen += 1
-            if seen < len(flips):
-                partial[index] = (total, seen)
+            mean = means.setdefault(index, tta.Mean(len(flips)))
+            for j, (axes, out) in enumerate(zip(chunks[c], output, strict=True)):
+                mean.add(c * per_request + j, tta.undo(out, axes))
+            if not mean.done:
                 continue
-            accumulator.add(plan.starts[index], total / len(flips))
+            accumulator.add(plan.starts[index], means.pop(index).result())
             finished += 1
             if progress is not None:
                 progress(finished, len(plan))
@@ -165,9 +172,11 @@ def check_outputs(outputs: CaseOutputs) -> None:
 
 @dataclass
 class PreparedCase:
-    """A case loaded, checked and preprocessed: everything that can fail on the input, done before any request."""
+    """A case loaded, checked and preprocessed with its options: everything that can fail on the input, done
+    before any request."""
 
     files: CaseFiles
+    options: SegmentOptions
     case: io.LoadedCase
     volume: np.ndarray  # [4, *record.padded_shape], normalised
     record: preprocess.PreprocessRecord
@@ -175,11 +184,11 @@ class PreparedCase:
 
 
 def prepare_case(
-    files: CaseFiles, *, keep_last_slice: bool = False, max_voxels: int = io.MAX_VOXELS
+    files: CaseFiles, options: SegmentOptions = SegmentOptions(), *, max_voxels: int = io.MAX_VOXELS
 ) -> PreparedCase:
     """Load and check the four modalities (:func:`brats_client.io.load_case`), refuse an all-zero case, warn
-    when it is not on the BraTS grid (:func:`brats_client.io.grid_warning`), and preprocess. Raises InputError
-    naming the file; sends nothing to a server."""
+    when it is not on the BraTS grid (:func:`brats_client.io.grid_warning`), and preprocess as ``options`` say.
+    Raises InputError naming the file; sends nothing to a server. The later stages use these options."""
     timer = Timer()
     with timer.stage("load"):
         case = io.load_case(files, max_voxels=max_voxels)
@@ -190,8 +199,8 @@ def prepare_case(
     if warning is not None:
         log.warning("case %s: %s", files.case_id, warning)
     with timer.stage("preprocess"):
-        volume, record = preprocess.preprocess(case.volume, keep_last_slice=keep_last_slice)
-    return PreparedCase(files, case, volume, record, dict(timer.stages_s))
+        volume, record = preprocess.preprocess(case.volume, keep_last_slice=options.keep_last_slice)
+    return PreparedCase(files, options, case, volume, record, dict(timer.stages_s))
 
 
 @dataclass
@@ -214,17 +223,11 @@ class InferredCase:
 
 
 def infer_case(
-    prepared: PreparedCase,
-    transport: TritonTransport,
-    options: SegmentOptions = SegmentOptions(),
-    *,
-    progress: Callable[[int, int], None] | None = None,
+    prepared: PreparedCase, transport: TritonTransport, *, progress: Callable[[int, int], None] | None = None
 ) -> InferredCase:
     """The server's part of one case: sliding window and flips over the prepared volume."""
-    if prepared.record.keep_last_slice != options.keep_last_slice:
-        raise ValueError(f"prepared case {prepared.files.case_id} was cropped with another keep_last_slice")
     timer = Timer(dict(prepared.time_s))
-    record, case = prepared.record, prepared.case
+    record, case, options = prepared.record, prepared.case, prepared.options
     before = _stats_or_none(transport)
     with timer.stage("inference"):
         prediction = predict(prepared.volume, transport, options, pad_value=record.pad_value, progress=progress)
@@ -268,7 +271,7 @@ def finish_case(inferred: InferredCase, outputs: CaseOutputs) -> dict[str, Any]:
         "requests": prediction.requests,
         "voxels_computed": prediction.voxels_computed,
         "crop_voxels": crop_voxels,
-        "tiling_waste": prediction.voxels_computed / len(postprocess.flips(options.tta)) / crop_voxels,
+        "tiling_waste": prediction.voxels_computed / len(tta.flips(options.tta)) / crop_voxels,
         "region_volumes_ml": postprocess.region_volumes_ml(labels, voxel_mm3, options.labels),
         "server_compute_s": inferred.server_compute_s,
         "outputs": {k: str(v) for k, v in asdict(outputs).items() if isinstance(v, Path)},
@@ -286,6 +289,19 @@ def finish_case(inferred: InferredCase, outputs: CaseOutputs) -> dict[str, Any]:
     return report
 
 
+def segment_prepared(
+    prepared: PreparedCase,
+    outputs: CaseOutputs,
+    transport: TritonTransport,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Segment a prepared case (:func:`prepare_case`) and write its outputs atomically; returns the report.
+    Callers check the outputs (:func:`check_outputs`) and prepare before they connect to a server; a batch
+    overlaps the stages :func:`prepare_case`, :func:`infer_case` and :func:`finish_case` (:mod:`.batch`)."""
+    return finish_case(infer_case(prepared, transport, progress=progress), outputs)
+
+
 def segment_case(
     files: CaseFiles,
     outputs: CaseOutputs,
@@ -293,20 +309,11 @@ def segment_case(
     options: SegmentOptions = SegmentOptions(),
     *,
     progress: Callable[[int, int], None] | None = None,
-    prepared: PreparedCase | None = None,
+    max_voxels: int = io.MAX_VOXELS,
 ) -> dict[str, Any]:
-    """Segment one case and write its outputs atomically; returns the report.
-
-    ``prepared`` (from :func:`prepare_case`, with the same ``keep_last_slice``) skips loading: callers check the
-    inputs that way before they connect to a server. The stages :func:`prepare_case`, :func:`infer_case` and
-    :func:`finish_case` are what a batch overlaps (:mod:`brats_client.batch`).
-    """
+    """Check the outputs, prepare, segment and write one case; returns the report."""
     check_outputs(outputs)
-    if prepared is None:
-        prepared = prepare_case(files, keep_last_slice=options.keep_last_slice)
-    elif prepared.files != files or prepared.record.keep_last_slice != options.keep_last_slice:
-        raise ValueError(f"prepared case {prepared.files.case_id} does not match {files.case_id} and these options")
-    return finish_case(infer_case(prepared, transport, options, progress=progress), outputs)
+    return segment_prepared(prepare_case(files, options, max_voxels=max_voxels), outputs, transport, progress=progress)
 
 
 def _stats_or_none(transport: TritonTransport) -> dict[str, int] | None:

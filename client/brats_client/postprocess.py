@@ -1,6 +1,6 @@
-"""From the network's probabilities back to a label volume, as the seed does (spec steps 5-9).
+"""From the network's probabilities back to a label volume, as the seed does (spec steps 6-9; the test-time flips
+of step 5 are :mod:`brats_client.tta`).
 
-- :func:`flips`: the test-time flips (the seed: identity, X, Y, X+Y over the first two spatial axes).
 - :func:`unpad`: remove the padding added by :func:`brats_client.preprocess.preprocess` (from its record).
 - :func:`labels_from_probabilities`: threshold at 0.5 (strictly greater), WT -> 2, TC -> 1 (overwrites),
   ET -> 4 (3 in the BraTS 2023 convention) only when the ET mask has more than 32 voxels, then drop every
@@ -11,16 +11,12 @@
 
 from __future__ import annotations
 
-from itertools import combinations
-
 import numpy as np
 from scipy import ndimage
 
+from .contract import OUT_CHANNELS, REGIONS
 from .preprocess import PreprocessRecord
 
-OUTPUT_CHANNELS = 3  # sigmoid WT, TC, ET
-REGIONS = ("WT", "TC", "ET")
-TTA_CHOICES = ("none", "flip4", "flip8")
 CONVENTIONS = ("brats2019", "brats2023")
 NECROTIC, EDEMA = 1, 2
 ENHANCING = {"brats2019": 4, "brats2023": 3}
@@ -30,18 +26,6 @@ def _check_convention(convention: str) -> int:
     if convention not in ENHANCING:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}; got {convention!r}")
     return ENHANCING[convention]
-
-
-def flips(tta: str) -> list[tuple[int, ...]]:
-    """Spatial axes (0 = X) to flip for each test-time pass: ``none`` -> identity only; ``flip4`` -> identity,
-    X, Y, X+Y (the seed); ``flip8`` -> every subset of X, Y, Z."""
-    if tta == "none":
-        return [()]
-    if tta == "flip4":
-        return [(), (0,), (1,), (0, 1)]
-    if tta == "flip8":
-        return [axes for n in range(4) for axes in combinations(range(3), n)]
-    raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}; got {tta!r}")
 
 
 def unpad(prob: np.ndarray, record: PreprocessRecord) -> np.ndarray:
@@ -75,9 +59,9 @@ def labels_from_probabilities(
     """Labels (uint8) from ``prob [3 (WT, TC, ET), X, Y, Z]``: WT -> 2, TC -> 1, ET -> 4 (brats2023: 3) when the
     ET mask has more than ``et_min_voxels`` voxels, each later region overwriting; then small components removed."""
     enhancing = _check_convention(convention)
-    if prob.ndim != 4 or prob.shape[0] != OUTPUT_CHANNELS:
+    if prob.ndim != 4 or prob.shape[0] != OUT_CHANNELS:
         raise ValueError(f"probabilities must be [3 (WT, TC, ET), X, Y, Z], got shape {prob.shape}")
-    wt, tc, et = (prob[i] > threshold for i in range(OUTPUT_CHANNELS))
+    wt, tc, et = (prob[i] > threshold for i in range(OUT_CHANNELS))
     labels = np.zeros(prob.shape[1:], dtype=np.uint8)
     labels[wt] = EDEMA
     labels[tc] = NECROTIC

@@ -22,9 +22,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from . import model_info, shm
+from .contract import IN_CHANNELS, OUT_CHANNELS, output_shape
 from .endpoints import Endpoint, Endpoints, describe, status
 from .errors import ServerError
-from .model_info import INPUT_CHANNELS, OUTPUT_CHANNELS, ModelInfo
+from .model_info import ModelInfo
 from .server_options import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Stream:
         )
 
     def _check_batch(self, batch: np.ndarray) -> None:
-        if batch.dtype != np.float32 or batch.ndim != 5 or batch.shape[1] != INPUT_CHANNELS:
+        if batch.dtype != np.float32 or batch.ndim != 5 or batch.shape[1] != IN_CHANNELS:
             raise ValueError(f"batches must be float32 [N, 4, D, H, W], got {batch.dtype} {batch.shape}")
         if self.info.max_batch_size and batch.shape[0] > self.info.max_batch_size:
             raise ValueError(
@@ -137,7 +138,7 @@ class Stream:
                 if request.slot is None:
                     request.slot = self.slots.acquire(o.timeout_s)
                 in_name, in_handle = self.slots.region(request.slot, "in", batch.nbytes)
-                out_bytes = batch.nbytes // INPUT_CHANNELS * OUTPUT_CHANNELS
+                out_bytes = batch.nbytes // IN_CHANNELS * OUT_CHANNELS
                 out_name, _ = self.slots.region(request.slot, "out", out_bytes)
                 self.slots.write(in_handle, np.ascontiguousarray(batch))
                 inp.set_shared_memory(in_name, batch.nbytes)
@@ -191,7 +192,7 @@ class Stream:
         return True
 
     def _read_output(self, request: _Request, result: Any) -> np.ndarray:
-        shape = model_info.output_shape(request.batch.shape)
+        shape = output_shape(request.batch.shape)
         where = f"model {self.options.model!r} at {request.endpoint.url if request.endpoint else self.options.url}"
         model_info.check_output(result, self.info, shape, where)
         if self.slots is not None and request.slot is not None:

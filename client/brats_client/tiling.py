@@ -1,8 +1,8 @@
 """Sliding-window tiling in pure numpy: where the tiles go, how they are weighted, how they are added back.
 
 :func:`plan_tiles` places equal tiles (edges multiples of 16) over a volume, :func:`extract_tile` cuts one out
-(padding past the border), :class:`Accumulator` adds predictions back with :func:`tile_weights` and averages, and
-:func:`sliding_window` composes them around any predictor callable. Nothing here knows about Triton or torch.
+(padding past the border), :class:`Accumulator` adds predictions back with :func:`tile_weights` and averages;
+:func:`brats_client.pipeline.predict` composes them. Nothing here knows about Triton or torch.
 
 Because the network's GroupNorm normalises over what it is given, tiled predictions are not numerically equal
 to whole-volume predictions; ``tile=None`` (``--tile full``) sends the whole volume as one tile.
@@ -11,7 +11,7 @@ to whole-volume predictions; ``tile=None`` (``--tile full``) sends the whole vol
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 
@@ -250,33 +250,3 @@ class Accumulator:
             raise RuntimeError(f"{uncovered} of {self._weight.size} voxels were covered by no tile")
         return self._sum / self._weight
 
-
-def sliding_window(
-    volume: np.ndarray,
-    predictor: Callable[[np.ndarray], np.ndarray],
-    plan: TilePlan,
-    blend: str = "constant",
-    *,
-    batch_size: int = 1,
-    pad_value: float | Sequence[float] | np.ndarray | None = None,
-    sigma_scale: float = 0.125,
-) -> np.ndarray:
-    """Run ``predictor`` (``[N, C, *tile] -> [N, C_out, *tile]``) over every tile of ``volume [C, *plan.shape]``,
-    ``batch_size`` tiles per call, and return the blended ``[C_out, *plan.shape]``."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    accumulator: Accumulator | None = None
-    for first in range(0, len(plan), batch_size):
-        indices = range(first, min(first + batch_size, len(plan)))
-        batch = np.stack([extract_tile(volume, plan, i, pad_value=pad_value) for i in indices])
-        output = np.asarray(predictor(batch))
-        if output.ndim != batch.ndim or output.shape[0] != batch.shape[0] or output.shape[2:] != batch.shape[2:]:
-            raise ValueError(
-                f"predictor returned shape {output.shape} for input {batch.shape}; expected [N, C_out, *tile]"
-            )
-        if accumulator is None:
-            accumulator = Accumulator(plan.shape, output.shape[1], plan.tile_shape, blend, sigma_scale=sigma_scale)
-        for i, prediction in zip(indices, output, strict=True):
-            accumulator.add(plan.starts[i], prediction)
-    assert accumulator is not None  # a plan always has at least one tile
-    return accumulator.result()

@@ -21,9 +21,10 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from . import shm
+from .contract import IN_CHANNELS, OUT_CHANNELS
 from .endpoints import Endpoints, describe
 from .errors import ServerError
-from .model_info import INPUT_CHANNELS, OUTPUT_CHANNELS, ModelInfo, read_model_info
+from .model_info import ModelInfo, read_model_info
 from .server_options import ServerOptions
 from .stream import Stream
 
@@ -149,7 +150,7 @@ class TritonTransport:
         if o.shared_memory == "auto" and not shm.is_loopback(o.url):  # also False for dns:/ipv4:/ipv6: targets
             return
         client = self.endpoints.first.client
-        need = o.concurrency * batch.nbytes * (INPUT_CHANNELS + OUTPUT_CHANNELS) // INPUT_CHANNELS
+        need = o.concurrency * batch.nbytes * (IN_CHANNELS + OUT_CHANNELS) // IN_CHANNELS
         problem = shm.problem(client, need, timeout_s=o.connect_timeout_s)
         if problem is None:
             self._slots = shm.Slots(client, o.concurrency, timeout_s=o.connect_timeout_s)

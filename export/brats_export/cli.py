@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from brats_client.contract import SPATIAL_DIVISOR
+
 from .errors import CheckpointError, ExportError, ParityError, RepositoryError
 from .repository import FORMATS
 
@@ -78,8 +80,10 @@ def _sizes(text: str) -> list[tuple[int, int, int]]:
             raise argparse.ArgumentTypeError(f"size {item!r} is not N or DxHxW (e.g. 64 or 96x112x80)")
         dims = tuple(int(d) for d in item.split("x"))
         dims = dims * 3 if len(dims) == 1 else dims
-        if any(d <= 0 or d % 8 for d in dims):
-            raise argparse.ArgumentTypeError(f"size {item!r}: every side must be a positive multiple of 8")
+        if any(d <= 0 or d % SPATIAL_DIVISOR for d in dims):
+            raise argparse.ArgumentTypeError(
+                f"size {item!r}: every side must be a positive multiple of {SPATIAL_DIVISOR}"
+            )
         sizes.append(dims)
     return sizes
 
@@ -96,8 +100,8 @@ def _positive_int(text: str) -> int:
 
 def _fixed(text: str) -> int:
     value = _positive_int(text)
-    if value % 8:
-        raise argparse.ArgumentTypeError(f"--fixed-size must be a multiple of 8, got {value}")
+    if value % SPATIAL_DIVISOR:
+        raise argparse.ArgumentTypeError(f"--fixed-size must be a multiple of {SPATIAL_DIVISOR}, got {value}")
     return value
 
 

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUTPUT_NAME, spatial_problem
 
 from .errors import ExportError, ParityError
-from .model import DIVISOR, IN_CHANNELS, UNet
+from .model import UNet
 from .parity_inputs import FULL_SIZE, ParityInput, phantom_input, random_input
 from .portable import portable_copy
-from .repository import INPUT_NAME, MODELS, OUTPUT_NAME, SERVER_FLIPS
+from .repository import MODELS, SERVER_FLIPS
 from .server_flips import ServerFlips
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ def _input_shape(spatial: Sequence[int], batch: int = 1) -> tuple[int, ...]:
 def check_spatial(spatial: Sequence[int]) -> tuple[int, int, int]:
     """Validate a spatial size: three positive multiples of 8 (three stride-2 downsamplings)."""
     dims = tuple(int(s) for s in spatial)
-    if len(dims) != 3 or any(s <= 0 or s % DIVISOR for s in dims):
-        raise ValueError(f"spatial sizes must be three positive multiples of {DIVISOR}, got {list(spatial)}")
+    problem = spatial_problem(dims)
+    if problem is not None:
+        raise ValueError(problem)
     return dims  # type: ignore[return-value]
 
 

@@ -8,6 +8,7 @@ Module and attribute names follow the seed so that its state dict (93 entries) l
 from __future__ import annotations
 
 import torch
+from brats_client.contract import IN_CHANNELS, OUT_CHANNELS
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
@@ -16,9 +17,6 @@ ENCODER_BLOCKS = (1, 2, 2, 4)  # level 0 is ``conv_first``; levels 1..3 are ``en
 DECODER_LEVELS = 4  # the seed stores four decoder stages; only 0..2 are used in forward
 GROUPS = 8
 SLOPE = 0.01
-IN_CHANNELS = 4  # t1, t1ce, t2, flair
-OUT_CHANNELS = 3  # WT, TC, ET
-DIVISOR = 8  # spatial sizes must be multiples of this (three stride-2 downsamplings)
 
 
 class ConvUnit(nn.Module):

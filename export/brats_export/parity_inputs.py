@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-
-from .model import IN_CHANNELS
+from brats_client.contract import IN_CHANNELS
 
 FULL_SIZE = (144, 176, 144)  # the padded seed crop of a BraTS brain (the demo phantom's, too)
 PHANTOM_SEED = 7

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from brats_client.contract import DATATYPE, IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
 from brats_client.server_flips import COMPANION_KEY, SERVER_FLIPS_KEY
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -58,10 +59,6 @@ from .errors import RepositoryError
 log = logging.getLogger(__name__)
 
 VERSION = "1"
-INPUT_NAME = "INPUT__0"
-OUTPUT_NAME = "OUTPUT__0"
-IN_CHANNELS = 4
-OUT_CHANNELS = 3
 MAX_BATCH_SIZE = 4  # one case's flip4 in one request (the client caps --flips-per-request at this)
 PREFERRED_BATCH_SIZES = (2, 4)  # 2 requests in flight of one flip each, or --flips-per-request 2 / 4
 MAX_QUEUE_DELAY_US = 2000
@@ -498,9 +495,9 @@ def build_manifest(
         "onnx_opset": opset,
         "parity_tolerance": tolerance,
         "fixed_size": fixed_size,
-        "input": {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, IN_CHANNELS, *spatial],
+        "input": {"name": INPUT_NAME, "datatype": DATATYPE, "shape": [-1, IN_CHANNELS, *spatial],
                   "channels": ["t1", "t1ce", "t2", "flair"]},
-        "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, OUT_CHANNELS, *spatial],
+        "output": {"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": [-1, OUT_CHANNELS, *spatial],
                    "channels": ["WT", "TC", "ET"], "activation": "sigmoid"},
         "labels": {"convention": "BraTS 2019", "1": "NCR/NET (necrotic / non-enhancing core)", "2": "ED (edema)",
                    "4": "ET (enhancing tumor)", "regions": {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}},

@@ -1,6 +1,7 @@
 """Run exported files in other runtimes (e.g. those of the NGC Triton container) and compare with an expected output.
 
-Imports only numpy, onnxruntime and openvino, so it runs in an environment without torch or this package::
+Imports only numpy, onnxruntime, openvino and ``brats_client.contract`` (plain Python, found beside this file in a
+checkout when the package is not installed), so it runs in an environment without torch or this package::
 
     .venv-ngc/bin/python export/brats_export/runtime_check.py --input x.npy --expected y.npy \\
         --onnx model_repository/brats_onnx/1/model.onnx --openvino model_repository/brats_openvino/1/model.xml
@@ -16,11 +17,15 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-INPUT_NAME = "INPUT__0"  # the tensor contract of brats_export.repository (this file must not import it)
-OUTPUT_NAME = "OUTPUT__0"
+try:
+    from brats_client.contract import INPUT_NAME, OUTPUT_NAME
+except ImportError:  # run as a file from a checkout, in an environment without this package
+    sys.path.append(str(Path(__file__).resolve().parents[2] / "client"))
+    from brats_client.contract import INPUT_NAME, OUTPUT_NAME
 
 
 def run_onnx(path: str, x: np.ndarray) -> tuple[np.ndarray, str]:

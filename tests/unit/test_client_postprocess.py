@@ -1,4 +1,4 @@
-"""Labels from probabilities (spec steps 6-8), flips, unpad/paste, region measures."""
+"""Labels from probabilities (spec steps 6-8), unpad/paste, region measures."""
 
 from __future__ import annotations
 
@@ -10,16 +10,6 @@ from brats_client.preprocess import PreprocessRecord
 
 def _prob(shape=(20, 20, 20)) -> np.ndarray:
     return np.zeros((3, *shape), dtype=np.float32)
-
-
-def test_flips() -> None:
-    assert postprocess.flips("none") == [()]
-    assert postprocess.flips("flip4") == [(), (0,), (1,), (0, 1)]
-    eight = postprocess.flips("flip8")
-    assert len(eight) == 8 and len(set(eight)) == 8 and eight[0] == ()
-    assert set(eight) >= {(0,), (1,), (2,), (0, 1, 2)}
-    with pytest.raises(ValueError, match="none, flip4, flip8; got 'flip2'"):
-        postprocess.flips("flip2")
 
 
 def test_nested_regions_labels() -> None:

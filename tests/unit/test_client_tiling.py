@@ -1,4 +1,5 @@
-"""Tiling maths: hand-computed starts, identity / times-two predictors over odd shapes, weights, invariants."""
+"""Tiling maths: hand-computed starts, weights, invariants; identity / times-two predictors over odd shapes through
+the client's one sliding window (``pipeline.predict`` over a ``LocalTransport``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import math
 
 import numpy as np
 import pytest
-from brats_client import tiling
+from brats_client import pipeline, tiling
+from brats_client.local import LocalTransport
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+
+def _predict(volume, predictor, tile, overlap=0.0, blend="constant", pad_value=None) -> np.ndarray:
+    options = pipeline.SegmentOptions(tile=tile, overlap=overlap, blend=blend, tta="none")
+    return pipeline.predict(volume, LocalTransport(predictor), options, pad_value=pad_value).probabilities
 
 
 def _axis_starts(plan: tiling.TilePlan, axis: int) -> list[int]:
@@ -104,39 +111,43 @@ SHAPES = [(37, 50, 23), (100, 90, 70), (5, 7, 3)]
 @pytest.mark.parametrize("blend", ["constant", "gaussian"])
 def test_identity_predictor_reproduces_input(shape, overlap, blend) -> None:
     rng = np.random.default_rng(0)
-    volume = rng.normal(size=(2, *shape)).astype(np.float32)
-    plan = tiling.plan_tiles(shape, 32, overlap)
-    out = tiling.sliding_window(volume, lambda x: x, plan, blend, batch_size=3)
-    assert out.shape == volume.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out, volume, rtol=1e-5, atol=1e-5)
+    volume = rng.normal(size=(4, *shape)).astype(np.float32)
+    out = _predict(volume, lambda x: x[:, :3], 32, overlap, blend)
+    assert out.shape == (3, *shape) and out.dtype == np.float32
+    np.testing.assert_allclose(out, volume[:3], rtol=1e-5, atol=1e-5)
 
 
 def test_times_two_predictor_with_other_output_channels() -> None:
     rng = np.random.default_rng(1)
     volume = rng.normal(size=(4, 37, 50, 23)).astype(np.float32)
-    plan = tiling.plan_tiles(volume.shape[1:], 16, 0.25)
+    shapes = []
 
     def predictor(batch: np.ndarray) -> np.ndarray:
-        assert batch.shape[1:] == (4, 16, 16, 16)
+        shapes.append(batch.shape)
         return 2 * batch[:, :3]
 
-    out = tiling.sliding_window(volume, predictor, plan, "gaussian")
+    out = _predict(volume, predictor, 16, 0.25, "gaussian")
     np.testing.assert_allclose(out, 2 * volume[:3], rtol=1e-5, atol=1e-5)
+    assert set(shapes) == {(1, 4, 16, 16, 16)}
+    assert len(shapes) == len(tiling.plan_tiles(volume.shape[1:], 16, 0.25))
 
 
 def test_smaller_than_tile_pads_with_pad_value_and_drops_it() -> None:
-    volume = np.ones((2, 5, 7, 3), dtype=np.float32)
+    volume = np.ones((4, 5, 7, 3), dtype=np.float32)
     plan = tiling.plan_tiles(volume.shape[1:], 128, 0.5)
     assert plan.tile_shape == (16, 16, 16) and len(plan) == 1
-    tile = tiling.extract_tile(volume, plan, 0, pad_value=[-1.0, -2.0])
-    assert tile.shape == (2, 16, 16, 16) and tile.flags.c_contiguous
+    pad = [-1.0, -2.0, -3.0, -4.0]
+    tile = tiling.extract_tile(volume, plan, 0, pad_value=pad)
+    assert tile.shape == (4, 16, 16, 16) and tile.flags.c_contiguous
     assert np.all(tile[:, :5, :7, :3] == 1)
     assert tile[0, 5:].min() == tile[0, 5:].max() == -1.0
     assert np.all(tile[1, :, 7:] == -2.0)
     assert np.all(tiling.extract_tile(volume, plan, 0)[:, :, :, 3:] == 0)  # default pad 0
     seen = []
-    out = tiling.sliding_window(volume, lambda x: seen.append(x) or x, plan)
-    np.testing.assert_array_equal(out, volume)
+    out = _predict(volume, lambda x: seen.append(x.copy()) or x[:, :3], 128, 0.5, pad_value=pad)
+    np.testing.assert_array_equal(out, volume[:3])  # the padding is dropped
+    (sent,) = seen  # one tile, and it is the padded one
+    np.testing.assert_array_equal(sent[0], tile)
     with pytest.raises(ValueError, match="one per channel"):
         tiling.extract_tile(volume, plan, 0, pad_value=[1.0, 2.0, 3.0])
 
@@ -174,9 +185,8 @@ def test_accumulator_positional_tile_shape_as_the_pipeline_calls_it() -> None:
 
 
 def test_predictor_bad_output_shape() -> None:
-    plan = tiling.plan_tiles((16, 16, 16), 16)
     with pytest.raises(ValueError, match="predictor returned shape"):
-        tiling.sliding_window(np.zeros((1, 16, 16, 16), np.float32), lambda x: x[:, :, :8], plan)
+        _predict(np.zeros((4, 16, 16, 16), np.float32), lambda x: x[:, :3, :8], 16)
 
 
 @settings(max_examples=30, deadline=None)
@@ -215,7 +225,6 @@ def test_plan_invariants(shape, tile, overlap) -> None:
     seed=st.integers(0, 2**16),
 )
 def test_reassembly_invariant(shape, overlap, blend, seed) -> None:
-    volume = np.random.default_rng(seed).uniform(-3, 3, size=(1, *shape)).astype(np.float32)
-    plan = tiling.plan_tiles(shape, 16, overlap)
-    out = tiling.sliding_window(volume, lambda x: 1 - x, plan, blend, batch_size=4, pad_value=7.0)
-    np.testing.assert_allclose(out, 1 - volume, rtol=1e-5, atol=1e-5)
+    volume = np.random.default_rng(seed).uniform(-3, 3, size=(4, *shape)).astype(np.float32)
+    out = _predict(volume, lambda x: 1 - x[:, :3], 16, overlap, blend, pad_value=7.0)
+    np.testing.assert_allclose(out, 1 - volume[:3], rtol=1e-5, atol=1e-5)

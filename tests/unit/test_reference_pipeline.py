@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from brats_client import postprocess, preprocess, tiling
+from brats_client import pipeline, postprocess, preprocess
+from brats_client.local import LocalTransport
 from brats_export.model import build_model
 from brats_export.reference import reference_segment
 from scipy import ndimage
@@ -34,23 +35,16 @@ def _model(kernel: int) -> torch.nn.Module:
 
 
 def _client_segment(volume, model, *, keep_last_slice=False, tta="flip4", tile=None, overlap=0.0, blend="constant"):
-    """The client's stages composed as brats_client.pipeline does, with an in-process predictor."""
+    """The client's own stages (preprocess, ``pipeline.predict`` with its tiles and flips, labels) with the model
+    in this process behind a LocalTransport instead of Triton."""
     x, record = preprocess.preprocess(volume, keep_last_slice=keep_last_slice)
-    passes = postprocess.flips(tta)
 
     def predictor(batch: np.ndarray) -> np.ndarray:
-        total = None
-        for axes in passes:
-            dims = tuple(a + 2 for a in axes)
-            flipped = np.ascontiguousarray(np.flip(batch, dims)) if dims else batch
-            with torch.no_grad():
-                out = model(torch.from_numpy(flipped)).numpy()
-            out = np.flip(out, dims) if dims else out
-            total = out.copy() if total is None else total + out
-        return total / len(passes)
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
 
-    plan = tiling.plan_tiles(x.shape[1:], tile, overlap)
-    prob = tiling.sliding_window(x, predictor, plan, blend, pad_value=record.pad_value)
+    options = pipeline.SegmentOptions(tile=tile, overlap=overlap, blend=blend, tta=tta)
+    prob = pipeline.predict(x, LocalTransport(predictor), options, pad_value=record.pad_value).probabilities
     crop = postprocess.unpad(prob, record)
     labels = postprocess.paste(postprocess.labels_from_probabilities(crop), record)
     return labels, crop, record

@@ -70,7 +70,7 @@ def test_onnx_gpu_variant_is_cuda_with_heuristic_search_and_exact_arena():
 
 def test_trt_variant_profile_covers_every_request_the_client_sends():
     from brats_client.pipeline import SegmentOptions
-    from brats_client.postprocess import flips
+    from brats_client.tta import flips
 
     prefix = repository.engine_cache_prefix(CKPT_A, "c" * 64)
     cfg = repository.build_config("onnx", threads=2, variant="trt", engine_prefix=prefix)

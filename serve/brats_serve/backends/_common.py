@@ -2,14 +2,15 @@
 
 ``brats_serve.launcher`` copies this file next to each ``<backend>/model.py``; the model files load it by path, so
 it must stay importable without ``brats_serve`` and without ``triton_python_backend_utils`` (imported only where a
-Triton object is built). Everything that is not a Triton object is plain numpy and unit-tested.
+Triton object is built); it imports the tensor contract from ``brats_client.contract`` (plain Python, installed
+with brats-serve). Everything that is not a Triton object is plain numpy and unit-tested.
 
 What the stand-ins honour from ``config.pbtxt`` (the configs ``brats_export`` writes): one input and one output
 (name, ``data_type``, ``dims``), ``max_batch_size``, ``default_model_filename``, the instance kind (onnxruntime and
 pytorch: ``KIND_GPU`` runs on CUDA when the runtime sees a GPU, else on the CPU; openvino refuses it) and string
 ``parameters`` (each backend reads its own keys). Requests in one ``execute`` call that share a shape (after N)
 are concatenated along N and run once; the results are split back. A request the model cannot take (dtype, rank,
-channels, spatial size not a multiple of ``DIVISOR``) gets an error response; the other requests are still
+channels, spatial size not a multiple of ``SPATIAL_DIVISOR``) gets an error response; the other requests are still
 answered.
 """
 
@@ -22,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from brats_client.contract import SPATIAL_DIVISOR
 
 log = logging.getLogger(__name__)
-
-DIVISOR = 8  # the network halves the spatial size three times
 
 DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_FP64": np.float64}
 
@@ -122,9 +122,9 @@ def check_request(array: np.ndarray, spec: ModelSpec) -> str | None:
         if want > 0 and size != want:
             return f"{name}: dimension {axis} must be {want}, got shape {list(array.shape)}"
     spatial = array.shape[-3:]
-    if any(size <= 0 or size % DIVISOR for size in spatial):
+    if any(size <= 0 or size % SPATIAL_DIVISOR for size in spatial):
         return (
-            f"{name}: spatial sizes must be positive multiples of {DIVISOR}, got {list(spatial)}; "
+            f"{name}: spatial sizes must be positive multiples of {SPATIAL_DIVISOR}, got {list(spatial)}; "
             f"pad the volume (shape {list(array.shape)})"
         )
     return None
