@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io, modalities, preprocess, tiling
+from .atomic import atomic_path
 from .errors import BratsError, InputError, ServerError
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,9 @@ def plot(rows: list[PerfRow], path: Path, title: str) -> Path:
     b.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path
