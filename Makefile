@@ -16,7 +16,7 @@ CLIENT_STAMP := $(CLIENT_VENV)/.installed
 CLIENT_TESTS := tests/unit/test_client_*.py tests/integration/test_client_segment.py \
 	tests/integration/test_bad_inputs.py tests/integration/test_client_evaluate.py
 
-.PHONY: setup setup-client demo test test-client lint perf bench clean
+.PHONY: setup setup-client demo test test-unit test-client lint perf bench clean
 
 setup: $(STAMP) $(NGC_STAMP)
 
@@ -56,6 +56,10 @@ test: setup
 	$(BIN)/ruff check client export serve demo tests benchmarks
 	$(BIN)/python -m pytest -q tests
 	$(MAKE) test-client
+
+# The fast suite alone (pure logic, no tritonserver): a few minutes.
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
 
 # Tests marked torch compare with the eager network: they need .venv, where they ran above.
 test-client: setup $(CLIENT_STAMP)

@@ -1,8 +1,8 @@
 """``brats-client``: segment cases through Triton, preview a segmentation, score it against the truth, load-test
 a model.
 
-Exit codes: 0 success; 1 unexpected error; 2 usage error; 3 bad input; 4 server error; 5 output error;
-6 a batch finished with failed cases.
+Exit codes (defined in :mod:`brats_client.errors`): 0 success; 1 unexpected error; 2 usage error; 3 bad input;
+4 server error; 5 output error; 6 a batch finished with failed cases.
 """
 
 from __future__ import annotations
@@ -13,12 +13,25 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import BratsError, InputError, OutputError, ServerError
+from .errors import (
+    EXIT_BATCH_FAILED,
+    EXIT_CODES,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_SERVER,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    BratsError,
+    exit_code,
+)
+
+# The exit codes are defined in brats_client.errors; importable from here too (cli.EXIT_OK, ...).
+__all__ = ["EXIT_BATCH_FAILED", "EXIT_CODES", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_OUTPUT",
+           "EXIT_SERVER", "EXIT_UNEXPECTED", "EXIT_USAGE", "build_parser", "main"]
 
 log = logging.getLogger("brats_client")
-
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INPUT, EXIT_SERVER, EXIT_OUTPUT, EXIT_BATCH_FAILED = range(7)
-EXIT_CODES = {InputError: EXIT_INPUT, ServerError: EXIT_SERVER, OutputError: EXIT_OUTPUT}
 
 EPILOG = """\
 exit codes: 0 success, 2 usage error, 3 bad input (the message names the file), 4 server unreachable or
@@ -252,10 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except BratsError as e:
         log.error("%s", e)
-        return next((code for cls, code in EXIT_CODES.items() if isinstance(e, cls)), EXIT_UNEXPECTED)
+        return exit_code(e)
     except KeyboardInterrupt:
         log.error("interrupted; nothing half-written was kept")
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         logging.getLogger().removeHandler(handler)
     parser.error(f"unknown command {args.command}")  # exits

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import batch, modalities, pipeline, postprocess
-from .errors import InputError, OutputError, ServerError
+from .errors import EXIT_BATCH_FAILED, EXIT_OK, InputError, OutputError, ServerError
 from .transport import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
         "%s: WT %.1f mL, TC %.1f mL, ET %.1f mL in %.1f s -> %s",
         files.case_id, vols["WT"], vols["TC"], vols["ET"], report["time_s"]["total"], args.output,
     )
-    return 0
+    return EXIT_OK
 
 
 def _part(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -234,4 +234,4 @@ def _run_batch(
     log.info("batch: %d done, %d skipped, %d failed", len(done), len(skipped), len(failed))
     for case_id, message in failed:
         log.error("failed: %s: %s", case_id, message)
-    return 6 if failed else 0
+    return EXIT_BATCH_FAILED if failed else EXIT_OK

@@ -1,6 +1,7 @@
 """Errors of the client; each message names the file or value and says what to do.
 
-The CLI maps each class to its own exit code (see ``brats_client.cli``).
+Each class has its own exit code of ``brats-client`` (:data:`EXIT_CODES`, :func:`exit_code`); every exit code of
+the client is defined here and only here.
 """
 
 
@@ -18,3 +19,16 @@ class OutputError(BratsError):
 
 class ServerError(BratsError):
     """The Triton server is unreachable, does not serve the model, or answered with an error."""
+
+
+# Exit codes of brats-client: 0 success; 1 unexpected error; 2 usage error (and option values the stages reject);
+# 3 bad input; 4 server error; 5 output error; 6 a batch finished with failed cases; 130 interrupted (Ctrl-C, as a
+# shell reports SIGINT).
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INPUT, EXIT_SERVER, EXIT_OUTPUT, EXIT_BATCH_FAILED = range(7)
+EXIT_INTERRUPTED = 130
+EXIT_CODES: dict[type[BratsError], int] = {InputError: EXIT_INPUT, ServerError: EXIT_SERVER, OutputError: EXIT_OUTPUT}
+
+
+def exit_code(error: BratsError) -> int:
+    """The exit code of ``error``'s class (:data:`EXIT_CODES`), :data:`EXIT_UNEXPECTED` for any other."""
+    return next((code for cls, code in EXIT_CODES.items() if isinstance(error, cls)), EXIT_UNEXPECTED)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io, modalities
-from .errors import InputError, OutputError
+from .errors import EXIT_OK, InputError, OutputError
 from .postprocess import CONVENTIONS, EDEMA, ENHANCING, NECROTIC
 
 log = logging.getLogger(__name__)
@@ -261,4 +261,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
         io.write_json_atomic(doc, args.json, overwrite=args.overwrite)
     sys.stdout.write(format_table(summary, len(rows)) + "\n")
     log.info("wrote %s", ", ".join(map(str, outputs)))
-    return 0
+    return EXIT_OK

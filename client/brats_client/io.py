@@ -11,12 +11,9 @@ An all-zero case is loaded without complaint (:attr:`LoadedCase.is_empty` says s
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import json
 import logging
 import os
-import secrets
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from . import atomic
 from .errors import InputError, OutputError
 from .modalities import CHANNELS, NIFTI_SUFFIXES, CaseFiles
 
@@ -80,14 +78,6 @@ def grid_warning(path: Path, shape: tuple[int, ...], zooms: tuple[float, ...]) -
         f"(co-registered, skull-stripped, 1 mm isotropic, {'x'.join(map(str, BRATS_SHAPE))}): resample the four "
         f"modalities to 1 mm (BraTS registers them to the SRI24 atlas) or expect poorer labels"
     )
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _one_line(error: BaseException) -> str:
@@ -161,7 +151,7 @@ def load_case(files: CaseFiles, *, max_voxels: int = MAX_VOXELS, affine_atol: fl
     for i, ch in enumerate(CHANNELS):
         path = files.paths[ch]
         volume[i] = _read_data(ch, path, images[ch], ref_shape)
-        sha[ch] = sha256_file(path)
+        sha[ch] = atomic.sha256_file(path)
     header = ref_img.header.copy()
     log.debug("loaded %s: shape %s, zooms %s", files.case_id, ref_shape, header.get_zooms()[:3])
     return LoadedCase(volume, ref_affine, header, ref_path, sha)
@@ -239,7 +229,7 @@ def check_writable(path: str | Path, *, overwrite: bool = False) -> None:
 
 @contextlib.contextmanager
 def _atomic_path(path: Path, *, overwrite: bool, suffix: str) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``, on failure remove it.
+    """:func:`brats_client.atomic.atomic_path` after :func:`check_writable`, its errors as OutputErrors.
 
     Without ``overwrite`` the final step is a hard link, which fails if ``path`` appeared meanwhile.
     """
@@ -248,31 +238,13 @@ def _atomic_path(path: Path, *, overwrite: bool, suffix: str) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create folder {path.parent}: {e.strerror or e}") from e
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}"
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # reserve the name, honour umask
+        with atomic.atomic_path(path, overwrite=overwrite, suffix=suffix) as tmp:
+            yield tmp
+    except atomic.TargetExistsError as e:
+        raise OutputError(f"output {path} exists; pass --overwrite to replace it") from e
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
-    try:
-        yield tmp
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError as e:
-                raise OutputError(f"output {path} exists; pass --overwrite to replace it") from e
-            except OSError as e:
-                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                    raise
-                if path.exists():  # no hard links on this file system: check, then rename
-                    raise OutputError(f"output {path} exists; pass --overwrite to replace it") from e
-                os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _nifti_suffix(path: Path) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io, modalities, preprocess, tiling
+from .atomic import atomic_path
 from .contract import INPUT_NAME
 from .errors import BratsError, InputError, ServerError
 
@@ -158,8 +159,9 @@ def plot(rows: list[PerfRow], path: Path, title: str) -> Path:
     b.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path

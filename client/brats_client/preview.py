@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from .atomic import TargetExistsError, atomic_path
 from .errors import InputError, OutputError
 
 # label -> (name, RGB); 3 is BraTS 2023's enhancing tumour
@@ -88,14 +87,11 @@ def write_preview(
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white")
     fig.suptitle(f"{Path(seg).name} over {Path(image).name} (not for clinical use)", color="white", fontsize=10)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".png", dir=output.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, facecolor="black")
-        os.replace(tmp, output)
+        with atomic_path(output, overwrite=overwrite, suffix=".png") as tmp:  # a PNG whatever the name
+            fig.savefig(tmp, dpi=100, facecolor="black")
+    except TargetExistsError as e:  # appeared while drawing
+        raise OutputError(f"{output} exists; pass --overwrite to replace it") from e
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return output

@@ -19,14 +19,13 @@ the same case (``numpy.random.default_rng(seed)`` drives every random choice).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from brats_client.atomic import atomic_path
 from scipy import ndimage
 
 log = logging.getLogger(__name__)
@@ -268,14 +267,8 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     image.header.set_xyzt_units("mm", "sec")
     image.header.set_qform(affine, code=1)
     image.header.set_sform(affine, code=1)
-    fd, tmp = tempfile.mkstemp(suffix=".nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".nii.gz") as tmp:
         nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_case(phantom: Phantom, out_dir: str | Path, case_id: str) -> Path:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from brats_client.atomic import atomic_path
 from brats_export import model as reference
 from torch import nn
 
@@ -135,11 +136,9 @@ def save_seed_checkpoint(net: reference.UNet, path: str | Path, state: TrainingS
     """Write ``{'state': state, 'model': DataParallel(seed UNet)}`` with the legacy serialisation to ``path``."""
     path = Path(path)
     payload = {"state": state, "model": nn.DataParallel(to_seed_unet(net))}
-    tmp = path.with_name(path.name + ".tmp")
-    with seed_modules(), warnings.catch_warnings():
+    with atomic_path(path) as tmp, seed_modules(), warnings.catch_warnings():
         # legacy torch.save tries to record each module class's source; the throwaway classes have none
         warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
         torch.save(payload, tmp, pickle_module=pickle_module(), pickle_protocol=2,
                    _use_new_zipfile_serialization=False)
-    tmp.replace(path)
     return path

@@ -31,7 +31,6 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import functools
-import hashlib
 import io
 import logging
 import os
@@ -46,6 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from brats_client import atomic
 
 from .errors import CheckpointError
 from .model import UNet, build_model
@@ -574,11 +574,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the file's bytes (recorded in the export manifest)."""
     path = Path(path)
     _check_path(path)
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return atomic.sha256_file(path)
     except OSError as e:
         raise CheckpointError(f"checkpoint {path} cannot be read: {e.strerror}") from e
-    return digest.hexdigest()

@@ -37,7 +37,6 @@ Everything is built in a staging folder beside the repository and moved into pla
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from brats_client.atomic import sha256_file, write_text_atomic
 from brats_client.contract import DATATYPE, IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
 from brats_client.server_flips import COMPANION_KEY, SERVER_FLIPS_KEY
 from google.protobuf import text_format
@@ -303,19 +303,6 @@ def parse_config(text: str) -> mc.ModelConfig:
 # --- writing --------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_configs(repository: Path, formats: Iterable[str] = FORMATS, threads: int | None = None,
                   fixed_size: int | None = None, server_flips: bool = True) -> list[Path]:
     """Write only the configs (no model files, no manifest): what is committed under ``model_repository/``.
@@ -327,7 +314,7 @@ def write_configs(repository: Path, formats: Iterable[str] = FORMATS, threads: i
         for fmt in keys:
             model_dir = repository / MODELS[fmt].name
             for rel, text in config_texts(fmt, threads, fixed_size, companion=flip_companion(fmt) in keys).items():
-                _atomic_write(model_dir / rel, text)
+                write_text_atomic(text, model_dir / rel)
                 written.append(model_dir / rel)
     except OSError as e:
         raise RepositoryError(f"cannot write configs under {repository}: {e}") from e
@@ -398,7 +385,7 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
             model_stage = stage / MODELS[fmt].name
             texts = configs[fmt]
             for rel, text in texts.items():
-                _atomic_write(model_stage / rel, text)
+                write_text_atomic(text, model_stage / rel)
             target = version_dir(repository, fmt)
             target.parent.mkdir(parents=True, exist_ok=True)
             stale_trt = target.parent / variant_path(TRT_VARIANT)
@@ -416,7 +403,7 @@ def publish(stage: Path, repository: Path, formats: Iterable[str], *, threads: i
             log.info("wrote %s", target.parent)
         if manifest is not None:
             merged = _merge_manifest(repository / MANIFEST, manifest)
-            _atomic_write(stage / MANIFEST, json.dumps(merged, indent=2, sort_keys=False) + "\n")
+            write_text_atomic(json.dumps(merged, indent=2, sort_keys=False) + "\n", stage / MANIFEST)
             os.replace(stage / MANIFEST, repository / MANIFEST)
     except OSError as e:
         raise RepositoryError(f"cannot write into {repository}: {e}") from e
@@ -431,11 +418,7 @@ def _engine_prefix(stage: Path, fmt: str, manifest: dict | None) -> str | None:
     if not checkpoint_sha256:
         log.info("no checkpoint sha256 in the manifest: %s is not written", variant_path(TRT_VARIANT))
         return None
-    digest = hashlib.sha256()
-    with open(version_dir(stage, fmt) / MODELS[fmt].files[0], "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return engine_cache_prefix(checkpoint_sha256, digest.hexdigest())
+    return engine_cache_prefix(checkpoint_sha256, sha256_file(version_dir(stage, fmt) / MODELS[fmt].files[0]))
 
 
 def _merge_manifest(path: Path, new: dict) -> dict:

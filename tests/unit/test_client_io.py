@@ -263,3 +263,15 @@ def test_grid_warning_names_what_differs_from_the_brats_grid() -> None:
     assert other_shape is not None and "shape 256x256x170" in other_shape and "voxels of" not in other_shape
     both = io.grid_warning(path, (512, 512, 30), (0.45, 0.45, 5.0))
     assert both is not None and "voxels of 0.45 x 0.45 x 5 mm and shape 512x512x30" in both
+
+
+def test_output_that_appears_while_writing_is_kept(tmp_path: Path) -> None:
+    """Without --overwrite a file that another writer put there meanwhile is not replaced (the final hard link
+    fails), and the error is the same as for one that was there before."""
+    target = tmp_path / "report.json"
+    with pytest.raises(OutputError, match=r"report.json exists; pass --overwrite"), \
+            io._atomic_path(target, overwrite=False, suffix=".json") as tmp:
+        tmp.write_text("mine")
+        target.write_text("theirs")
+    assert target.read_text() == "theirs"
+    assert _leftovers(tmp_path) == []

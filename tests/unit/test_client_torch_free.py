@@ -1,49 +1,59 @@
-"""The client package must import without torch and without the export package."""
+"""The client package must import without torch and without the export package: every module of it."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-MODULES = [
-    "brats_client",
-    "brats_client.errors",
-    "brats_client.modalities",
-    "brats_client.io",
-    "brats_client.preprocess",
-    "brats_client.tiling",
-    "brats_client.postprocess",
-    "brats_client.server_options",
-    "brats_client.endpoints",
-    "brats_client.model_info",
-    "brats_client.shm",
-    "brats_client.stream",
-    "brats_client.transport",
-    "brats_client.pipeline",
-    "brats_client.metrics",
-    "brats_client.evaluate",
-    "brats_client.cli",
-]
+# Modules that must be among those found (a renamed or lost file fails here instead of going untested).
+EXPECTED = {
+    "brats_client", "brats_client.atomic", "brats_client.batch", "brats_client.cli", "brats_client.commands",
+    "brats_client.endpoints", "brats_client.errors", "brats_client.evaluate", "brats_client.io",
+    "brats_client.metrics", "brats_client.modalities", "brats_client.model_info", "brats_client.perf",
+    "brats_client.pipeline", "brats_client.postprocess", "brats_client.preprocess", "brats_client.preview",
+    "brats_client.server_flips", "brats_client.server_options", "brats_client.shm", "brats_client.stream",
+    "brats_client.tiling", "brats_client.transport",
+}
 
 SCRIPT = """
-import importlib, importlib.util, json, sys
-imported = []
+import importlib, json, sys
 for name in {modules!r}:
-    if name != "brats_client" and importlib.util.find_spec(name) is None:
-        continue  # a module not written yet
-    importlib.import_module(name)
-    imported.append(name)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "brats_export"))
-print(json.dumps({{"imported": imported, "heavy": heavy}}))
+    importlib.import_module(name)  # a module that cannot be imported fails the test
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "brats_export"}})
+print(json.dumps({{"imported": {modules!r}, "heavy": heavy}}))
 """
 
 
+def client_modules() -> list[str]:
+    """Every module of the package, from its files (``__main__`` excluded: importing it runs the CLI)."""
+    spec = importlib.util.find_spec("brats_client")
+    assert spec is not None and spec.origin is not None, "brats_client is not importable"
+    root = Path(spec.origin).parent
+    names = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__main__":
+            continue
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(("brats_client", *parts)))
+    return names
+
+
+def test_every_client_module_is_listed() -> None:
+    found = set(client_modules())
+    assert found >= EXPECTED, f"not found in the package: {sorted(EXPECTED - found)}"
+
+
 def test_client_imports_neither_torch_nor_brats_export() -> None:
+    modules = client_modules()
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(modules=MODULES)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SCRIPT.format(modules=modules)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"brats_client.tiling", "brats_client.postprocess", "brats_client.io"} <= set(report["imported"])
+    assert report["imported"] == modules
     assert report["heavy"] == [], f"the client imported {report['heavy']}"

@@ -12,11 +12,20 @@ from brats_client.transport import ModelInfo
 
 @dataclass
 class FakeTransport:
-    """Stands in for TritonTransport: a pointwise 'network' that is not flip-invariant by accident."""
+    """Stands in for TritonTransport: a pointwise 'network' plus a term that no flip of its input changes.
+
+    Output channel c = 2 x input channel c (so the right answer is known for any tiling, and a pass not flipped
+    back lands mirrored) + ``ramp`` x a ramp from -1 to 1 along the tile's X. The ramp is what a real network's
+    own asymmetry looks like: flipped back, a pass flipped along X carries it reversed, i.e. negated. So it
+    cancels exactly when X is flipped in half of the passes (flip4, flip8), and stays when it never is: with
+    ``tta="none"``, or with a TTA whose passes are not really flipped (the input and output flips both missing
+    would pass the pointwise part alone).
+    """
 
     max_batch_size: int = 8
     batches: list = None
     fixed_spatial: tuple | None = None
+    ramp: float = 1.0
 
     def __post_init__(self):
         self.batches = []
@@ -25,9 +34,12 @@ class FakeTransport:
     def infer_stream(self, items):
         for key, batch in items:
             self.batches.append(batch.shape)
-            # channel c of the output = input channel c + a ramp along X, so unflipping matters
-            ramp = np.arange(batch.shape[2], dtype=np.float32)[None, None, :, None, None]
-            yield key, batch[:, :3] * 2.0 + 0.0 * ramp
+            yield key, batch[:, :3] * 2.0 + self.ramp * _ramp(batch.shape[2])[None, None, :, None, None]
+
+
+def _ramp(n: int) -> np.ndarray:
+    """-1 .. 1 in ``n`` steps, antisymmetric: ``ramp[::-1] == -ramp``."""
+    return np.linspace(-1.0, 1.0, n, dtype=np.float32)
 
 
 def _volume(shape=(4, 48, 64, 32), seed=0):
@@ -38,13 +50,22 @@ def _volume(shape=(4, 48, 64, 32), seed=0):
 @pytest.mark.parametrize("tile,overlap", [(None, 0.0), (32, 0.0), (32, 0.5), (16, 0.25)])
 def test_predict_reassembles_pointwise_model(tta, tile, overlap):
     volume = _volume()
-    fake = FakeTransport()
+    # without flips the tile-local ramp stays, blended across tiles: left out here (see the test below)
+    fake = FakeTransport(ramp=0.0 if tta == "none" else 1.0)
     options = pipeline.SegmentOptions(tile=tile, overlap=overlap, tta=tta, blend="gaussian")
     pred = pipeline.predict(volume, fake, options)
     np.testing.assert_allclose(pred.probabilities, volume[:3] * 2.0, rtol=1e-5, atol=1e-5)
     n_flips = {"none": 1, "flip4": 4, "flip8": 8}[tta]
     assert all(shape[0] == 1 for shape in fake.batches)  # by default one flip per request
     assert pred.requests == pred.tiles * n_flips == len(fake.batches)
+
+
+def test_the_ramp_stays_without_flips():
+    """The fake's ramp is live: nothing cancels it without TTA, so its cancellation above means X was flipped."""
+    volume = _volume()
+    pred = pipeline.predict(volume, FakeTransport(), pipeline.SegmentOptions(tile=None, tta="none"))
+    expected = volume[:3] * 2.0 + _ramp(volume.shape[1])[None, :, None, None]
+    np.testing.assert_allclose(pred.probabilities, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("per_request,sizes", [(1, [1] * 8), (2, [2] * 4), (3, [3, 3, 2]), (8, [8]), (16, [8])])
