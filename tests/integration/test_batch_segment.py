@@ -3,8 +3,9 @@ another writes, keep resume and failure behaviour, and ``--num-parts/--part-id``
 
 They use an instant stand-in model (benchmarks/instant_model.py, a python-backend model answering
 ``INPUT__0[:, :3] > 0``) in a server of this module, with the client's defaults (whole-crop tile, four flips, two
-requests in flight, shared memory auto). The default batch through the exported network is in
-test_client_segment.py; the stages' threads and bounds are unit-tested with fakes in tests/unit/test_batch_stages.py.
+requests in flight, shared memory auto); one test also uses its server-side-flip companion. The default batch
+through the exported network is in test_client_segment.py; the stages' threads and bounds are unit-tested with
+fakes in tests/unit/test_batch_stages.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import instant_model  # noqa: E402
 pytestmark = pytest.mark.integration
 
 SHAPE = (64, 64, 48)
+FLIPPING = "brats_instant_sf"  # the instant model with a server-side-flip companion
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,7 @@ def instant_server(tmp_path_factory):
     from brats_serve.launcher import TritonServer
 
     repo = instant_model.write_repository(tmp_path_factory.mktemp("instant") / "repository")
+    instant_model.write_repository(repo, FLIPPING, server_flips=True)  # and its companion FLIPPING_flip4
     with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
         yield server
 
@@ -76,6 +79,31 @@ def test_overlapped_batch_writes_what_the_sequential_one_writes(batch_dir, insta
     labels = [np.asanyarray(nib.load(str(overlapped / n)).dataobj) for n in names if n.endswith(".nii.gz")]
     assert all((lab > 0).sum() > 100 for lab in labels), "each case gets labels"
     assert len({lab.tobytes() for lab in labels}) == len(labels), "and its own labels"
+
+
+def test_a_batch_uses_the_instant_companion_for_server_flips(batch_dir, instant_server, tmp_path):
+    """The stand-in companion (benchmarks/bench_batch.py's server-flip rows): one request per tile, the labels of
+    the client's own flips; --server-flips off keeps the client's four."""
+    url = instant_server.grpc_url
+    client, server, off = tmp_path / "client", tmp_path / "server", tmp_path / "off"
+    assert segment(batch_dir, client, url, instant_model.NAME) == cli.EXIT_OK  # no companion: the client flips
+    assert segment(batch_dir, server, url, FLIPPING) == cli.EXIT_OK
+    assert segment(batch_dir, off, url, FLIPPING, "--server-flips", "off") == cli.EXIT_OK
+    names = files_in(client)
+    assert names == files_in(server) == files_in(off) and len(names) == 8, names
+    for name in names:
+        if name.endswith(".nii.gz"):
+            reference = np.asanyarray(nib.load(str(client / name)).dataobj)
+            for folder in (server, off):
+                np.testing.assert_array_equal(np.asanyarray(nib.load(str(folder / name)).dataobj), reference,
+                                              err_msg=f"{folder.name}/{name}")
+            continue
+        a, b, c = (json.loads((d / name).read_text()) for d in (client, server, off))
+        assert (a["server"]["model"], a["server"]["server_flips"], a["requests"]) == (
+            instant_model.NAME, None, 4 * a["tiles"])
+        assert (b["server"]["model"], b["server"]["server_flips"], b["requests"]) == (
+            instant_model.companion_name(FLIPPING), "flip4", b["tiles"])
+        assert (c["server"]["model"], c["server"]["server_flips"], c["requests"]) == (FLIPPING, None, 4 * c["tiles"])
 
 
 def test_failed_cases_are_reported_and_a_rerun_redoes_only_them(batch_dir, instant_server, tmp_path, capsys):
