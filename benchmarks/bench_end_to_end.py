@@ -60,6 +60,7 @@ SERVED = {  # backend -> (Triton model, export format, --model-config-name)
 BF16 = ("openvino-bf16",)
 DEFAULT_MODEL = pipeline.ServerOptions().model  # what `brats-client segment` asks for without --model
 DEFAULT = pipeline.SegmentOptions()  # and its other defaults
+THREADS = os.cpu_count() or 1  # every runtime uses all of them
 GFLOP_PER_128 = 300.8  # the network, one 128^3 pass (checked against a FLOP count in every run)
 TARGETS = {"client_vs_seed": 0.40, "triton_vs_inprocess": 1.10, "waste": 1.35, "peak_fraction": 0.60}
 
@@ -71,13 +72,12 @@ class Timed:
     """Wrap a predictor (numpy or torch) and add up the seconds spent inside it."""
 
     def __init__(self, fn) -> None:
-        self.fn, self.seconds, self.calls = fn, 0.0, 0
+        self.fn, self.seconds = fn, 0.0
 
     def __call__(self, x):
         t0 = time.perf_counter()
         out = self.fn(x)
         self.seconds += time.perf_counter() - t0
-        self.calls += 1
         return out
 
 
@@ -264,6 +264,44 @@ def write_phantom(seed: int, work: Path, quick_box: int | None) -> tuple[pipelin
     return files, io.load_case(files)
 
 
+@dataclass
+class Case:
+    """The phantom as the client loads it, and the tile plans of the rows."""
+
+    files: pipeline.CaseFiles
+    raw: np.ndarray  # the loaded 4-channel volume
+    volume: np.ndarray  # preprocessed: cropped, normalised, padded
+    record: preprocess.PreprocessRecord
+    plan_default: tiling.TilePlan  # DEFAULT.tile, DEFAULT.overlap
+    plan_tiled: tiling.TilePlan  # --tiled
+    default_is_full: bool  # the default plan is the whole-crop plan
+
+    @property
+    def crop_voxels(self) -> int:
+        return int(np.prod(self.record.crop_shape))
+
+    @property
+    def padded_voxels(self) -> int:
+        return int(np.prod(self.record.padded_shape))
+
+
+def prepare_case(args: argparse.Namespace, work: Path) -> Case:
+    files, loaded = write_phantom(args.seed, work, 80 if args.quick else None)
+    volume, record = preprocess.preprocess(loaded.volume)
+    plan_default = tiling.plan_tiles(volume.shape[1:], DEFAULT.tile, DEFAULT.overlap)
+    plan_full = tiling.plan_tiles(volume.shape[1:], None, DEFAULT.overlap)
+    default_is_full = plan_default.tile_shape == plan_full.tile_shape and plan_default.starts == plan_full.starts
+    edge, overlap = args.tiled_options
+    case = Case(files, loaded.volume, volume, record, plan_default, tiling.plan_tiles(volume.shape[1:], edge, overlap),
+                default_is_full)
+    log.info("case Phantom_%d: crop %s, padded %s; default plan %d tile(s) of %s (%s the whole crop); "
+             "%d/%g plan %d tiles of %s, waste %.2f", args.seed, record.crop_shape, record.padded_shape,
+             len(plan_default), plan_default.tile_shape, "same plan as" if default_is_full else "differs from",
+             edge, overlap, len(case.plan_tiled), case.plan_tiled.tile_shape,
+             case.plan_tiled.voxels_computed / case.crop_voxels)
+    return case
+
+
 # --- rows ---------------------------------------------------------------------------------------------------------
 
 
@@ -390,16 +428,96 @@ def max_batch(backend: str) -> int:
     return MODELS[SERVED[backend][1]].max_batch_size if backend in SERVED else MODELS["torchscript"].max_batch_size
 
 
-# --- report -------------------------------------------------------------------------------------------------------
+# --- row plans ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """One row to measure: the backend, the client's options, and how the table names its tiling."""
+
+    backend: str
+    options: pipeline.SegmentOptions
+    label: str  # the tile column
+    default_tiling: bool  # the plan of the default options
+    shm: str = "auto"  # the client's --shared-memory (Triton rows)
+    note: str = ""
+
+    @property
+    def server_flips(self) -> bool:
+        """Sent to the model's ``_flip4`` companion (the server flips) rather than the plain model."""
+        return self.options.tta != "none" and self.options.server_flips == "auto"
+
+
+def inprocess_plans(args: argparse.Namespace, case: Case) -> tuple[RowPlan, ...]:
+    """Each backend in-process with the default options."""
+    label = "full (= default)" if case.default_is_full else _tile_label(DEFAULT)
+    return tuple(RowPlan(b, DEFAULT, label, True) for b in args.backend_list)
+
+
+def triton_plans(args: argparse.Namespace, case: Case, backend: str, fastest: str | None) -> tuple[RowPlan, ...]:
+    """One served backend, in table order: whole crop (and the default tiling where its plan differs) with TTA none,
+    flip4 and flip4 flipped by the client; for the fastest backend also shared memory off and the tiled rows."""
+    full = case.default_is_full
+
+    def plan(options: pipeline.SegmentOptions, shm: str = "auto", note: str = "") -> RowPlan:
+        label = "full (= default)" if options.tile is None and full else _tile_label(options)
+        default = options.tile == DEFAULT.tile or (options.tile is None and full)
+        return RowPlan(backend, options, label, default, shm, note)
+
+    note = "default tiling (192/0.25) = the same plan" if full else ""
+    plans = []
+    for mode, flips in (("none", "auto"), ("flip4", "auto"), ("flip4", "off")):
+        plans.append(plan(pipeline.SegmentOptions(tile=None, tta=mode, server_flips=flips), note=note))
+        if not full:
+            plans.append(plan(pipeline.SegmentOptions(tta=mode, server_flips=flips)))
+    if backend == fastest:
+        edge, overlap = args.tiled_options
+        plans.append(plan(pipeline.SegmentOptions(tile=None if full else DEFAULT.tile), shm="off"))
+        plans += [plan(pipeline.SegmentOptions(tile=edge, overlap=overlap, tta=mode)) for mode in ("none", "flip4")]
+    return tuple(plans)
+
+
+def fastest_backend(args: argparse.Namespace, rows: list[Row]) -> str | None:
+    """--tiled-backend, else the served f32 backend fastest in-process (without in-process rows: openvino)."""
+    served_f32 = [b for b in args.backend_list if b in SERVED and b not in BF16]
+    if args.tiled_backend is not None or not served_f32:
+        return args.tiled_backend
+    timed = [r for r in rows if r.path == "in-process" and r.backend in served_f32]
+    if timed:
+        return min(timed, key=lambda r: r.wall_s).backend
+    return "openvino" if "openvino" in served_f32 else served_f32[0]
+
+
+# --- results ------------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Context:
-    rows: list[Row]
-    seed_s: float
-    gflop_voxel: float  # GFLOP per voxel computed
-    peaks: dict[str, float]
-    crop_voxels: int
+class Results:
+    """What the table, the targets, the JSON and the Markdown are made of, filled in phase by phase."""
+
+    case: Case
+    load_before: tuple[float, float, float]
+    peaks_start: dict[str, float]
+    others_peaks: list[float]  # CpuMeter.others() while the peaks ran, at the start and at the end
+    counted: float  # GFLOP per 128^3 counted by torch's FLOP counter
+    checkpoint_sha: str
+    rows: list[Row] = field(default_factory=list)
+    profile: dict[str, float] = field(default_factory=dict)  # OpenVINO seconds per layer type
+    fastest: str | None = None  # the backend of the tiled and shared-memory-off rows
+    peaks_end: dict[str, float] = field(default_factory=dict)
+    runtime_s: float = 0.0
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    goals: list[str] = field(default_factory=list)
+    gflop_voxel: float = GFLOP_PER_128 / 128**3  # the issue's figure; the count (convolutions only) is beside it
+
+    @property
+    def seed_s(self) -> float:
+        return self.rows[0].wall_s
+
+    @property
+    def peaks(self) -> dict[str, float]:
+        """The better of the start and end runs."""
+        return {k: max(self.peaks_start[k], self.peaks_end[k]) for k in self.peaks_start}
 
     def peak(self, precision: str) -> tuple[float, str]:
         cands = {k: v for k, v in self.peaks.items() if k.endswith(precision)}
@@ -410,19 +528,164 @@ class Context:
         return row.voxels_computed * self.gflop_voxel / row.inference_s
 
     def waste(self, row: Row) -> float:
-        return row.voxels_computed / row.passes / self.crop_voxels
+        return row.voxels_computed / row.passes / self.case.crop_voxels
+
+    def as_json(self) -> dict:
+        case = self.case
+        return {"rows": [asdict(r) for r in self.rows], "peaks_start": self.peaks_start, "peaks_end": self.peaks_end,
+                "gflop_per_128": GFLOP_PER_128, "gflop_per_128_counted": self.counted, "profile_s": self.profile,
+                "crop_voxels": case.crop_voxels, "padded_voxels": case.padded_voxels, "runtime_s": self.runtime_s,
+                "targets": self.goals}
 
 
-def table(ctx: Context, markdown: bool) -> str:
+# --- phases -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """What the phases share besides the results: options, work folder, model, repository, the seed's labels."""
+
+    args: argparse.Namespace
+    work: Path
+    model: object  # the eager PyTorch network
+    meter: CpuMeter
+    case: Case
+    repository: Path
+    reference: np.ndarray | None = None  # the seed row's labels
+
+    def warm(self, fn, what: str) -> None:
+        """One untimed whole-crop pass (not with --no-warmup)."""
+        if self.args.no_warmup:
+            return
+        t0 = time.perf_counter()
+        fn(self.case.volume[None])
+        log.info("  warm-up %s: %.1f s", what, time.perf_counter() - t0)
+
+
+def measure_peaks(meter: CpuMeter, repeats: int) -> tuple[dict[str, float], float]:
+    meter.restart()
+    peaks = gemm_peaks(4096, repeats, THREADS)
+    return peaks, meter.others()
+
+
+def load_counted_model(checkpoint: Path):
+    """The model, and its FLOPs per 128^3 as counted (warned about when off the figure used)."""
+    from brats_export.checkpoint import load_model
+
+    model = load_model(checkpoint)
+    counted = gflop_per_128(model)
+    if abs(counted - GFLOP_PER_128) > 0.01 * GFLOP_PER_128:
+        log.warning("FLOP count %.1f GFLOP per 128^3 differs from the %.1f used", counted, GFLOP_PER_128)
+    return model, counted
+
+
+def export_models(args: argparse.Namespace, work: Path) -> Path:
+    """Export the formats the served backends need into ``work/model_repository``."""
+    formats = sorted({SERVED[b][1] for b in args.backend_list if b in SERVED})
+    repository = work / "model_repository"
+    if formats:
+        log.info("exporting %s ...", ", ".join(formats))
+        export_repository(args.checkpoint, repository, formats)
+    return repository
+
+
+def seed_phase(bench: Bench, res: Results) -> None:
+    import torch
+
+    log.info("seed pipeline (eager PyTorch, whole crop, flip4) ...")
+    with torch.inference_mode():
+        bench.warm(lambda x: bench.model(torch.from_numpy(x)), "torch eager")
+    bench.meter.restart()
+    row, bench.reference = run_seed(bench.case.raw, bench.model, bench.case.padded_voxels)
+    row.others = bench.meter.others()
+    res.rows.append(row)
+    log.info("  %.1f s (model %.1f s; other processes %.0f%%)", row.wall_s, row.inference_s, 100 * row.others)
+
+
+def inprocess_phase(bench: Bench, res: Results, plans: tuple[RowPlan, ...]) -> None:
+    for plan in plans:
+        log.info("in-process %s ...", plan.backend)
+        predictor = load_predictor(plan.backend, bench.model, bench.repository, bench.work)
+        bench.warm(predictor, plan.backend)
+        bench.meter.restart()
+        row = run_inprocess(bench.case.raw, plan.backend, predictor, max_batch(plan.backend), plan.options,
+                            bench.reference)
+        row.others = bench.meter.others()
+        row.tile, row.default_tiling = plan.label, plan.default_tiling
+        res.rows.append(row)
+        log.info("  %.1f s (inference %.1f s, compute %.1f s; other processes %.0f%%)", row.wall_s,
+                 row.inference_s, row.compute_s, 100 * row.others)
+        del predictor
+        gc.collect()
+
+
+def profile_phase(bench: Bench, res: Results) -> None:
+    if "openvino" in bench.args.backend_list and not bench.args.no_inprocess:
+        log.info("OpenVINO f32 layer profile (one whole-crop pass) ...")
+        xml = bench.repository / "brats_openvino" / "1" / "model.xml"
+        res.profile = openvino_profile(xml, bench.case.volume, THREADS)
+
+
+def triton_phase(bench: Bench, res: Results, backend: str, plans: tuple[RowPlan, ...]) -> None:
+    """One server for the backend; per --shared-memory mode a plain and a flipping transport (warmed once)."""
+    from brats_serve.launcher import TritonServer
+
+    name, _, config_name = SERVED[backend]
+    log.info("triton %s%s ...", name, f" (--model-config-name {config_name})" if config_name else "")
+    with TritonServer(bench.repository, models=[name, f"{name}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
+                      model_config_name=config_name, log_path=bench.work / f"tritonserver_{backend}.log",
+                      startup_timeout_s=300) as server:
+        for n, shm in enumerate(sorted({p.shm for p in plans})):
+            opts = pipeline.ServerOptions(url=server.grpc_url, model=name, shared_memory=shm)
+            with pipeline.open_transport(opts) as transport, \
+                    pipeline.open_transport(opts, pipeline.SegmentOptions()) as flipping:
+                if n == 0:
+                    bench.warm(transport.infer, name)
+                    bench.warm(flipping.infer, flipping.info.name)
+                for plan in (p for p in plans if p.shm == shm):
+                    res.rows.append(triton_row(bench, plan, flipping if plan.server_flips else transport))
+
+
+def triton_row(bench: Bench, plan: RowPlan, transport) -> Row:
+    bench.meter.restart()
+    row = run_triton(bench.case.files, transport, plan.backend, plan.options, bench.work, bench.reference, plan.note)
+    row.others = bench.meter.others()
+    row.tile, row.default_tiling = plan.label, plan.default_tiling
+    log.info("  %s %s shm %s: %.1f s (inference %.1f s, server compute %.1f s; other processes %.0f%%)", row.tile,
+             row.tta, row.shared_memory, row.wall_s, row.inference_s, row.compute_s or 0, 100 * row.others)
+    return row
+
+
+def report_phase(args: argparse.Namespace, res: Results) -> None:
+    """Print the table and the targets; write the JSON and, atomically, the Markdown."""
+    print(table(res, markdown=False))
+    res.goals = targets(res)
+    for line in res.goals:
+        print(line)
+    log.info("total %.1f s", res.runtime_s)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res.as_json(), indent=1) + "\n")
+    md = render(args, res)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(md)
+    os.replace(tmp, args.out)
+    log.info("wrote %s", args.out)
+
+
+# --- report -------------------------------------------------------------------------------------------------------
+
+
+def table(res: Results, markdown: bool) -> str:
     head = ["path", "backend", "tile", "TTA", "shm", "tiles", "waste", "wall (s)", "x seed", "e2e (s)", "infer (s)",
             "GFLOP/s", "% peak", "infer/compute", "Dice WT/TC/ET vs seed", "others' CPU"]
     lines = []
-    for r in ctx.rows:
-        peak, _ = ctx.peak(r.precision)
-        g = ctx.gflops(r)
+    for r in res.rows:
+        peak, _ = res.peak(r.precision)
+        g = res.gflops(r)
         cells = [
-            r.path, r.backend, r.tile, r.tta, r.shared_memory or "-", str(r.tiles), f"{ctx.waste(r):.2f}",
-            f"{r.wall_s:.1f}", f"{r.wall_s / ctx.seed_s:.2f}", f"{r.e2e_s:.1f}" if r.e2e_s is not None else "-",
+            r.path, r.backend, r.tile, r.tta, r.shared_memory or "-", str(r.tiles), f"{res.waste(r):.2f}",
+            f"{r.wall_s:.1f}", f"{r.wall_s / res.seed_s:.2f}", f"{r.e2e_s:.1f}" if r.e2e_s is not None else "-",
             f"{r.inference_s:.1f}", f"{g:.0f}", f"{100 * g / peak:.0f}%" + (" (bf16)" if r.precision == "bf16" else ""),
             f"{r.inference_s / r.compute_s:.3f}" if r.compute_s else "-",
             "/".join(f"{r.dice[k]:.4f}" for k in ("WT", "TC", "ET")) if r.dice else "-",
@@ -445,45 +708,50 @@ def find(rows: list[Row], **kw) -> Row | None:
     return None
 
 
-def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: str | None,
-            profile: dict[str, float], padded_voxels: int) -> list[str]:
+def targets(res: Results) -> list[str]:
     """Each target of issue 6 item 3: met / not met, the measured number; where not met the gap and, from the
     measurements of this run, why."""
-    rows, out = ctx.rows, []
-    seed = rows[0]
+    return [target_client(res), target_triton(res), target_waste(res.case), target_peak(res)]
+
+
+def target_client(res: Results) -> str:
+    rows, seed = res.rows, res.rows[0]
     client = find(rows, path="triton", backend="openvino", default_tiling=True, tta="flip4", shm_mode="auto")
     t = TARGETS["client_vs_seed"]
     if client is None:
-        out.append(f"1. default `brats-client segment` (flip4) <= {t:.2f}x the seed pipeline: **not measured** "
-                   "(needs the openvino Triton rows)")
-    else:
-        ratio = client.wall_s / ctx.seed_s
-        e2e = client.e2e_s / ctx.seed_s
-        verdict = "**met**" if ratio <= t else f"**not met** (gap {ratio - t:+.3f}x, {ratio / t:.3f} times the target)"
-        text = (
-            f"1. default `brats-client segment` ({DEFAULT_MODEL}, default tiling = one tile, flip4, 2 requests in "
-            f"flight, shared memory auto = {client.shared_memory} here) <= {t:.2f}x the seed pipeline: "
-            f"{client.wall_s:.1f} s against "
-            f"{ctx.seed_s:.1f} s = **{ratio:.3f}x** -> {verdict}. Counting the NIfTI load and write as well "
-            f"(which the seed row does not), {client.e2e_s:.1f} s = {e2e:.2f}x."
+        return (f"1. default `brats-client segment` (flip4) <= {t:.2f}x the seed pipeline: **not measured** "
+                "(needs the openvino Triton rows)")
+    ratio = client.wall_s / res.seed_s
+    e2e = client.e2e_s / res.seed_s
+    verdict = "**met**" if ratio <= t else f"**not met** (gap {ratio - t:+.3f}x, {ratio / t:.3f} times the target)"
+    text = (
+        f"1. default `brats-client segment` ({DEFAULT_MODEL}, default tiling = one tile, flip4, 2 requests in "
+        f"flight, shared memory auto = {client.shared_memory} here) <= {t:.2f}x the seed pipeline: "
+        f"{client.wall_s:.1f} s against "
+        f"{res.seed_s:.1f} s = **{ratio:.3f}x** -> {verdict}. Counting the NIfTI load and write as well "
+        f"(which the seed row does not), {client.e2e_s:.1f} s = {e2e:.2f}x."
+    )
+    if ratio > t and client.compute_s:
+        budget = t * res.seed_s
+        rest = client.wall_s - client.compute_s
+        text += (
+            f" Why: the server computes the network for {client.compute_s:.1f} s "
+            f"({client.compute_s / res.seed_s:.2f}x the seed's time on its own; OpenVINO f32 computes "
+            f"{seed.compute_s / client.compute_s:.1f} times as fast as the seed's eager PyTorch, "
+            f"{seed.compute_s:.1f} s in the model), so {t:.2f}x ({budget:.1f} s) leaves "
+            f"{max(0.0, budget - client.compute_s):.1f} s for everything else, which takes {rest:.1f} s here: "
+            f"preprocess + postprocess {client.pre_post_s:.1f} s, the inference stage outside the server's "
+            f"compute {client.inference_s - client.compute_s:.1f} s."
         )
-        if ratio > t and client.compute_s:
-            budget = t * ctx.seed_s
-            rest = client.wall_s - client.compute_s
-            text += (
-                f" Why: the server computes the network for {client.compute_s:.1f} s "
-                f"({client.compute_s / ctx.seed_s:.2f}x the seed's time on its own; OpenVINO f32 computes "
-                f"{seed.compute_s / client.compute_s:.1f} times as fast as the seed's eager PyTorch, "
-                f"{seed.compute_s:.1f} s in the model), so {t:.2f}x ({budget:.1f} s) leaves "
-                f"{max(0.0, budget - client.compute_s):.1f} s for everything else, which takes {rest:.1f} s here: "
-                f"preprocess + postprocess {client.pre_post_s:.1f} s, the inference stage outside the server's "
-                f"compute {client.inference_s - client.compute_s:.1f} s."
-            )
-            bf = find(rows, path="triton", backend="openvino-bf16", default_tiling=True, tta="flip4")
-            if bf is not None:
-                text += (f" Served in bf16 (`HINT_BF16`, the native backend's default on this CPU) the same command "
-                         f"takes {bf.wall_s:.1f} s = {bf.wall_s / ctx.seed_s:.2f}x.")
-        out.append(text)
+        bf = find(rows, path="triton", backend="openvino-bf16", default_tiling=True, tta="flip4")
+        if bf is not None:
+            text += (f" Served in bf16 (`HINT_BF16`, the native backend's default on this CPU) the same command "
+                     f"takes {bf.wall_s:.1f} s = {bf.wall_s / res.seed_s:.2f}x.")
+    return text
+
+
+def target_triton(res: Results) -> str:
+    rows = res.rows
     t = TARGETS["triton_vs_inprocess"]
     parts, why = [], []
     for backend in SERVED:
@@ -514,21 +782,30 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
             + ("; ".join(parts) if parts else "**not measured**") + ".")
     if why:
         text += " Where not met: " + "; ".join(why) + "."
-    out.append(text)
+    return text
+
+
+def target_waste(case: Case) -> str:
+    default_plan_waste = case.plan_default.voxels_computed / case.crop_voxels
+    plan_text = (f"{len(case.plan_default)} tile(s) of {case.plan_default.tile_shape}"
+                 + (", the whole crop padded to multiples of 16" if case.default_is_full else ""))
     t = TARGETS["waste"]
     verdict = "**met**" if default_plan_waste <= t else f"**not met** (gap {default_plan_waste - t:+.2f})"
-    out.append(f"3. tiling waste <= {t:.2f} by default: the default plan (tile {DEFAULT.tile}, overlap "
-               f"{DEFAULT.overlap:g}) on this case, {plan_text}, computes **{default_plan_waste:.2f}** x the crop "
-               f"voxels -> {verdict}.")
+    return (f"3. tiling waste <= {t:.2f} by default: the default plan (tile {DEFAULT.tile}, overlap "
+            f"{DEFAULT.overlap:g}) on this case, {plan_text}, computes **{default_plan_waste:.2f}** x the crop "
+            f"voxels -> {verdict}.")
+
+
+def target_peak(res: Results) -> str:
+    rows, fastest, profile = res.rows, res.fastest, res.profile
     t = TARGETS["peak_fraction"]
     r = find(rows, path="in-process", backend=fastest, tta="flip4") if fastest else None
     if r is None:
-        out.append(f"4. fastest CPU backend >= {100 * t:.0f}% of the sgemm peak: **not measured** "
-                   "(needs the in-process rows)")
-        return out
-    peak, name = ctx.peak("f32")
-    g = ctx.gflops(r)
-    g_compute = r.voxels_computed * ctx.gflop_voxel / r.compute_s
+        return (f"4. fastest CPU backend >= {100 * t:.0f}% of the sgemm peak: **not measured** "
+                "(needs the in-process rows)")
+    peak, name = res.peak("f32")
+    g = res.gflops(r)
+    g_compute = r.voxels_computed * res.gflop_voxel / r.compute_s
     frac = g / peak
     verdict = "**met**" if frac >= t else f"**not met** (gap {100 * (frac - t):+.0f} points)"
     text = (f"4. fastest f32 CPU backend >= {100 * t:.0f}% of the sgemm peak: {fastest} in-process, flip4, "
@@ -537,7 +814,7 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
     if profile:
         total = sum(profile.values())
         conv = profile.get("Convolution", 0.0)
-        pass_gflop = padded_voxels * ctx.gflop_voxel
+        pass_gflop = res.case.padded_voxels * res.gflop_voxel
         top = ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in list(profile.items())[:6])
         text += (f" OpenVINO's layer profile of one whole-crop f32 pass ({total:.1f} s): {top}. The counted FLOPs are "
                  f"all convolutions; over the convolution layers alone that is "
@@ -550,12 +827,11 @@ def targets(ctx: Context, default_plan_waste: float, plan_text: str, fastest: st
             text += "."
     bf = find(rows, path="in-process", backend="openvino-bf16", tta="flip4")
     if bf is not None:
-        bpeak, bname = ctx.peak("bf16")
-        gb = ctx.gflops(bf)
+        bpeak, bname = res.peak("bf16")
+        gb = res.gflops(bf)
         text += (f" In bf16 (not the served default): {gb:.0f} GFLOP/s = {100 * gb / peak:.0f}% of the f32 peak, "
                  f"{100 * gb / bpeak:.0f}% of the bf16 matmul peak {bpeak:.0f} GFLOP/s ({bname}).")
-    out.append(text)
-    return out
+    return text
 
 
 # --- main ---------------------------------------------------------------------------------------------------------
@@ -611,285 +887,161 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
+    quiet_logs()
+    started, load_before = time.perf_counter(), os.getloadavg()
+    import torch
+    from brats_export.checkpoint import sha256_file
+
+    torch.set_num_threads(THREADS)
+    repeats = 2 if args.quick else 3
+    log.info("matmul peaks (4096^3, best of %d) ...", repeats)
+    meter = CpuMeter()
+    peaks_start, others = measure_peaks(meter, repeats)
+    log.info("  %s (other processes: %.0f%% of the CPUs)", ", ".join(f"{k} {v:.0f}" for k, v in peaks_start.items()),
+             100 * others)
+    model, counted = load_counted_model(args.checkpoint)
+    work.mkdir(parents=True, exist_ok=True)
+    case = prepare_case(args, work)
+    res = Results(case, load_before, peaks_start, [others], counted, sha256_file(args.checkpoint))
+    bench = Bench(args, work, model, meter, case, export_models(args, work))
+
+    seed_phase(bench, res)
+    if not args.no_inprocess:
+        inprocess_phase(bench, res, inprocess_plans(args, case))
+    profile_phase(bench, res)
+    res.fastest = fastest_backend(args, res.rows)
+    if not args.no_triton:
+        for backend in [b for b in args.backend_list if b in SERVED]:
+            triton_phase(bench, res, backend, triton_plans(args, case, backend, res.fastest))
+
+    log.info("matmul peaks again ...")
+    res.peaks_end, others = measure_peaks(meter, repeats)
+    res.others_peaks.append(others)
+    res.runtime_s, res.load_after = time.perf_counter() - started, os.getloadavg()
+    report_phase(args, res)
+    return 0
+
+
+def quiet_logs() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # tritonclient's shared memory module
     for name in ("brats_client", "brats_serve", "brats_export"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-    import torch
-    from brats_export.checkpoint import load_model, sha256_file
-    from brats_serve.launcher import TritonServer
-
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    repeats = 2 if args.quick else 3
-    log.info("matmul peaks (4096^3, best of %d) ...", repeats)
-    meter = CpuMeter()
-    peaks_start = gemm_peaks(4096, repeats, threads)
-    others_peaks = [meter.others()]
-    log.info("  %s (other processes: %.0f%% of the CPUs)", ", ".join(f"{k} {v:.0f}" for k, v in peaks_start.items()),
-             100 * others_peaks[0])
-
-    model = load_model(args.checkpoint)
-    counted = gflop_per_128(model)
-    if abs(counted - GFLOP_PER_128) > 0.01 * GFLOP_PER_128:
-        log.warning("FLOP count %.1f GFLOP per 128^3 differs from the %.1f used", counted, GFLOP_PER_128)
-    gflop_voxel = GFLOP_PER_128 / 128**3  # the issue's figure; the count (convolutions only) is reported beside it
-
-    work.mkdir(parents=True, exist_ok=True)
-    files, case = write_phantom(args.seed, work, 80 if args.quick else None)
-    raw = case.volume
-    volume, record = preprocess.preprocess(raw)
-    crop_voxels = int(np.prod(record.crop_shape))
-    padded_voxels = int(np.prod(record.padded_shape))
-    default = DEFAULT
-    plan_default = tiling.plan_tiles(volume.shape[1:], default.tile, default.overlap)
-    plan_full = tiling.plan_tiles(volume.shape[1:], None, default.overlap)
-    default_is_full = plan_default.tile_shape == plan_full.tile_shape and plan_default.starts == plan_full.starts
-    edge, overlap = args.tiled_options
-    plan_tiled = tiling.plan_tiles(volume.shape[1:], edge, overlap)
-    log.info("case Phantom_%d: crop %s, padded %s; default plan %d tile(s) of %s (%s the whole crop); "
-             "%d/%g plan %d tiles of %s, waste %.2f", args.seed, record.crop_shape, record.padded_shape,
-             len(plan_default), plan_default.tile_shape, "same plan as" if default_is_full else "differs from",
-             edge, overlap, len(plan_tiled), plan_tiled.tile_shape, plan_tiled.voxels_computed / crop_voxels)
-
-    formats = sorted({SERVED[b][1] for b in args.backend_list if b in SERVED})
-    repository = work / "model_repository"
-    if formats:
-        log.info("exporting %s ...", ", ".join(formats))
-        export_repository(args.checkpoint, repository, formats)
-
-    rows: list[Row] = []
-
-    def warm(fn, what: str) -> None:
-        if args.no_warmup:
-            return
-        t0 = time.perf_counter()
-        fn(volume[None])
-        log.info("  warm-up %s: %.1f s", what, time.perf_counter() - t0)
-
-    # the seed pipeline
-    log.info("seed pipeline (eager PyTorch, whole crop, flip4) ...")
-    with torch.inference_mode():
-        warm(lambda x: model(torch.from_numpy(x)), "torch eager")
-    meter.restart()
-    seed_row, seed_labels = run_seed(raw, model, padded_voxels)
-    seed_row.others = meter.others()
-    rows.append(seed_row)
-    log.info("  %.1f s (model %.1f s; other processes %.0f%%)", seed_row.wall_s, seed_row.inference_s,
-             100 * seed_row.others)
-
-    # in-process, default options
-    if not args.no_inprocess:
-        for backend in args.backend_list:
-            log.info("in-process %s ...", backend)
-            predictor = load_predictor(backend, model, repository, work)
-            warm(predictor, backend)
-            meter.restart()
-            row = run_inprocess(raw, backend, predictor, max_batch(backend), default, seed_labels)
-            row.others = meter.others()
-            row.default_tiling = True
-            if default_is_full:
-                row.tile = "full (= default)"
-            rows.append(row)
-            log.info("  %.1f s (inference %.1f s, compute %.1f s; other processes %.0f%%)", row.wall_s,
-                     row.inference_s, row.compute_s, 100 * row.others)
-            del predictor
-            gc.collect()
-
-    profile: dict[str, float] = {}
-    if "openvino" in args.backend_list and not args.no_inprocess:
-        log.info("OpenVINO f32 layer profile (one whole-crop pass) ...")
-        profile = openvino_profile(repository / "brats_openvino" / "1" / "model.xml", volume, threads)
-
-    served_f32 = [b for b in args.backend_list if b in SERVED and b not in BF16]
-    fastest = args.tiled_backend
-    if fastest is None and served_f32:
-        timed = [r for r in rows if r.path == "in-process" and r.backend in served_f32]
-        fastest = min(timed, key=lambda r: r.wall_s).backend if timed else (
-            "openvino" if "openvino" in served_f32 else served_f32[0])
-
-    # Triton
-    if not args.no_triton:
-        for backend in [b for b in args.backend_list if b in SERVED]:
-            name, _, config_name = SERVED[backend]
-            log.info("triton %s%s ...", name, f" (--model-config-name {config_name})" if config_name else "")
-            with TritonServer(repository, models=[name, f"{name}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
-                              model_config_name=config_name, log_path=work / f"tritonserver_{backend}.log",
-                              startup_timeout_s=300) as server:
-                plans: list[tuple[pipeline.SegmentOptions, bool, str]] = []
-                note = "default tiling (192/0.25) = the same plan" if default_is_full else ""
-                for tta, flips in (("none", "auto"), ("flip4", "auto"), ("flip4", "off")):
-                    plans.append((pipeline.SegmentOptions(tile=None, tta=tta, server_flips=flips), "auto", note))
-                    if not default_is_full:
-                        plans.append((pipeline.SegmentOptions(tta=tta, server_flips=flips), "auto", ""))
-                if backend == fastest:
-                    plans.append((pipeline.SegmentOptions(tile=None if default_is_full else default.tile), "off", ""))
-                    for tta in ("none", "flip4"):
-                        plans.append((pipeline.SegmentOptions(tile=edge, overlap=overlap, tta=tta), "auto", ""))
-                for n, shm in enumerate(sorted({s for _, s, _ in plans})):
-                    opts = pipeline.ServerOptions(url=server.grpc_url, model=name, shared_memory=shm)
-                    with pipeline.open_transport(opts) as transport, \
-                            pipeline.open_transport(opts, pipeline.SegmentOptions()) as flipping:
-                        if n == 0:
-                            warm(transport.infer, name)
-                            warm(flipping.infer, flipping.info.name)
-                        for options, s, note in plans:
-                            if s != shm:
-                                continue
-                            meter.restart()
-                            used = flipping if options.tta != "none" and options.server_flips == "auto" else transport
-                            row = run_triton(files, used, backend, options, work, seed_labels, note)
-                            row.others = meter.others()
-                            row.default_tiling = options.tile == default.tile or (
-                                options.tile is None and default_is_full)
-                            if options.tile is None and default_is_full:
-                                row.tile = "full (= default)"
-                            rows.append(row)
-                            log.info("  %s %s shm %s: %.1f s (inference %.1f s, server compute %.1f s; other "
-                                     "processes %.0f%%)", row.tile, row.tta, row.shared_memory, row.wall_s,
-                                     row.inference_s, row.compute_s or 0, 100 * row.others)
-
-    log.info("matmul peaks again ...")
-    meter.restart()
-    peaks_end = gemm_peaks(4096, repeats, threads)
-    others_peaks.append(meter.others())
-    peaks = {k: max(peaks_start[k], peaks_end[k]) for k in peaks_start}
-    runtime = time.perf_counter() - started
-    load_after = os.getloadavg()
-
-    ctx = Context(rows, seed_row.wall_s, gflop_voxel, peaks, crop_voxels)
-    text_table = table(ctx, markdown=False)
-    print(text_table)
-    plan_text = (f"{len(plan_default)} tile(s) of {plan_default.tile_shape}"
-                 + (", the whole crop padded to multiples of 16" if default_is_full else ""))
-    goals = targets(ctx, plan_default.voxels_computed / crop_voxels, plan_text,
-                    fastest if not args.no_inprocess else None, profile, padded_voxels)
-    for line in goals:
-        print(line)
-    log.info("total %.1f s", runtime)
-
-    results = {"rows": [asdict(r) for r in rows], "peaks_start": peaks_start, "peaks_end": peaks_end,
-               "gflop_per_128": GFLOP_PER_128, "gflop_per_128_counted": counted, "profile_s": profile,
-               "crop_voxels": crop_voxels, "padded_voxels": padded_voxels, "runtime_s": runtime, "targets": goals}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1) + "\n")
-    md = render(args, ctx, goals, record, plan_default, plan_tiled, default_is_full, counted, peaks_start, peaks_end,
-                runtime, load_before, load_after, sha256_file(args.checkpoint), fastest, others_peaks)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(md)
-    os.replace(tmp, args.out)
-    log.info("wrote %s", args.out)
-    return 0
 
 
-def render(args, ctx: Context, goals, record, plan_default, plan_tiled, default_is_full, counted, peaks_start,
-           peaks_end, runtime, load_before, load_after, checkpoint_sha, fastest, others_peaks) -> str:
-    from brats_export.exporters import ONNX_OPSET
+# --- Markdown -----------------------------------------------------------------------------------------------------
 
-    m = machine()
-    v = versions()
+COLUMNS = (
+    "Columns: *wall* = preprocess + inference + postprocess (from the loaded 4-channel volume to labels on the "
+    "240x240x155 grid: the span the seed row covers); *x seed* = wall / the seed row's wall; *e2e* = the whole "
+    "`segment_case` (NIfTI load and write included), Triton rows only; *infer* = the inference stage (tiles, "
+    "flips, requests, reassembly); *GFLOP/s* = network GFLOP computed / infer; *% peak* = GFLOP/s / the matmul "
+    "peak of the row's precision; *infer/compute* = infer / time inside the runtime (in-process: the predictor "
+    "calls; Triton: the server's `compute_infer` from model statistics, so this is the Triton+gRPC overhead; seed: "
+    "1 by definition); *waste* = voxels computed per TTA pass / crop voxels; *Dice* against the seed row's labels. "
+    "Triton rows use `pipeline.segment_case` (what `brats-client segment` runs) with its defaults: 2 requests "
+    "in flight, shared memory auto (*shm* says what it used), and for flip4 the model's `_flip4` companion "
+    "(the server flips: one request per tile); *flip4/client* rows flip in the client (`--server-flips off`: "
+    "one flip per request, 4 requests per tile); in-process rows send the client's batches. `openvino-bf16` is "
+    "an extra: the same IR compiled with "
+    "`INFERENCE_PRECISION_HINT=bf16` (served: `HINT_BF16`), which is what Triton's native openvino backend "
+    "does by default on this CPU; the stand-in serves f32. Every backend got one untimed whole-crop pass first."
+)
+READING_DICE = (
+    "Reading the Dice column: every row is compared with the seed row's labels (flip4, whole crop). Whole-crop "
+    "flip4 rows in f32 compute the same function and should be ~1; TTA none rows average one pass instead of four "
+    "and tiled rows see other GroupNorm statistics (`docs/tiling.md`), so those differ by design, and bf16 rows "
+    "differ by bf16 rounding. *x seed* compares times, not equal work, for the TTA none and tiled rows. "
+    "*others' CPU*: the share of the machine's CPUs that processes other than this benchmark (and its Triton "
+    "server) used while the row ran, from /proc/stat; above a few percent the row's time is inflated."
+)
+
+
+def render(args: argparse.Namespace, res: Results) -> str:
+    return "\n".join([
+        *render_header(args, res), "", "## Machine", "", *render_machine(res), "", "## Case and model", "",
+        *render_case(args, res), "", "## Matmul peak, same run", "", *render_peaks(res), "", "## Results", "",
+        table(res, markdown=True), "", COLUMNS, "", READING_DICE, "", "## Targets (issue 6, item 3)", "",
+        *res.goals, "", "What else was tried for targets 1 and 4, with numbers: `docs/performance-notes.md`.", "",
+    ])
+
+
+def render_header(args: argparse.Namespace, res: Results) -> list[str]:
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
     except OSError:
         commit = "?"
-    command = " ".join([".venv/bin/python benchmarks/bench_end_to_end.py", *args.argv])
-    try:
-        checkpoint = args.checkpoint.resolve().relative_to(ROOT)
-    except ValueError:
-        checkpoint = args.checkpoint
-    peak32, name32 = ctx.peak("f32")
-    peak16, name16 = ctx.peak("bf16")
-    lines = [
+    minutes = res.runtime_s / 60
+    return [
         "# End-to-end benchmark",
         "",
         ("**Smoke run (`--quick`): a small case, not the benchmark.**\n" if args.quick else "")
-        + f"Reproduce (one command, {runtime / 60:.0f} minutes here"
+        + f"Reproduce (one command, {minutes:.0f} minutes here"
         + ("; `make bench` runs the same" if not args.argv else "") + "):",
         "",
         "```",
-        command,
+        " ".join([".venv/bin/python benchmarks/bench_end_to_end.py", *args.argv]),
         "```",
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC at commit `{commit}`, one run, "
-        f"{runtime / 60:.1f} min in all.",
-        "",
-        "## Machine",
-        "",
+        f"{minutes:.1f} min in all.",
+    ]
+
+
+def render_machine(res: Results) -> list[str]:
+    m = machine()
+    return [
         f"- CPU: {m['cpu']}",
         f"- {m['cores']}",
         f"- flags: {m['flags']}",
         f"- memory: {m['memory']}; {m['os']}",
-        "- libraries: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- load average (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in load_before)}, at end "
-        f"{'/'.join(f'{x:.1f}' for x in load_after)} (a shared machine: other jobs may run)",
+        "- libraries: " + ", ".join(f"{k} {val}" for k, val in versions().items()),
+        f"- load average (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in res.load_before)}, at end "
+        f"{'/'.join(f'{x:.1f}' for x in res.load_after)} (a shared machine: other jobs may run)",
         f"- every runtime uses {os.cpu_count()} threads (torch `set_num_threads`, OpenVINO/ONNX Runtime defaults, the "
         "thread counts `brats-export` writes into the configs)",
-        "",
-        "## Case and model",
-        "",
+    ]
+
+
+def render_case(args: argparse.Namespace, res: Results) -> list[str]:
+    from brats_export.exporters import ONNX_OPSET
+
+    case, record, plan_default, plan_tiled = res.case, res.case.record, res.case.plan_default, res.case.plan_tiled
+    try:
+        checkpoint = args.checkpoint.resolve().relative_to(ROOT)
+    except ValueError:
+        checkpoint = args.checkpoint
+    return [
         f"- phantom seed {args.seed} (held out from training), BraTS grid {record.original_shape}, written as int16 "
-        f"NIfTI and loaded back by the client; crop {record.crop_shape} = {ctx.crop_voxels:,} voxels, padded to "
+        f"NIfTI and loaded back by the client; crop {record.crop_shape} = {case.crop_voxels:,} voxels, padded to "
         f"{record.padded_shape}",
-        f"- checkpoint `{checkpoint}` (sha256 {checkpoint_sha[:12]}...); export by `brats-export --check-sizes 32` "
+        f"- checkpoint `{checkpoint}` (sha256 {res.checkpoint_sha[:12]}...); export by `brats-export --check-sizes 32` "
         f"into a temporary repository (ONNX opset {ONNX_OPSET}, TorchScript, OpenVINO IR f32)",
         f"- network cost: {GFLOP_PER_128} GFLOP per 128^3 pass (issue 6; `torch.utils.flop_counter` counts "
-        f"{counted:.1f} GFLOP in the convolutions, 2 FLOP per multiply-add, in this run), so a row's GFLOP = "
+        f"{res.counted:.1f} GFLOP in the convolutions, 2 FLOP per multiply-add, in this run), so a row's GFLOP = "
         f"{GFLOP_PER_128} x voxels computed / 128^3 x TTA passes",
         f"- default tiling: tile {DEFAULT.tile}, overlap {DEFAULT.overlap:g} -> plan of {len(plan_default)} tile(s) of "
         f"{plan_default.tile_shape}: " + ("**the same plan as the whole crop**, so it is run once and its rows "
-                                          "read `full`" if default_is_full else "differs from the whole crop"),
+                                          "read `full`" if case.default_is_full else "differs from the whole crop"),
         f"- tiled rows: tile {args.tiled_options[0]}, overlap {args.tiled_options[1]:g} -> {len(plan_tiled)} tiles "
-        f"of {plan_tiled.tile_shape} (edges shrunk by the planner), for the fastest f32 backend only ({fastest})",
-        "",
-        "## Matmul peak, same run",
-        "",
+        f"of {plan_tiled.tile_shape} (edges shrunk by the planner), for the fastest f32 backend only ({res.fastest})",
+    ]
+
+
+def render_peaks(res: Results) -> list[str]:
+    peak32, name32 = res.peak("f32")
+    peak16, name16 = res.peak("bf16")
+    return [
         "4096 x 4096 x 4096, best of a few, at the start and at the end of the run (the better one counts); other "
-        f"processes used {100 * others_peaks[0]:.0f}% and {100 * others_peaks[1]:.0f}% of the CPUs meanwhile:",
+        f"processes used {100 * res.others_peaks[0]:.0f}% and {100 * res.others_peaks[1]:.0f}% of the CPUs meanwhile:",
         "",
         "| library | start GFLOP/s | end GFLOP/s |",
         "| --- | --- | --- |",
-        *(f"| {k} | {peaks_start[k]:.0f} | {peaks_end[k]:.0f} |" for k in peaks_start),
+        *(f"| {k} | {res.peaks_start[k]:.0f} | {res.peaks_end[k]:.0f} |" for k in res.peaks_start),
         "",
         f"Peak used for f32 rows: **{peak32:.0f} GFLOP/s** ({name32}); for bf16 rows: {peak16:.0f} GFLOP/s ({name16}).",
-        "",
-        "## Results",
-        "",
-        table(ctx, markdown=True),
-        "",
-        "Columns: *wall* = preprocess + inference + postprocess (from the loaded 4-channel volume to labels on the "
-        "240x240x155 grid: the span the seed row covers); *x seed* = wall / the seed row's wall; *e2e* = the whole "
-        "`segment_case` (NIfTI load and write included), Triton rows only; *infer* = the inference stage (tiles, "
-        "flips, requests, reassembly); *GFLOP/s* = network GFLOP computed / infer; *% peak* = GFLOP/s / the matmul "
-        "peak of the row's precision; *infer/compute* = infer / time inside the runtime (in-process: the predictor "
-        "calls; Triton: the server's `compute_infer` from model statistics, so this is the Triton+gRPC overhead; seed: "
-        "1 by definition); *waste* = voxels computed per TTA pass / crop voxels; *Dice* against the seed row's labels. "
-        "Triton rows use `pipeline.segment_case` (what `brats-client segment` runs) with its defaults: 2 requests "
-        "in flight, shared memory auto (*shm* says what it used), and for flip4 the model's `_flip4` companion "
-        "(the server flips: one request per tile); *flip4/client* rows flip in the client (`--server-flips off`: "
-        "one flip per request, 4 requests per tile); in-process rows send the client's batches. `openvino-bf16` is "
-        "an extra: the same IR compiled with "
-        "`INFERENCE_PRECISION_HINT=bf16` (served: `HINT_BF16`), which is what Triton's native openvino backend "
-        "does by default on this CPU; the stand-in serves f32. Every backend got one untimed whole-crop pass first.",
-        "",
-        "Reading the Dice column: every row is compared with the seed row's labels (flip4, whole crop). Whole-crop "
-        "flip4 rows in f32 compute the same function and should be ~1; TTA none rows average one pass instead of four "
-        "and tiled rows see other GroupNorm statistics (`docs/tiling.md`), so those differ by design, and bf16 rows "
-        "differ by bf16 rounding. *x seed* compares times, not equal work, for the TTA none and tiled rows. "
-        "*others' CPU*: the share of the machine's CPUs that processes other than this benchmark (and its Triton "
-        "server) used while the row ran, from /proc/stat; above a few percent the row's time is inflated.",
-        "",
-        "## Targets (issue 6, item 3)",
-        "",
-        *goals,
-        "",
-        "What else was tried for targets 1 and 4, with numbers: `docs/performance-notes.md`.",
-        "",
     ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
