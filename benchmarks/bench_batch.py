@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import instant_model  # noqa: E402
 from bench_end_to_end import CpuMeter, machine  # noqa: E402
+from brats_client.atomic import write_text_atomic  # noqa: E402
 from brats_client.server_flips import COMPANION_KEY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                             print(json.dumps(runs[-1]), file=sys.stderr)
     load_end = os.getloadavg()
     text = render(args, runs, companions, exact, machine(), started, load_start, load_end)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_text_atomic(text, args.out)
     print(text)
     return 0
 

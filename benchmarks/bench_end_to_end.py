@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from brats_client import io, pipeline, postprocess, preprocess, tiling, tta  # noqa: E402
+from brats_client.atomic import write_text_atomic  # noqa: E402
 from brats_client.contract import INPUT_NAME  # noqa: E402
 from brats_client.local import LocalTransport  # noqa: E402
 
@@ -657,19 +658,14 @@ def triton_row(bench: Bench, plan: RowPlan, transport) -> Row:
 
 
 def report_phase(args: argparse.Namespace, res: Results) -> None:
-    """Print the table and the targets; write the JSON and, atomically, the Markdown."""
+    """Print the table and the targets; write the JSON and the Markdown, each atomically."""
     print(table(res, markdown=False))
     res.goals = targets(res)
     for line in res.goals:
         print(line)
     log.info("total %.1f s", res.runtime_s)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res.as_json(), indent=1) + "\n")
-    md = render(args, res)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(md)
-    os.replace(tmp, args.out)
+    write_text_atomic(json.dumps(res.as_json(), indent=1) + "\n", args.json)
+    write_text_atomic(render(args, res), args.out)
     log.info("wrote %s", args.out)
 
 

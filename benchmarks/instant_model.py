@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
 from brats_client.server_flips import COMPANION_KEY, SERVER_FLIPS_KEY
 
 NAME = "brats_instant"
@@ -22,12 +23,12 @@ BACKEND = Path(__file__).resolve().parent / "instant_backend" / "model.py"
 SERVER_FLIPS = "flip4"  # what the companion applies (brats_export.repository.SERVER_FLIPS)
 
 CONFIG = """\
-# {name}: OUTPUT__0 = INPUT__0[:, :3] > 0 (benchmarks/instant_model.py), after delay_s.
+# {name}: {output} = {input}[:, :{out_channels}] > 0 (benchmarks/instant_backend/model.py), after delay_s.
 name: "{name}"
 backend: "python"
 max_batch_size: {max_batch_size}
-input {{ name: "INPUT__0" data_type: TYPE_FP32 dims: [4, -1, -1, -1] }}
-output {{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [3, -1, -1, -1] }}
+input {{ name: "{input}" data_type: TYPE_FP32 dims: [{in_channels}, -1, -1, -1] }}
+output {{ name: "{output}" data_type: TYPE_FP32 dims: [{out_channels}, -1, -1, -1] }}
 instance_group {{ count: 1 kind: KIND_CPU }}
 parameters {{ key: "delay_s" value {{ string_value: "{delay_s}" }} }}
 """
@@ -43,7 +44,8 @@ def _write_model(root: Path, name: str, max_batch_size: int, delay_s: float, par
     version = root / name / "1"
     version.mkdir(parents=True, exist_ok=True)
     shutil.copy2(BACKEND, version / "model.py")
-    text = CONFIG.format(name=name, max_batch_size=max_batch_size, delay_s=delay_s)
+    text = CONFIG.format(name=name, max_batch_size=max_batch_size, delay_s=delay_s, input=INPUT_NAME,
+                         output=OUTPUT_NAME, in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS)
     text += "".join(PARAMETER.format(key=k, value=v) for k, v in parameters.items())
     (root / name / "config.pbtxt").write_text(text)
 

@@ -101,7 +101,7 @@ def run_sweep(
         if not rows:
             raise ServerError(f"perf_analyzer measured nothing at concurrency {level}:\n{tail}")
         records.extend(rows)
-    with open(csv_path, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(records)
