@@ -665,7 +665,8 @@ def report_phase(args: argparse.Namespace, res: Results) -> None:
         print(line)
     log.info("total %.1f s", res.runtime_s)
     write_text_atomic(json.dumps(res.as_json(), indent=1) + "\n", args.json)
-    write_text_atomic(render(args, res), args.out)
+    old = args.out.read_text() if args.out.exists() else ""
+    write_text_atomic(render(args, res) + other_sections(old), args.out)
     log.info("wrote %s", args.out)
 
 
@@ -953,13 +954,29 @@ READING_DICE = (
 )
 
 
+TRIED = "What else was tried for targets 1 and 4, with numbers: `docs/performance-notes.md`."
+SECTIONS = ("## Machine", "## Case and model", "## Matmul peak, same run", "## Results", "## Targets (issue 6, item 3)")
+
+
 def render(args: argparse.Namespace, res: Results) -> str:
+    machine_, case, peaks, results, goals = SECTIONS
     return "\n".join([
-        *render_header(args, res), "", "## Machine", "", *render_machine(res), "", "## Case and model", "",
-        *render_case(args, res), "", "## Matmul peak, same run", "", *render_peaks(res), "", "## Results", "",
-        table(res, markdown=True), "", COLUMNS, "", READING_DICE, "", "## Targets (issue 6, item 3)", "",
-        *res.goals, "", "What else was tried for targets 1 and 4, with numbers: `docs/performance-notes.md`.", "",
+        *render_header(args, res), "", machine_, "", *render_machine(res), "", case, "", *render_case(args, res), "",
+        peaks, "", *render_peaks(res), "", results, "", table(res, markdown=True), "", COLUMNS, "", READING_DICE, "",
+        goals, "", *res.goals, "", TRIED, "",
     ])
+
+
+def other_sections(text: str) -> str:
+    """The ``## `` sections of an earlier output that this benchmark does not write (other benchmarks' results,
+    added to the same page by hand), to keep them when the page is written again."""
+    kept, keep = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            keep = line.rstrip("\n") not in SECTIONS
+        if keep:
+            kept.append(line)
+    return "".join(kept)
 
 
 def render_header(args: argparse.Namespace, res: Results) -> list[str]:

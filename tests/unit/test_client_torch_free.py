@@ -11,11 +11,11 @@ from pathlib import Path
 # Modules that must be among those found (a renamed or lost file fails here instead of going untested).
 EXPECTED = {
     "brats_client", "brats_client.atomic", "brats_client.batch", "brats_client.cli", "brats_client.commands",
-    "brats_client.endpoints", "brats_client.errors", "brats_client.evaluate", "brats_client.io",
-    "brats_client.metrics", "brats_client.modalities", "brats_client.model_info", "brats_client.perf",
-    "brats_client.pipeline", "brats_client.postprocess", "brats_client.preprocess", "brats_client.preview",
-    "brats_client.server_flips", "brats_client.server_options", "brats_client.shm", "brats_client.stream",
-    "brats_client.tiling", "brats_client.transport",
+    "brats_client.contract", "brats_client.endpoints", "brats_client.errors", "brats_client.evaluate",
+    "brats_client.io", "brats_client.local", "brats_client.metrics", "brats_client.modalities",
+    "brats_client.model_info", "brats_client.perf", "brats_client.pipeline", "brats_client.postprocess",
+    "brats_client.preprocess", "brats_client.preview", "brats_client.server_flips", "brats_client.server_options",
+    "brats_client.shm", "brats_client.stream", "brats_client.tiling", "brats_client.transport", "brats_client.tta",
 }
 
 SCRIPT = """
