@@ -1,0 +1,113 @@
+"""OpenVINO f32, the seed's four flips of one full BraTS crop, computed four ways side by side (issue 15, item 4):
+the plain model four times as the client sends it, with and without ``CPU_DENORMALS_OPTIMIZATION``, and the flip4
+companion's graph as exported (one batch of four) and with the four passes one after another inside the graph.
+
+    .venv/bin/python benchmarks/bench_companion.py [--checkpoint demo/brats_demo_checkpoint.pth] [--repeats 2]
+
+Prints the machine, each way's max |diff| against the first and the voxels whose 0.5 threshold flips, then best
+and median wall seconds of interleaved repeats and the ratio to the companion as exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_end_to_end import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "demo" / "brats_demo_checkpoint.pth")
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+
+    import torch
+    from brats_client import tta
+    from brats_export import exporters
+    from brats_export.checkpoint import load_model
+    from brats_export.parity_inputs import FULL_SIZE, phantom_input
+    from brats_export.server_flips import ServerFlips
+
+    class SequentialFlips(torch.nn.Module):
+        """ServerFlips with the four passes one after another (batch 1 each) instead of one batch of four."""
+
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net, self.dims = net, [tta.dims(axes, 2) for axes in tta.flips("flip4")]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mean = tta.Mean(len(self.dims))
+            for i, d in enumerate(self.dims):
+                out = self.net(x.flip(d) if d else x)
+                mean.add(i, out.flip(d) if d else out)
+            return mean.result()
+
+    for key, value in machine().items():
+        print(f"{key}: {value}")
+    model = load_model(args.checkpoint)
+    x = phantom_input(FULL_SIZE).array
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = {}
+        for name, net in (("plain", model), ("batch4", ServerFlips(model).eval()), ("seq", SequentialFlips(model))):
+            xml[name] = exporters.export_openvino(exporters.export_onnx(net, Path(tmp) / f"{name}.onnx"),
+                                                  Path(tmp) / f"{name}.xml")
+        ways = {
+            "plain x4 (client flips)": client_flips(compiled(xml["plain"]), tta),
+            "plain x4, denormals flushed": client_flips(compiled(xml["plain"], CPU_DENORMALS_OPTIMIZATION=True), tta),
+            "companion, one batch of 4": compiled(xml["batch4"]),
+            "companion, 4 passes in turn": compiled(xml["seq"]),
+        }
+        first = None
+        for name, run in ways.items():  # warm-up and agreement
+            out = run(x)
+            first = out if first is None else first
+            print(f"{name}: max|diff| {np.abs(out - first).max():.3g}, flips {int(((out > .5) != (first > .5)).sum())}")
+        times: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(args.repeats):
+            for name, run in ways.items():
+                start = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - start)
+    base = min(times["companion, one batch of 4"])
+    for name, t in times.items():
+        print(f"{name:<30} best {min(t):6.2f} s  median {statistics.median(t):6.2f} s  "
+              f"vs companion {min(t) / base:.3f}")
+    return 0
+
+
+def compiled(xml: Path, **extra):
+    """A synchronous f32 predictor as the openvino stand-in compiles it (unpinned threads)."""
+    import openvino as ov
+    from brats_client.contract import INPUT_NAME, OUTPUT_NAME
+
+    core = ov.Core()
+    model = core.compile_model(core.read_model(str(xml)), "CPU",
+                               {"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False, **extra})
+    request, output = model.create_infer_request(), model.output(OUTPUT_NAME)
+    return lambda a: request.infer({INPUT_NAME: a}, share_inputs=True, share_outputs=False)[output]
+
+
+def client_flips(predict, tta):
+    """The client's four requests of one tile, flipped and averaged as brats_client.pipeline.predict does."""
+    def run(a: np.ndarray) -> np.ndarray:
+        mean = tta.Mean(4)
+        for i, axes in enumerate(tta.flips("flip4")):
+            d = tta.dims(axes, 2)
+            out = predict(np.ascontiguousarray(np.flip(a, d)) if axes else a)
+            mean.add(i, np.flip(out, d) if axes else out)
+        return mean.result()
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(main())
