@@ -10,7 +10,6 @@ and median wall seconds of interleaved repeats and the ratio to the companion as
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -20,16 +19,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_end_to_end import machine  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench_end_to_end import checkpoint_parser, machine  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=ROOT / "demo" / "brats_demo_checkpoint.pth")
-    p.add_argument("--repeats", type=int, default=2)
-    args = p.parse_args()
+    args = checkpoint_parser(__doc__, repeats=2).parse_args()
 
     import torch
     from brats_client import tta

@@ -199,6 +199,14 @@ def openvino_profile(xml: Path, volume: np.ndarray, threads: int) -> dict[str, f
     return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
 
 
+def checkpoint_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The options of the small side-by-side benchmarks: ``--checkpoint`` (the demo's) and ``--repeats``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "demo" / "brats_demo_checkpoint.pth")
+    p.add_argument("--repeats", type=int, default=repeats, help="interleaved timed rounds (default %(default)s)")
+    return p
+
+
 def machine() -> dict[str, str]:
     info: dict[str, str] = {}
     cpu: dict[str, str] = {}
@@ -665,8 +673,8 @@ def report_phase(args: argparse.Namespace, res: Results) -> None:
         print(line)
     log.info("total %.1f s", res.runtime_s)
     write_text_atomic(json.dumps(res.as_json(), indent=1) + "\n", args.json)
-    old = args.out.read_text() if args.out.exists() else ""
-    write_text_atomic(render(args, res) + other_sections(old), args.out)
+    others = other_sections(args.out.read_text()) if args.out.exists() else ""
+    write_text_atomic(render(args, res) + ("\n" + others if others else ""), args.out)
     log.info("wrote %s", args.out)
 
 
