@@ -9,7 +9,8 @@ up to 2.5e-2 (ONNX Runtime) and 5e-3 (OpenVINO), against 1e-6 for PyTorch's own 
 
 1. per channel, the mean over W, then over H, then over D (each reduction at most a few hundred values); the
    group mean is the mean of its channels' means (equal counts, so exact);
-2. two passes: the variance is the same hierarchical mean of ``(x - mean)**2``, never ``E[x^2] - E[x]^2``;
+2. two passes: the variance is the same hierarchical mean of ``(x - mean)**2``, never ``E[x^2] - E[x]^2``; its
+   sums over W come from ReduceL2 (squared afterwards), so no squared copy of the full tensor is written;
 3. ``y = (x - mean) * (weight / sqrt(var + eps)) + bias``, with per-channel factors from the small statistics.
 
 OpenVINO merges consecutive reductions into one long one (and loses the precision again); the Reshape between
@@ -39,25 +40,22 @@ class PortableGroupNorm(nn.Module):
         self.register_buffer("weight", norm.weight.detach().reshape(1, -1, 1, 1, 1).clone())
         self.register_buffer("bias", norm.bias.detach().reshape(1, -1, 1, 1, 1).clone())
 
-    def _channel_mean(self, t: torch.Tensor) -> torch.Tensor:
-        """``[N, C, D, H, W]`` -> ``[N, C]``: mean over W, then H, then D."""
-        s = t.mean(4).flatten(0, 1)  # [N*C, D, H]; the Reshape keeps OpenVINO from merging the reductions
-        return s.mean(2).reshape(-1, self.channels, s.shape[1]).mean(2)
+    def _channel_mean(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[N, C, D, H]`` (values already reduced over W) -> ``[N, C]``: the mean over H, then over D."""
+        s = rows.flatten(0, 1).mean(2)  # [N*C, D]; the Reshape keeps OpenVINO from merging the reductions
+        return s.reshape(-1, self.channels, rows.shape[2]).mean(2)
 
-    def _per_channel(self, group_values: torch.Tensor) -> torch.Tensor:
-        """``[N, G, 1]`` -> ``[N, C, 1, 1, 1]`` (each group's value for each of its channels)."""
+    def _group_mean(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[N, C, D, H]`` -> ``[N, C, 1, 1, 1]``: the mean of each channel's group, for each of its channels."""
         size = self.channels // self.groups
-        return group_values.expand(-1, -1, size).reshape(-1, self.channels, 1, 1, 1)
-
-    def _group_mean(self, t: torch.Tensor) -> torch.Tensor:
-        """``[N, C, D, H, W]`` -> ``[N, C, 1, 1, 1]``: the mean of each channel's group."""
-        means = self._channel_mean(t).reshape(-1, self.groups, self.channels // self.groups)
-        return self._per_channel(means.mean(2, keepdim=True))
+        means = self._channel_mean(rows).reshape(-1, self.groups, size).mean(2, keepdim=True)
+        return means.expand(-1, -1, size).reshape(-1, self.channels, 1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        centred = x - self._group_mean(x)
-        scale = torch.rsqrt(self._group_mean(centred * centred) + self.eps)
-        return centred * (scale * self.weight) + self.bias
+        centred = x - self._group_mean(x.mean(4))
+        norms = torch.linalg.vector_norm(centred, ord=2, dim=4)  # [N, C, D, H]: sqrt of the sum of squares over W
+        variance = self._group_mean(norms * norms / x.shape[4])
+        return centred * (torch.rsqrt(variance + self.eps) * self.weight) + self.bias
 
 
 def portable_copy(model: nn.Module) -> nn.Module:
