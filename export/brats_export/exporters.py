@@ -110,8 +110,9 @@ def export_onnx(
 
     Dynamic axes N, D, H, W on input and output (only N with ``fixed_size``); trilinear upsampling becomes a
     standard ``Resize`` (mode linear, half_pixel); GroupNorm is exported as :class:`~.portable.PortableGroupNorm`
-    (short ReduceMeans, two passes), which both runtimes compute as exactly as PyTorch; ``portable=False`` keeps
-    the exporter's own Reshape + InstanceNormalization (for benchmarks/bench_groupnorm.py only: it drifts).
+    (short ReduceMean and ReduceL2, two passes), which both runtimes compute as exactly as PyTorch;
+    ``portable=False`` keeps the exporter's own Reshape + InstanceNormalization (for benchmarks/bench_groupnorm.py
+    only: it drifts).
     """
     import onnx
 
