@@ -32,12 +32,8 @@ def main() -> int:
     from brats_export.parity_inputs import FULL_SIZE, phantom_input
     from brats_export.server_flips import ServerFlips
 
-    class SequentialFlips(torch.nn.Module):
+    class SequentialFlips(ServerFlips):
         """ServerFlips with the four passes one after another (batch 1 each) instead of one batch of four."""
-
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net, self.dims = net, [tta.dims(axes, 2) for axes in tta.flips("flip4")]
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             mean = tta.Mean(len(self.dims))
@@ -96,9 +92,8 @@ def client_flips(predict, tta):
     def run(a: np.ndarray) -> np.ndarray:
         mean = tta.Mean(4)
         for i, axes in enumerate(tta.flips("flip4")):
-            d = tta.dims(axes, 2)
-            out = predict(np.ascontiguousarray(np.flip(a, d)) if axes else a)
-            mean.add(i, np.flip(out, d) if axes else out)
+            out = predict(np.ascontiguousarray(tta.apply(a[0], axes))[None])
+            mean.add(i, tta.undo(out[0], axes)[None])
         return mean.result()
     return run
 
