@@ -52,14 +52,27 @@ def find_perf_analyzer() -> tuple[str, dict[str, str]]:
 
 
 def write_real_tile(case_dir: Path, out_dir: Path, tile: int, *, nnunet_order: list[str] | None = None) -> tuple:
-    """Write the tile nearest the centre of a preprocessed case as ``out_dir/INPUT__0``."""
+    """Write the ``tile``-edged tile nearest the centre of a preprocessed case as ``out_dir/INPUT__0``; returns its
+    shape ``(4, tile, tile, tile)``.
+
+    The tile is exactly ``tile`` on every axis (the shape perf_analyzer is told to send): the plan is ``exact``, not
+    shrunk as the segmentation's plans are. Along an axis where the padded crop is smaller than ``tile`` the tile
+    reaches past it and that part is filled with the normalised background (``record.pad_value``), as in
+    segmentation; a log line says so.
+    """
     files = modalities.find_case_files(case_dir, nnunet_order=nnunet_order)
-    volume, _ = preprocess.preprocess(io.load_case(files).volume)
-    plan = tiling.plan_tiles(volume.shape[1:], tile, 0.0)
+    volume, record = preprocess.preprocess(io.load_case(files).volume)
+    plan = tiling.plan_tiles(volume.shape[1:], tile, 0.0, exact=True)
+    if any(plan.tile_padding):
+        log.info(
+            "the padded crop of %s is %s voxels, smaller than the tile %s along some axis: the tile is padded with "
+            "the background value past it",
+            case_dir, "x".join(map(str, plan.shape)), "x".join(map(str, plan.tile_shape)),
+        )
     centre = np.array(volume.shape[1:]) / 2
     index = min(range(len(plan)), key=lambda i: np.abs(np.array(plan.starts[i]) + np.array(plan.tile_shape) / 2
                                                          - centre).sum())
-    patch = np.ascontiguousarray(tiling.extract_tile(volume, plan, index), dtype=np.float32)
+    patch = np.ascontiguousarray(tiling.extract_tile(volume, plan, index, pad_value=record.pad_value), dtype=np.float32)
     out_dir.mkdir(parents=True, exist_ok=True)
     patch.tofile(out_dir / INPUT_NAME)
     return patch.shape

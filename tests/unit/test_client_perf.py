@@ -1,0 +1,41 @@
+"""``brats-client perf``'s input data: a real tile of exactly the requested edge."""
+
+from __future__ import annotations
+
+import logging
+
+import nibabel as nib
+import numpy as np
+from brats_client import perf
+from brats_client.contract import INPUT_NAME
+
+
+def _case(folder, shape):
+    """A BraTS 2019 case whose brain fills the whole volume (so the crop is the volume, padded to 16)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("t1", "t1ce", "t2", "flair"):
+        data = rng.uniform(1, 100, shape).astype(np.float32)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(folder / f"case_{name}.nii.gz"))
+    return folder
+
+
+def test_the_tile_has_the_requested_edge_on_every_axis(tmp_path):
+    # 80 x 64 x 80 with tile 64: a segmentation plan shrinks the edge to 48 where two tiles are needed anyway
+    case = _case(tmp_path / "case", (80, 64, 80))
+    shape = perf.write_real_tile(case, tmp_path / "data", 64)
+    assert shape == (4, 64, 64, 64)
+    data = np.fromfile(tmp_path / "data" / INPUT_NAME, dtype=np.float32)
+    assert data.size == 4 * 64**3
+
+
+def test_a_crop_smaller_than_the_tile_is_padded_with_the_background_and_said(tmp_path, caplog):
+    case = _case(tmp_path / "case", (48, 64, 40))  # padded crop 48 x 64 x 48
+    with caplog.at_level(logging.INFO, logger="brats_client.perf"):
+        shape = perf.write_real_tile(case, tmp_path / "data", 64)
+    assert shape == (4, 64, 64, 64)
+    tile = np.fromfile(tmp_path / "data" / INPUT_NAME, dtype=np.float32).reshape(shape)
+    past = tile[:, 48:]  # beyond the crop along the first axis: one background value per channel
+    assert np.all(past == past[:, :1, :1, :1])
+    assert not np.allclose(past[:, 0, 0, 0], 0)  # the normalised background (-mean / std), not raw zeros
+    assert "48x64x48" in caplog.text and "padded" in caplog.text
