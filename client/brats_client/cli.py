@@ -41,15 +41,20 @@ failing, 5 output not writable or already there (use --overwrite), 6 batch finis
 
 SEGMENT_EXAMPLES = """\
 examples:
-  brats-client segment cases/BraTS19_X_1 -o out/BraTS19_X_1.nii.gz
-  brats-client segment cases/ -o out/                      # every case folder in cases/
+  brats-client segment out/demo/cases/Phantom_9001 -o out/Phantom_9001.nii.gz
+  brats-client segment cases/ -o out/                      # every case under cases/
   brats-client segment cases/ -o out/ --num-parts 4 --part-id 0   # the first of 4 machines
+  brats-client segment Task01_BrainTumour/imagesTs -o out/       # MSD: 4-D files, order from its dataset.json
+  brats-client segment imagesTs/BRATS_485.nii.gz -o BRATS_485.nii.gz
   brats-client segment --t1 a.nii.gz --t1ce b.nii.gz --t2 c.nii.gz --flair d.nii.gz -o seg.nii.gz
   brats-client segment case/ -o seg.nii.gz --tile full --tta flip4 --report seg.json
 
-The case folder may use BraTS 2019 names (<case>_t1, _t1ce, _t2, _flair), BraTS 2023 names (-t1n, -t1c, -t2w,
--t2f) or nnU-Net names (<case>_0000.._0003, with --channel-order). Output labels: BraTS 2019 (1 necrotic core,
-2 edema, 4 enhancing) or BraTS 2023 (enhancing = 3), which BraTS 2023 names get unless --labels says otherwise.
+Inputs: BraTS 2019 names (<case>_t1, _t1ce, _t2, _flair), BraTS 2023 names (-t1n, -t1c, -t2w, -t2f), nnU-Net
+names (<case>_0000.._0003) or MSD 4-D files (<case>.nii.gz with the four channels on the 4th axis); the channel
+order of the last two comes from --channel-order or the dataset.json beside or above them. -o ending in .nii or
+.nii.gz: one case; any other -o: a batch into that folder. Output labels (--labels auto): the input's convention
+(brats2023 for BraTS 2023 names, msd for MSD files, the labels of a dataset.json), else the seed's brats2019.
+Cases must be skull-stripped with a zero background, as BraTS provides them; others are refused.
 """
 
 
@@ -82,7 +87,8 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-version", default="", help="model version (default: the server's choice)")
     g.add_argument("--concurrency", type=int, default=d.concurrency,
                    help="requests in flight (default %(default)s)")
-    g.add_argument("--timeout-s", type=float, default=d.timeout_s, help="deadline per request in seconds")
+    g.add_argument("--timeout-s", type=float, default=d.timeout_s,
+                   help="deadline per request in seconds (default %(default)s)")
     g.add_argument("--retries", type=int, default=d.retries, help="retries on UNAVAILABLE (default %(default)s)")
     g.add_argument("--shared-memory", nargs="?", const="on", default=d.shared_memory, choices=shm.CHOICES,
                    help="pass tensors through system shared memory: auto (default) when the server is on a loopback "
@@ -140,19 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
         "post-process and write a uint8 NIfTI with the input's geometry.",
         epilog=SEGMENT_EXAMPLES + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    seg.add_argument("input", nargs="?", type=Path, help="case folder, or a folder of case folders")
+    seg.add_argument("input", nargs="?", type=Path,
+                     help="case folder, folder of cases (case folders, nnU-Net or MSD files), or one 4-D case file")
     seg.add_argument("-o", "--output", type=Path, required=True,
                      help="output NIfTI (one case) or output folder (batch)")
     for ch in ("t1", "t1ce", "t2", "flair"):
         seg.add_argument(f"--{ch}", type=Path, help=f"explicit {ch} file (instead of INPUT)")
-    seg.add_argument("--channel-order", help="nnU-Net inputs: modalities of _0000.._0003, e.g. t1,t1ce,t2,flair")
+    seg.add_argument("--channel-order",
+                     help="nnU-Net and MSD inputs: the modalities of _0000.._0003 or of the 4-D file's channels, "
+                     "e.g. FLAIR,T1w,t1gd,T2w (any dataset.json spelling; default: the dataset.json beside or "
+                     "above the input)")
     seg.add_argument("--tile", type=_tile, default=d.tile,
                      help="largest tile edge (multiple of 16) or 'full' (default 192: the whole crop of a BraTS case)")
     seg.add_argument("--overlap", type=float, default=d.overlap,
                      help="tile overlap fraction in [0, 1) (default %(default)s)")
-    seg.add_argument("--blend", choices=BLEND_CHOICES, default=d.blend, help="how overlapping tiles are averaged")
+    seg.add_argument("--blend", choices=BLEND_CHOICES, default=d.blend,
+                     help="how overlapping tiles are averaged (default %(default)s)")
     seg.add_argument("--tta", choices=TTA_CHOICES, default=d.tta,
-                     help="test-time flips (flip4 = the seed's four, default)")
+                     help="test-time flips: none, flip4 (the seed's four: none, X, Y, XY; default), flip8 (every "
+                     "subset of X, Y, Z)")
     seg.add_argument("--flips-per-request", type=int, default=d.flips_per_request, metavar="N",
                      help="flips of a tile batched into one request (default 1: requests overlap on the wire; "
                      "a GPU server may prefer 4)")
@@ -160,9 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (default): when the model's config names a companion that applies the test-time "
                      "flips in its graph (brats-export writes <model>_flip4), send one request per tile to it; "
                      "off: flip here, one request per flip")
-    seg.add_argument("--labels", choices=LABEL_CHOICES,
-                     help="label convention of the output (default: brats2023 for BraTS 2023 file names, "
-                     f"else {d.labels})")
+    seg.add_argument("--labels", choices=LABEL_CHOICES, default=d.labels,
+                     help="label convention of the output: brats2019 (1 core, 2 edema, 4 enhancing), brats2023 "
+                     "(enhancing 3), msd (1 edema, 2 non-enhancing, 3 enhancing); auto (default): the input's "
+                     "(brats2023 for BraTS 2023 names, msd for MSD files, a dataset.json's labels), else brats2019")
+    seg.add_argument("--allow-unprepared-input", action="store_true",
+                     help="segment a case whose background is not 0 or that does not look skull-stripped "
+                     "(refused by default: the network expects BraTS-prepared volumes); the report records it")
     seg.add_argument("--keep-last-slice", action="store_true",
                      help="crop [min, max] instead of the seed's [min, max), which drops the last nonzero slice "
                      "per axis (not the seed's pipeline; see README)")
@@ -182,12 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("seg", type=Path, help="segmentation NIfTI")
     prev.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
     prev.add_argument("--truth", type=Path, help="optional ground-truth segmentation, drawn as contours")
+    prev.add_argument("--labels", choices=LABEL_CHOICES[1:],
+                      help="label convention of the segmentation (default: the mark brats-client writes, a "
+                      "dataset.json beside or above it, else its values; refused when they fit several)")
     prev.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     perf = sub.add_parser(
         "perf", help="perf_analyzer concurrency sweep on real tiles of a case: CSV, table and plot", parents=[common],
         description="Write a real tile of CASE as perf_analyzer input data, sweep concurrency against MODEL at URL, "
         "keep the CSV, print a summary table and write a plot of throughput and latency percentiles.",
-        epilog="example:\n  brats-client perf out/demo/case/Phantom_0001 --model brats_openvino --concurrency 1,2,4 "
+        epilog="example (after make demo and brats-serve --repository out/demo/model_repository):\n"
+        "  brats-client perf out/demo/cases/Phantom_9001 --model brats_openvino --concurrency 1,2,4 "
         "--out out/perf\n\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     perf.add_argument("case", type=Path, help="case folder whose tiles are sent")
@@ -195,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--model", default=ServerOptions().model, help="model name (default %(default)s)")
     perf.add_argument("--tile", type=_tile, default=128, help="tile edge, multiple of 16 (default 128)")
     perf.add_argument("--concurrency", default="1,2,4", help="comma-separated concurrency values (default 1,2,4)")
-    perf.add_argument("--request-count", type=int, default=10, help="requests per measurement window")
-    perf.add_argument("--channel-order", help="nnU-Net inputs: modalities of _0000.._0003")
+    perf.add_argument("--request-count", type=int, default=10,
+                      help="requests per measurement window (default %(default)s)")
+    perf.add_argument("--channel-order", help="nnU-Net and MSD inputs: modalities of _0000.._0003 / the 4th axis")
     perf.add_argument("--out", type=Path, default=Path("out/perf"), help="folder for data, CSV and PNG")
     from .evaluate import add_parser as add_evaluate_parser
 
@@ -252,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "preview":
             from .preview import write_preview
 
-            write_preview(args.image, args.seg, args.output, truth=args.truth, overwrite=args.overwrite)
+            written = write_preview(args.image, args.seg, args.output, truth=args.truth, labels=args.labels,
+                                    overwrite=args.overwrite)
+            log.info("wrote %s", written)
             return EXIT_OK
         if args.command == "perf":
             return _run_perf(args)

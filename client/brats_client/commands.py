@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import batch, modalities, pipeline, postprocess
+from . import batch, modalities, pipeline
 from .errors import EXIT_BATCH_FAILED, EXIT_OK, InputError, OutputError, ServerError
 from .transport import ServerOptions
 
@@ -23,23 +23,10 @@ def _options(args: argparse.Namespace) -> pipeline.SegmentOptions:
         log.warning("--seed-crop is deprecated and does nothing: the seed's crop is the default now "
                     "(--keep-last-slice opts out)")
     return pipeline.SegmentOptions(
-        tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta,
-        labels=args.labels or pipeline.SegmentOptions.labels,
+        tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta, labels=args.labels,
         keep_last_slice=args.keep_last_slice, flips_per_request=args.flips_per_request,
-        server_flips=args.server_flips,
+        server_flips=args.server_flips, allow_unprepared=args.allow_unprepared_input,
     )
-
-
-def _case_options(
-    files: modalities.CaseFiles, args: argparse.Namespace, options: pipeline.SegmentOptions
-) -> pipeline.SegmentOptions:
-    """``--labels`` when given, else the convention of the case's file names (logged)."""
-    if args.labels is not None:
-        return options
-    labels = modalities.label_convention(files)
-    log.info("%s: %s labels (ET = %d) for %s file names; --labels overrides", files.case_id, labels,
-             postprocess.ENHANCING[labels], files.naming)
-    return dataclasses.replace(options, labels=labels)
 
 
 def _explicit(args: argparse.Namespace) -> modalities.CaseFiles | None:
@@ -59,13 +46,16 @@ def _order(args: argparse.Namespace) -> list[str] | None:
 
 
 def _tile_bar(quiet: bool, desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A bar of finished tiles, shown from the first finished tile on (no rate: one tile can take a minute);
+    none when ``quiet`` or stderr is not a terminal."""
     bar: list[tqdm] = []
 
     def update(done: int, total: int) -> None:
         if quiet:
             return
         if not bar:
-            bar.append(tqdm(total=total, desc=desc, unit="tile", leave=False, file=sys.stderr))
+            bar.append(tqdm(total=total, desc=desc, unit="tile", leave=False, file=sys.stderr, disable=None,
+                            bar_format="{desc}: {n}/{total} tiles [{elapsed}]"))
         bar[0].n = done
         bar[0].refresh()
 
@@ -79,7 +69,8 @@ def _tile_bar(quiet: bool, desc: str) -> tuple[Callable[[int, int], None], Calla
 def _run_one(prepared: pipeline.PreparedCase, outputs: pipeline.CaseOutputs, transport, quiet: bool) -> dict:
     update, close = _tile_bar(quiet, prepared.files.case_id)
     try:
-        return pipeline.segment_prepared(prepared, outputs, transport, progress=update)
+        with logging_redirect_tqdm():
+            return pipeline.segment_prepared(prepared, outputs, transport, progress=update)
     finally:
         close()
 
@@ -112,35 +103,54 @@ def _check_tls_files(server: ServerOptions) -> None:
         raise ValueError("mutual TLS needs both --private-key and --certificate-chain")
 
 
+def _is_nifti_name(path: Path) -> bool:
+    return modalities.strip_nifti_suffix(path.name) is not None
+
+
 def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
-    """Check every input and output, then connect: a bad input or output is reported before any request."""
+    """Check every input and output, then connect: a bad input or output is reported before any request.
+
+    One case when the input is explicit files or a 4-D file, or when ``-o`` names a NIfTI file; else a batch of
+    every case under INPUT into the output folder (a folder holding one case is a batch of one)."""
     options = _options(args)
     max_voxels = _max_voxels(args)
     _check_tls_files(server)
     explicit = _explicit(args)
     if explicit is None and args.input is None:
-        raise InputError("give a case folder, a folder of case folders, or --t1/--t1ce/--t2/--flair")
+        raise InputError("give a case folder, a folder of cases, a 4-D case file, or --t1/--t1ce/--t2/--flair")
     if explicit is None and not args.input.exists():
         raise InputError(f"input {args.input} does not exist")
     part = _part(args)
     in_memory = _cases_in_memory(args)
-    if explicit is None and not modalities.is_case_folder(args.input):
-        cases = modalities.find_cases(args.input, nnunet_order=_order(args))
+    if explicit is None and args.input.is_dir() and not _is_nifti_name(args.output):
+        cases, invalid = modalities.find_cases(args.input, nnunet_order=_order(args))
         if part is not None:
-            total = len(cases)
+            total = len(cases) + len(invalid)
             cases = batch.split(cases, *part, key=lambda c: c.case_id)
-            log.info("part %d of %d: %d of the %d cases", part[1], part[0], len(cases), total)
-        return _run_batch(cases, args, server, options, max_voxels, in_memory, part)
+            invalid = batch.split(invalid, *part, key=lambda c: c.name)
+            log.info("part %d of %d: %d of the %d cases", part[1], part[0], len(cases) + len(invalid), total)
+        return _run_batch(cases, invalid, args, server, options, max_voxels, in_memory, part)
     if part is not None:
         raise ValueError("--num-parts and --part-id split a folder of cases; the input is one case")
-    files = explicit or modalities.find_case_files(args.input, nnunet_order=_order(args))
-    if not args.output.name.endswith(modalities.NIFTI_SUFFIXES):
+    if not _is_nifti_name(args.output):
         raise OutputError(f"output {args.output} must end in .nii or .nii.gz for one case")
+    if explicit is not None:
+        files = explicit
+    elif args.input.is_file():
+        files = modalities.msd_case(args.input, _order(args))
+    elif modalities.is_case_folder(args.input):
+        files = modalities.find_case_files(args.input, nnunet_order=_order(args))
+    else:
+        raise OutputError(
+            f"{args.input} holds several cases; give an output folder (-o out/) to segment them all, "
+            f"or one case as INPUT for the file {args.output}"
+        )
     for ch, path in files.paths.items():
-        log.info("%-5s <- %s", ch, path)
+        index = f"[..., {files.channel_index[ch]}]" if files.channel_index is not None else ""
+        log.info("%-5s <- %s%s", ch, path, index)
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
-    prepared = pipeline.prepare_case(files, _case_options(files, args, options), max_voxels=max_voxels)
+    prepared = pipeline.prepare_case(files, options, max_voxels=max_voxels)
     with pipeline.open_transport(server, options) as transport:
         report = _run_one(prepared, outputs, transport, args.quiet)
     vols = report["region_volumes_ml"]
@@ -170,13 +180,15 @@ def _cases_in_memory(args: argparse.Namespace) -> int:
 
 
 def _run_batch(
-    cases: list[modalities.CaseFiles], args, server: ServerOptions, options, max_voxels: int,
-    in_memory: int = batch.CASES_IN_MEMORY, part: tuple[int, int] | None = None,
+    cases: list[modalities.CaseFiles], invalid: list[modalities.InvalidCase], args, server: ServerOptions, options,
+    max_voxels: int, in_memory: int = batch.CASES_IN_MEMORY, part: tuple[int, int] | None = None,
 ) -> int:
+    """Segment ``cases`` into the output folder; ``invalid`` ones are reported as failed (exit 6) with their
+    reason, and the others go on."""
     from . import io
 
     out_dir: Path = args.output
-    if out_dir.name.endswith(modalities.NIFTI_SUFFIXES):
+    if _is_nifti_name(out_dir):
         raise OutputError(f"a folder of cases needs an output folder, got the file name {out_dir}")
     if args.probabilities is not None:
         raise InputError("--probabilities is for one case; a batch writes segmentations and reports only")
@@ -197,12 +209,14 @@ def _run_batch(
             log.info("%s: %s exists, skipped (use --overwrite to redo)", files.case_id, seg)
             continue
         todo.append((files, pipeline.CaseOutputs(seg, None, out_dir / f"{files.case_id}.json", args.overwrite)))
-    bar = tqdm(total=len(cases), initial=len(skipped), desc="cases", unit="case", disable=args.quiet,
-               file=sys.stderr)
+    for case in invalid:
+        log.error("%s: not segmented: %s", case.name, case.reason)
+    bar = tqdm(total=len(cases), initial=len(skipped), desc="cases", unit="case",
+               disable=True if args.quiet else None, file=sys.stderr)
 
     def prepare(job):
         pipeline.check_outputs(job[1])
-        return pipeline.prepare_case(job[0], _case_options(job[0], args, options), max_voxels=max_voxels)
+        return pipeline.prepare_case(job[0], options, max_voxels=max_voxels)
 
     def infer(job, prepared):
         update, close = _tile_bar(args.quiet, job[0].case_id)
@@ -216,16 +230,19 @@ def _run_batch(
         if outcome.error is not None:
             log.error("%s failed: %s", todo[outcome.index][0].case_id, outcome.error)
 
+    outcomes: list[batch.Outcome] = []
     try:
-        with pipeline.open_transport(server, options) as transport:
-            outcomes = batch.run(
-                todo, prepare, infer, lambda job, inferred: pipeline.finish_case(inferred, job[1]),
-                errors=(InputError, OutputError, ServerError), in_memory=in_memory, on_outcome=ended,
-            )
+        if todo:
+            with logging_redirect_tqdm(), pipeline.open_transport(server, options) as transport:
+                outcomes = batch.run(
+                    todo, prepare, infer, lambda job, inferred: pipeline.finish_case(inferred, job[1]),
+                    errors=(InputError, OutputError, ServerError), in_memory=in_memory, on_outcome=ended,
+                )
     finally:
         bar.close()
     done = [todo[o.index][0].case_id for o in outcomes if o.error is None]
-    failed = [(todo[o.index][0].case_id, o.error) for o in outcomes if o.error is not None]
+    failed = [(case.name, case.reason) for case in invalid]
+    failed += [(todo[o.index][0].case_id, o.error) for o in outcomes if o.error is not None]
     summary = {"done": done, "skipped": skipped, "failed": [{"case": c, "error": m} for c, m in failed]}
     if part is not None:
         summary["part"] = {"id": part[1], "of": part[0], "cases": len(cases)}

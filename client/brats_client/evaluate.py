@@ -5,8 +5,12 @@ PRED and TRUTH are each a NIfTI file or a folder. A folder holds flat files (``<
 ``<case>_seg.nii.gz`` / ``<case>-seg.nii.gz`` each (the BraTS layout; modality files are ignored). Cases are
 matched by id. The metrics and the empty-region rule are those of :mod:`brats_client.metrics`.
 
-Labels: ``--labels`` names the convention of both files; without it each file's own is read from its values
-(4 -> BraTS 2019, 3 -> BraTS 2023), so a BraTS 2019-labelled prediction can be scored against BraTS 2023 truth.
+Labels: each file's convention is decided on its own (:func:`brats_client.conventions.decide`), so a BraTS
+2019-labelled prediction scores against BraTS 2023 or MSD truth: ``--pred-labels`` / ``--truth-labels`` (or
+``--labels`` for both), else the mark ``brats-client segment`` writes into its outputs, else the labels of a
+``dataset.json`` beside or above the file (MSD, nnU-Net), else the file name (``_seg`` / ``-seg``: BraTS) and the
+values. A file whose values fit conventions that would score it differently ({1, 2, 3}: BraTS 2023 or MSD) with
+nothing to decide is refused, naming the choices.
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ import io as text_io
 import logging
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import io, modalities
+from . import conventions, dataset_json, io, modalities
 from .errors import EXIT_OK, InputError, OutputError
-from .postprocess import CONVENTIONS, EDEMA, ENHANCING, NECROTIC
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,14 @@ EXAMPLES = """\
 examples:
   brats-client evaluate out/ cases/ --out metrics.csv             # batch outputs against BraTS case folders
   brats-client evaluate seg.nii.gz cases/X/X_seg.nii.gz --out x.csv --json x.json
+  brats-client evaluate out/ Task01_BrainTumour/labelsTr --out msd.csv   # MSD labels, from its dataset.json
+
+label conventions (each file decided on its own): brats2019 (1 necrotic/non-enhancing core, 2 edema,
+4 enhancing), brats2023 (1 necrotic core, 2 edema, 3 enhancing), msd (1 edema, 2 non-enhancing, 3 enhancing).
+The rule: --pred-labels / --truth-labels (or --labels for both); else the mark brats-client segment writes into
+its outputs; else the "labels" of a dataset.json beside or above the file (MSD, nnU-Net); else the file name
+(<case>_seg / <case>-seg: a BraTS file) and the values. Values that fit conventions which score differently
+({1, 2, 3}: BraTS 2023 or MSD; {1, 2}: BraTS or MSD) with nothing to decide are refused, naming the choices.
 """
 
 
@@ -53,8 +65,9 @@ def add_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -> argp
     )
     p.add_argument("prediction", type=Path, help="predicted segmentation file, or folder of them")
     p.add_argument("truth", type=Path, help="ground-truth segmentation file, or folder (BraTS case folders)")
-    p.add_argument("--labels", choices=CONVENTIONS,
-                   help="label convention of both (default: read from each file: 4 -> brats2019, 3 -> brats2023)")
+    p.add_argument("--labels", choices=conventions.NAMES, help="label convention of both files (see below)")
+    p.add_argument("--pred-labels", choices=conventions.NAMES, help="label convention of the predictions")
+    p.add_argument("--truth-labels", choices=conventions.NAMES, help="label convention of the truth")
     p.add_argument("--out", type=Path, required=True, help="CSV to write, one row per case")
     p.add_argument("--json", type=Path, help="also write per-case scores and the summary as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -143,26 +156,17 @@ def _some(names: Iterable[str], limit: int = 5) -> str:
 # ------------------------------------------------------------------------------------------------- scoring
 
 
-def label_convention(labels: io.LabelMap, given: str | None, role: str) -> str:
-    """The convention of one label map: ``given`` if set, else from its values; refuses values it does not know."""
-    values = {int(v) for v in np.unique(labels.labels)}
-    known = {0, NECROTIC, EDEMA, *ENHANCING.values()}
-    if values - known:
-        raise InputError(
-            f"{role} file {labels.path} holds labels {sorted(values - known)}; BraTS labels are 0, 1, 2 and 4 "
-            f"(brats2019) or 3 (brats2023)"
-        )
-    found = [c for c, et in ENHANCING.items() if et in values]
-    if len(found) > 1:
-        raise InputError(f"{role} file {labels.path} holds both 3 and 4; one convention per file (ET = 4 or 3)")
-    if given is not None:
-        if found and found[0] != given:
-            raise InputError(
-                f"{role} file {labels.path} holds label {ENHANCING[found[0]]} ({found[0]}'s enhancing tumour) but "
-                f"--labels {given} says ET = {ENHANCING[given]}; pass --labels {found[0]} or leave it out"
-            )
-        return given
-    return found[0] if found else CONVENTIONS[0]
+_BRATS_NAMES = frozenset({"brats2019", "brats2023"})  # what a <case>_seg / <case>-seg name allows
+
+
+def file_convention(labels: io.LabelMap, option: str | None, role: str) -> conventions.Decision:
+    """The convention of one label map, decided as the module docstring says; refuses labels it cannot place."""
+    hint = _BRATS_NAMES if _is_segmentation_name(labels.path) else None
+    return conventions.decide(
+        np.unique(labels.labels), path=labels.path, role=role, option=option,
+        option_flag="--pred-labels" if role == "prediction" else "--truth-labels", descrip=labels.descrip,
+        dataset=dataset_json.label_convention(labels.path), name_hint=hint,
+    )
 
 
 def _check_grid(pred: io.LabelMap, truth: io.LabelMap) -> None:
@@ -179,21 +183,24 @@ def _check_grid(pred: io.LabelMap, truth: io.LabelMap) -> None:
         )
 
 
-def score_pair(pair: Pair, labels: str | None = None) -> dict:
-    """One case's row: per region Dice, HD95 (mm), predicted and true volume (mL)."""
+def score_pair(pair: Pair, pred_labels: str | None = None, truth_labels: str | None = None) -> dict:
+    """One case's row: per region Dice, HD95 (mm), predicted and true volume (mL); the ``*_labels`` conventions
+    (None: decided per file, see the module docstring)."""
     from . import metrics
 
     pred = io.load_label_map(pair.prediction, "prediction")
     truth = io.load_label_map(pair.truth, "truth")
     _check_grid(pred, truth)
-    pred_convention = label_convention(pred, labels, "prediction")
-    truth_convention = label_convention(truth, labels, "truth")
-    scores = metrics.region_scores(pred.labels, truth.labels, truth.zooms, pred_convention=pred_convention,
-                                   truth_convention=truth_convention)
+    pred_convention = file_convention(pred, pred_labels, "prediction")
+    truth_convention = file_convention(truth, truth_labels, "truth")
+    scores = metrics.region_scores(pred.labels, truth.labels, truth.zooms,
+                                   pred_convention=pred_convention.convention,
+                                   truth_convention=truth_convention.convention)
     return {
         "case": pair.case_id,
         "regions": {region: asdict(score) for region, score in scores.items()},
-        "labels": {"prediction": pred_convention, "truth": truth_convention},
+        "labels": {"prediction": pred_convention.convention, "truth": truth_convention.convention},
+        "labels_from": {"prediction": pred_convention.source, "truth": truth_convention.source},
         "voxel_mm": list(truth.zooms),
         "prediction": str(pair.prediction),
         "truth": str(pair.truth),
@@ -250,10 +257,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for path in outputs:
         io.check_writable(path, overwrite=args.overwrite)
     pairs = match_cases(args.prediction, args.truth)
+    pred_labels, truth_labels = args.pred_labels or args.labels, args.truth_labels or args.labels
     rows = []
     for pair in pairs:
-        rows.append(score_pair(pair, args.labels))
+        rows.append(score_pair(pair, pred_labels, truth_labels))
         log.debug("%s: %s", pair.case_id, rows[-1]["regions"])
+    for role in ("prediction", "truth"):
+        used = Counter((row["labels"][role], row["labels_from"][role]) for row in rows)
+        for (name, source), count in sorted(used.items()):
+            log.info("%s labels of %d case(s): %s (from %s)", role, count, name, source)
     summary = summarise(rows)
     io.write_text_atomic(to_csv(rows), args.out, overwrite=args.overwrite)
     if args.json is not None:

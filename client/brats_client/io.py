@@ -85,8 +85,12 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _open_nifti(channel: str, path: Path, max_voxels: int) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
-    """Open the header of one modality and check it is a 3-D NIfTI image under the voxel limit."""
+def _open_nifti(
+    channel: str, path: Path, max_voxels: int, *, channels: int = 0, labels: bool = False
+) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
+    """Open the header of a NIfTI image and check it is 3-D (``channels`` 0) or 3-D with ``channels`` on its
+    4th axis, under the voxel limit. Returns the image and its spatial shape. ``channel`` names it in errors,
+    ``labels`` says it is a label map."""
     what = f"{channel} file {path}"
     if not path.exists():
         raise InputError(f"{what} does not exist")
@@ -97,10 +101,17 @@ def _open_nifti(channel: str, path: Path, max_voxels: int) -> tuple[nib.Nifti1Im
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{what} is a {type(img).__name__}, not NIfTI; convert it to .nii.gz")
     shape = tuple(int(s) for s in img.shape)
-    while len(shape) > 3 and shape[-1] == 1:  # a trailing singleton time/vector axis
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise InputError(f"{what} has shape {tuple(img.shape)}; a 3-D volume is needed (one modality per file)")
+    extra = [s for s in shape[3:] if s != 1]  # trailing time/vector axes of length 1 do not count
+    if len(shape) < 3 or extra != ([channels] if channels else []):
+        if channels:
+            need = f"a 4-D file with {channels} channels on its 4th axis"
+        elif labels:
+            need = "a 3-D label map"
+        else:
+            need = ("a 3-D volume (one modality per file; a 4-D file of the four channels goes alone as INPUT, "
+                    "the MSD layout)")
+        raise InputError(f"{what} has shape {tuple(img.shape)}; {need} is needed")
+    shape = shape[:3]
     voxels = int(np.prod(shape))
     if voxels > max_voxels:
         raise InputError(f"{what} has {voxels} voxels {shape}, more than the limit {max_voxels}; resample it first")
@@ -108,15 +119,30 @@ def _open_nifti(channel: str, path: Path, max_voxels: int) -> tuple[nib.Nifti1Im
 
 
 def _read_data(channel: str, path: Path, img: nib.Nifti1Image, shape: tuple[int, ...]) -> np.ndarray:
+    """The image's values as float32, spatial shape ``shape`` (and a last axis of channels if it has one)."""
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except _READ_ERRORS as e:  # truncated .nii.gz: EOFError / zlib.error; short .nii: ValueError
         raise InputError(f"{channel} file {path} cannot be read (truncated or corrupt?): {_one_line(e)}") from e
-    data = data.reshape(shape)
+    data = data.reshape(*shape, -1) if data.size != np.prod(shape) else data.reshape(shape)
     bad = int(np.count_nonzero(~np.isfinite(data)))
     if bad:
         raise InputError(f"{channel} file {path} has {bad} NaN/Inf voxels; fix or replace them (e.g. with 0)")
     return data
+
+
+def _load_4d(files: CaseFiles, max_voxels: int) -> LoadedCase:
+    """The MSD layout: one file, the channels on its 4th axis at ``files.channel_index``."""
+    path = files.paths[CHANNELS[0]]
+    img, shape = _open_nifti("4-D", path, max_voxels, channels=len(CHANNELS))
+    data = _read_data("4-D", path, img, shape)
+    index = files.channel_index or {}
+    volume = np.stack([data[..., index[ch]] for ch in CHANNELS])
+    del data
+    digest = atomic.sha256_file(path)
+    header = img.header.copy()
+    header.set_data_shape(shape)
+    return LoadedCase(volume, np.asarray(img.affine, dtype=np.float64), header, path, {ch: digest for ch in CHANNELS})
 
 
 def load_case(files: CaseFiles, *, max_voxels: int = MAX_VOXELS, affine_atol: float = AFFINE_ATOL) -> LoadedCase:
@@ -124,8 +150,11 @@ def load_case(files: CaseFiles, *, max_voxels: int = MAX_VOXELS, affine_atol: fl
 
     Checks: readable NIfTI, 3-D (a trailing singleton 4th axis is squeezed), at most ``max_voxels`` voxels, finite
     values, one shape and one affine (within ``affine_atol`` mm) across modalities. The t1's affine and header
-    are kept for the outputs.
+    are kept for the outputs. A 4-D file (``files.naming == "msd"``) is read once and split by
+    ``files.channel_index``.
     """
+    if files.channel_index is not None:
+        return _load_4d(files, max_voxels)
     ref_channel = CHANNELS[0]
     ref_path = files.paths[ref_channel]
     ref_img, ref_shape = _open_nifti(ref_channel, ref_path, max_voxels)
@@ -165,12 +194,13 @@ class LabelMap:
     affine: np.ndarray
     zooms: tuple[float, float, float]
     path: Path
+    descrip: str = ""  # the header's description; brats-client marks its label convention there
 
 
 def load_label_map(path: str | Path, what: str = "segmentation", *, max_voxels: int = MAX_VOXELS) -> LabelMap:
     """Read a 3-D label NIfTI; ``what`` names it in errors (e.g. "prediction"). Non-integer values are refused."""
     path = Path(path)
-    img, shape = _open_nifti(what, path, max_voxels)
+    img, shape = _open_nifti(what, path, max_voxels, labels=True)
     data = _read_data(what, path, img, shape)
     fractional = data != np.rint(data)
     if fractional.any():
@@ -178,7 +208,8 @@ def load_label_map(path: str | Path, what: str = "segmentation", *, max_voxels: 
         raise InputError(f"{what} file {path} holds non-integer values (e.g. {example:g}); a label map is needed, "
                          f"not probabilities")
     zx, zy, zz = (float(z) for z in img.header.get_zooms()[:3])
-    return LabelMap(data.astype(np.int16), np.asarray(img.affine, dtype=np.float64), (zx, zy, zz), path)
+    descrip = bytes(img.header["descrip"]).split(b"\0")[0].decode("latin-1").strip()
+    return LabelMap(data.astype(np.int16), np.asarray(img.affine, dtype=np.float64), (zx, zy, zz), path, descrip)
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -255,10 +286,14 @@ def _nifti_suffix(path: Path) -> str:
     raise OutputError(f"output {path} must end in .nii or .nii.gz")
 
 
-def output_header(array: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None) -> nib.Nifti1Header:
+def output_header(
+    array: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None, descrip: str | None = None
+) -> nib.Nifti1Header:
     """The input header adapted to ``array``: its dtype (uint8 labels / float32 otherwise), shape, no intensity
-    scaling or display range, and ``affine`` in the sform/qform with the input's codes."""
+    scaling or display range, ``affine`` in the sform/qform with the input's codes, and ``descrip`` if given."""
     hdr = header.copy() if isinstance(header, (nib.Nifti1Header, nib.Nifti2Header)) else nib.Nifti1Header()
+    if descrip is not None:
+        hdr["descrip"] = descrip.encode("ascii")[:79]
     hdr.set_data_shape(array.shape)
     hdr.set_data_dtype(array.dtype)
     hdr.set_slope_inter(None, None)
@@ -289,6 +324,7 @@ def save_nifti_atomic(
     path: str | Path,
     *,
     overwrite: bool = False,
+    descrip: str | None = None,
 ) -> Path:
     """Write ``array`` (integers -> uint8 labels, floats -> float32) with exactly ``affine`` and the input
     ``header`` (see :func:`output_header`) to ``path`` (.nii or .nii.gz), atomically."""
@@ -296,7 +332,7 @@ def save_nifti_atomic(
     suffix = _nifti_suffix(path)
     data = _output_array(array)
     affine = np.asarray(affine, dtype=np.float64)
-    hdr = output_header(data, affine, header)
+    hdr = output_header(data, affine, header, descrip)
     image_class = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
     img = image_class(data, affine, header=hdr)
     with _atomic_path(path, overwrite=overwrite, suffix=suffix) as tmp:

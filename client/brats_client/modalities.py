@@ -8,29 +8,34 @@ naming     files                                                  channels
 =========  ====================================================  ==========================================
 brats2019  ``<case>_t1``, ``_t1ce``, ``_t2``, ``_flair``            t1, t1ce, t2, flair
 brats2023  ``<case>-t1n``, ``-t1c``, ``-t2w``, ``-t2f``             t1, t1ce, t2, flair
-nnunet     ``<case>_0000`` .. ``_0003``                             given by ``nnunet_order`` (``--channel-order``)
+nnunet     ``<case>_0000`` .. ``_0003``                             ``--channel-order``, or the dataset.json
+msd        ``<case>.nii.gz``, one 4-D file (X, Y, Z, 4)            ``--channel-order``, or the dataset.json
 =========  ====================================================  ==========================================
 
-nnU-Net datasets fix the channel order in their ``dataset.json``, which is not next to the images, so the order
-is never guessed: nnU-Net names without ``nnunet_order`` are an :class:`~brats_client.errors.InputError`.
+MSD (Medical Segmentation Decathlon, Task01_BrainTumour: ``imagesTr/``, ``imagesTs/``) and nnU-Net datasets fix the
+channel order in the ``dataset.json`` beside those folders (:mod:`brats_client.dataset_json`). The order is never
+guessed: without ``channel_order`` and without a dataset.json that names the channels, such a case is an
+:class:`~brats_client.errors.InputError`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import dataset_json
 from .contract import CHANNELS
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-NAMINGS = ("brats2019", "brats2023", "nnunet", "explicit")
+NAMINGS = ("brats2019", "brats2023", "nnunet", "msd", "explicit")
 
 # Each pattern is anchored at the end of the name (suffix removed), so ``_t1`` never matches ``..._t1ce``.
 _PATTERNS = {
@@ -44,11 +49,17 @@ _EXPECTED = {
     "brats2019": "<case>_t1, <case>_t1ce, <case>_t2, <case>_flair",
     "brats2023": "<case>-t1n, <case>-t1c, <case>-t2w, <case>-t2f",
     "nnunet": "<case>_0000 .. <case>_0003",
+    "msd": "<case>.nii.gz holding the 4 channels on its 4th axis",
 }
-# Accepted spellings in ``--channel-order`` besides CHANNELS themselves.
-_ALIASES = {
-    "t1n": "t1", "t1c": "t1ce", "t1gd": "t1ce", "t1-ce": "t1ce", "t2w": "t2", "t2f": "flair", "t2-flair": "flair"
+# Spellings of each channel in --channel-order and in dataset.json files (MSD, nnU-Net, BraTS, RSNA-MICCAI),
+# compared in lower case without separators: "T1-Gd", "t1_gd" and "T1GD" are all "t1gd".
+_SPELLINGS = {
+    "t1": ("t1", "t1n", "t1w", "t1native", "t1pre", "t1precontrast", "t1weighted"),
+    "t1ce": ("t1ce", "t1c", "t1gd", "t1wce", "t1post", "t1postcontrast", "t1contrast", "t1cgd", "t1gad"),
+    "t2": ("t2", "t2w", "t2weighted"),
+    "flair": ("flair", "t2flair", "t2f", "t2wflair"),
 }
+_CHANNEL_OF = {spelling: channel for channel, spellings in _SPELLINGS.items() for spelling in spellings}
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,9 @@ class CaseFiles:
     case_id: str
     paths: dict[str, Path]
     naming: str
+    # a 4-D file (msd): every channel's path is that file, and this is each channel's index on its 4th axis
+    channel_index: dict[str, int] | None = None
+    dataset: Path | None = None  # the dataset.json that gave the channel order
 
     def __post_init__(self) -> None:
         check_case_id(self.case_id)
@@ -68,6 +82,8 @@ class CaseFiles:
         if self.naming not in NAMINGS:
             raise ValueError(f"naming must be one of {', '.join(NAMINGS)}; got {self.naming!r}")
         object.__setattr__(self, "paths", {ch: Path(self.paths[ch]) for ch in CHANNELS})
+        if (self.naming == "msd") != (self.channel_index is not None):
+            raise ValueError("channel_index goes with the msd naming (one 4-D file), and only with it")
 
 
 def segmentation_case_id(path: str | Path) -> str | None:
@@ -85,16 +101,24 @@ def is_brats_modality(path: str | Path) -> bool:
     return m is not None and m.naming in ("brats2019", "brats2023")
 
 
-def label_convention(files: CaseFiles) -> str:
-    """The output label convention that goes with the input names: ``brats2023`` (ET = 3) when the four files
-    carry BraTS 2023 names (found in a folder or given explicitly), else ``brats2019`` (ET = 4)."""
+def input_convention(files: CaseFiles) -> tuple[str, str]:
+    """The output label convention that goes with the input, and why: the ``labels`` of the case's dataset.json
+    (MSD, nnU-Net) when it has one; ``msd`` for a 4-D MSD file; ``brats2023`` (ET = 3) when the four files carry
+    BraTS 2023 names (found in a folder or given explicitly); else ``brats2019`` (ET = 4)."""
+    if files.naming in ("msd", "nnunet"):
+        found = dataset_json.label_convention(files.paths[CHANNELS[0]])
+        if found is not None:
+            return found[0], f"the labels of {found[1]}"
+        if files.naming == "msd":
+            return "msd", "a 4-D file of the Medical Segmentation Decathlon layout"
+        return "brats2019", "nnU-Net names without a dataset.json that declares labels"
     if files.naming == "brats2023":
-        return "brats2023"
+        return "brats2023", "BraTS 2023 file names"
     if files.naming == "explicit":
         namings = {m.naming if m else None for m in map(_match, files.paths.values())}
         if namings == {"brats2023"}:
-            return "brats2023"
-    return "brats2019"
+            return "brats2023", "BraTS 2023 file names"
+    return "brats2019", f"{files.naming} file names"
 
 
 def check_case_id(case_id: str) -> str:
@@ -113,15 +137,49 @@ def strip_nifti_suffix(name: str) -> str | None:
     return None
 
 
-def parse_channel_order(order: Sequence[str]) -> tuple[str, ...]:
-    """Validate an nnU-Net channel order (the modalities of ``_0000``, ``_0001``, ...): a permutation of CHANNELS."""
-    names = tuple(_ALIASES.get(s.strip().lower(), s.strip().lower()) for s in order)
-    if sorted(names) != sorted(CHANNELS):
+def channel_name(spelling: str) -> str | None:
+    """The channel (one of CHANNELS) a name stands for, in any spelling of :data:`_SPELLINGS`; None if unknown."""
+    return _CHANNEL_OF.get(re.sub(r"[^a-z0-9]", "", spelling.lower()))
+
+
+def parse_channel_order(order: Sequence[str], source: str = "--channel-order") -> tuple[str, ...]:
+    """The channels of ``_0000``, ``_0001``, ... (or of a 4-D file's 4th axis) from their names in ``source``
+    (``--channel-order`` or a dataset.json): a permutation of CHANNELS, in any spelling of :data:`_SPELLINGS`."""
+    names = tuple(channel_name(s) for s in order)
+    if None in names or sorted(names) != sorted(CHANNELS):  # type: ignore[type-var]
+        unknown = [s for s, n in zip(order, names, strict=True) if n is None]
+        why = f"unknown name(s) {', '.join(unknown)}; " if unknown else ""
+        spellings = "; ".join(f"{ch}: {', '.join(sp)}" for ch, sp in _SPELLINGS.items())
         raise InputError(
-            f"--channel-order {','.join(order)} must name each of {','.join(CHANNELS)} exactly once "
-            f"(the modalities of _0000.._0003 in the dataset's dataset.json)"
+            f"{source} {','.join(order)} must name each of {','.join(CHANNELS)} exactly once ({why}accepted "
+            f"spellings, in any case and with any separators: {spellings})"
         )
-    return names
+    return names  # type: ignore[return-value]
+
+
+def channel_order(where: Path, given: Sequence[str] | None) -> tuple[tuple[str, ...], Path | None] | None:
+    """The channel order of nnU-Net or MSD files in ``where``: ``given`` (``--channel-order``) when set, else the
+    dataset.json beside or above ``where``; None when neither says it."""
+    if given:
+        return parse_channel_order(given), None
+    found = dataset_json.channel_names(where)
+    if found is None:
+        return None
+    names, path = found
+    if len(names) != len(CHANNELS):
+        raise InputError(
+            f"{path} declares {len(names)} channels ({', '.join(names)}); the network takes the 4 MRI modalities "
+            f"{', '.join(CHANNELS)}"
+        )
+    return parse_channel_order(names, source=f"{path}:"), path
+
+
+def _order_needed(where: Path, what: str) -> InputError:
+    return InputError(
+        f"{what} in {where}: their channel order is set by the dataset and there is no dataset.json beside or "
+        f"above them; pass --channel-order (e.g. --channel-order flair,t1,t1ce,t2 for the MSD's "
+        f"FLAIR, T1w, t1gd, T2w) to say which is which"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,13 +235,12 @@ def _resolve(folder: Path, matches: list[_Match], nnunet_order: Sequence[str] | 
     by_key: dict[str, list[Path]] = defaultdict(list)
     for m in matches:
         by_key[m.key].append(m.path)
+    dataset = None
     if naming == "nnunet":
-        if not nnunet_order:
-            raise InputError(
-                f"{folder} holds nnU-Net names ({_names(m.path for m in matches)}) whose channel order is set by the "
-                f"dataset; pass --channel-order (e.g. --channel-order t1,t1ce,t2,flair) to say which is which"
-            )
-        order = parse_channel_order(nnunet_order)
+        found = channel_order(folder, nnunet_order)
+        if found is None:
+            raise _order_needed(folder, f"nnU-Net names ({_names(m.path for m in matches)})")
+        order, dataset = found
         extra = sorted(k for k in by_key if int(k) >= len(CHANNELS))
         if extra:
             raise InputError(
@@ -203,7 +260,7 @@ def _resolve(folder: Path, matches: list[_Match], nnunet_order: Sequence[str] | 
             f"case {case} in {folder}: {'; '.join(problems)} (expected {_EXPECTED[naming]} .nii.gz); "
             f"or pass the files with --t1/--t1ce/--t2/--flair"
         )
-    return CaseFiles(check_case_id(case), {ch: by_key[ch][0] for ch in CHANNELS}, naming)
+    return CaseFiles(check_case_id(case), {ch: by_key[ch][0] for ch in CHANNELS}, naming, dataset=dataset)
 
 
 def _groups(matches: list[_Match]) -> dict[tuple[str, str], list[_Match]]:
@@ -213,21 +270,94 @@ def _groups(matches: list[_Match]) -> dict[tuple[str, str], list[_Match]]:
     return dict(groups)
 
 
+def _fourth_axis(path: Path) -> int:
+    """The number of channels on a NIfTI file's 4th axis: 0 for a 3-D file (trailing axes of length 1 ignored).
+    Only the header is read; a file that is not readable NIfTI is an InputError naming it."""
+    import nibabel as nib
+
+    try:
+        shape = tuple(int(s) for s in nib.load(str(path)).shape)
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as e:
+        raise InputError(f"{path} is not a readable NIfTI file: {' '.join(str(e).split())}") from e
+    extra = [s for s in shape[3:] if s != 1]
+    if len(shape) < 3 or len(extra) > 1:
+        raise InputError(f"{path} has shape {shape}; expected a 3-D volume or a 4-D file of channels (X, Y, Z, 4)")
+    return extra[0] if extra else 0
+
+
+def msd_case(path: str | Path, channel_order_given: Sequence[str] | None = None) -> CaseFiles:
+    """A case from one 4-D file holding the four modalities on its 4th axis (the MSD layout). The channel order
+    comes from ``channel_order_given`` (``--channel-order``) or the dataset.json beside or above the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input {path} does not exist or is not a file")
+    if strip_nifti_suffix(path.name) is None:
+        raise InputError(f"input {path} is not a .nii or .nii.gz file")
+    channels = _fourth_axis(path)
+    if channels == 0:
+        raise InputError(
+            f"input {path} is one 3-D volume, but the network needs four modalities: give its case folder, "
+            f"or the four files with --t1/--t1ce/--t2/--flair"
+        )
+    if channels != len(CHANNELS):
+        raise InputError(
+            f"input {path} holds {channels} channels on its 4th axis; the network takes {len(CHANNELS)} "
+            f"({', '.join(CHANNELS)})"
+        )
+    found = channel_order(path.parent, channel_order_given)
+    if found is None:
+        raise _order_needed(path.parent, f"the 4-D file {path.name}")
+    order, dataset = found
+    index = {ch: order.index(ch) for ch in CHANNELS}
+    case_id = check_case_id(strip_nifti_suffix(path.name) or path.name)
+    return CaseFiles(case_id, {ch: path for ch in CHANNELS}, "msd", channel_index=index, dataset=dataset)
+
+
+def _is_four_d(path: Path) -> bool:
+    """True for a readable NIfTI file with channels on its 4th axis (an unreadable one is reported elsewhere)."""
+    try:
+        return _fourth_axis(path) > 0
+    except InputError:
+        return False
+
+
+def _dataset_root_problem(folder: Path) -> str | None:
+    """A message when ``folder`` is the top of an MSD / nnU-Net dataset rather than one of its image folders."""
+    image_folders = [name for name in ("imagesTr", "imagesTs") if (folder / name).is_dir()]
+    if not image_folders:
+        return None
+    return (
+        f"{folder} is a dataset folder ({', '.join(image_folders)}); give the image folder to segment, "
+        f"e.g. {folder / image_folders[-1]}"
+    )
+
+
 def find_case_files(folder: str | Path, *, nnunet_order: Sequence[str] | None = None) -> CaseFiles:
-    """The four modalities of the case in ``folder``.
+    """The four modalities of the case in ``folder`` (four 3-D files, or one 4-D file).
 
     Raises :class:`InputError` naming the folder and the missing or ambiguous modalities, when the folder mixes
-    naming schemes or cases, and for nnU-Net names without ``nnunet_order``.
+    naming schemes or cases, and for nnU-Net or 4-D files whose channel order nothing gives.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"case folder {folder} does not exist or is not a folder")
     matches, others = _scan(folder)
     if not matches:
+        root = _dataset_root_problem(folder)
+        if root is not None:
+            raise InputError(root)
+        four_d = [p for p in others if _is_four_d(p)]
+        if len(four_d) == 1:
+            return msd_case(four_d[0], nnunet_order)
+        if four_d:
+            raise InputError(
+                f"{folder} holds {len(four_d)} 4-D cases ({_names(four_d[:3])}{', ...' if len(four_d) > 3 else ''}); "
+                f"give an output folder to segment them all, or one file as INPUT"
+            )
         found = f"; found only {_names(others)}" if others else ""
         raise InputError(
             f"no modality files in {folder}{found}: expected {_EXPECTED['brats2019']} (BraTS 2019), "
-            f"{_EXPECTED['brats2023']} (BraTS 2023) or {_EXPECTED['nnunet']} (nnU-Net, with --channel-order), "
+            f"{_EXPECTED['brats2023']} (BraTS 2023), {_EXPECTED['nnunet']} (nnU-Net) or one 4-D file (MSD), "
             f"as .nii or .nii.gz; or pass the files with --t1/--t1ce/--t2/--flair"
         )
     namings = sorted({m.naming for m in matches})
@@ -239,8 +369,8 @@ def find_case_files(folder: str | Path, *, nnunet_order: Sequence[str] | None = 
     cases = sorted({m.case for m in matches})
     if len(cases) > 1:
         raise InputError(
-            f"{folder} holds files of several cases ({', '.join(cases)}); give the parent folder for batch mode, "
-            f"or pass one case's files with --t1/--t1ce/--t2/--flair"
+            f"{folder} holds files of several cases ({', '.join(cases)}); give an output folder to segment them "
+            f"all, or pass one case's files with --t1/--t1ce/--t2/--flair"
         )
     files = _resolve(folder, matches, nnunet_order)
     if others:
@@ -265,12 +395,24 @@ def explicit_case(
     for ch, path in given.items():
         key = path.resolve()
         if key in seen:
-            raise InputError(f"--{seen[key]} and --{ch} are the same file {path}; give four different modalities")
+            hint = ""
+            if _is_four_d(path):
+                hint = (" (it is a 4-D file of channels: pass it alone as INPUT, with --channel-order unless a "
+                        "dataset.json beside it gives the order)")
+            raise InputError(f"--{seen[key]} and --{ch} are the same file {path}; give four different modalities{hint}")
         seen[key] = ch
     if case_id is None:
         m = _match(given["t1"])
         case_id = m.case if m is not None else strip_nifti_suffix(given["t1"].name)
     return CaseFiles(check_case_id(str(case_id)), given, "explicit")
+
+
+@dataclass(frozen=True)
+class InvalidCase:
+    """A case of a batch that cannot be segmented: ``name`` (its id, or the folder or file) and why."""
+
+    name: str
+    reason: str
 
 
 def is_case_folder(path: str | Path) -> bool:
@@ -289,43 +431,50 @@ def is_case_folder(path: str | Path) -> bool:
 
 
 def find_cases(
-    folder: str | Path, *, nnunet_order: Sequence[str] | None = None, skip_invalid: bool = False
-) -> list[CaseFiles]:
-    """Batch mode: every case under ``folder``, sorted by case id.
+    folder: str | Path, *, nnunet_order: Sequence[str] | None = None
+) -> tuple[list[CaseFiles], list[InvalidCase]]:
+    """Batch mode: every case under ``folder`` sorted by case id, and the invalid ones with their reasons.
 
-    A case is either a direct sub-folder holding one case, or a group of files sharing a case id directly in
-    ``folder`` (the nnU-Net ``imagesTs`` layout). Deeper folders are not searched. Invalid cases raise one
-    :class:`InputError` listing all of them, unless ``skip_invalid`` (then each is logged and skipped).
-    Two cases with the same id are an error: their outputs would collide.
+    A case is a direct sub-folder holding one case, a group of files sharing a case id directly in ``folder``
+    (nnU-Net's ``imagesTs``), or a 4-D file directly in ``folder`` (the MSD's ``imagesTr`` / ``imagesTs``).
+    Deeper folders are not searched. Raises InputError when nothing is found at all, or when two cases share an
+    id (their outputs would collide).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"input folder {folder} does not exist or is not a folder")
+    root = _dataset_root_problem(folder)
+    if root is not None:
+        raise InputError(root)
     try:
         subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as e:
         raise InputError(f"cannot list {folder}: {e.strerror or e}") from e
     cases: list[CaseFiles] = []
-    problems: list[str] = []
+    invalid: list[InvalidCase] = []
     for sub in subfolders:
         if not is_case_folder(sub):
             if _nifti_files(sub):
-                problems.append(f"{sub} holds several cases; nested batches are not searched")
+                invalid.append(InvalidCase(sub.name, f"{sub} holds several cases; nested batches are not searched"))
             continue
         try:
             cases.append(find_case_files(sub, nnunet_order=nnunet_order))
         except InputError as e:
-            problems.append(str(e))
-    matches, _ = _scan(folder)
-    for (_naming, _case), group in sorted(_groups(matches).items()):
+            invalid.append(InvalidCase(sub.name, str(e)))
+    matches, others = _scan(folder)
+    for (_naming, case), group in sorted(_groups(matches).items()):
         try:
             cases.append(_resolve(folder, group, nnunet_order))
         except InputError as e:
-            problems.append(str(e))
-    if problems and not skip_invalid:
-        raise InputError(f"{len(problems)} invalid case(s) under {folder}: " + " | ".join(problems))
-    for problem in problems:
-        log.warning("skipped: %s", problem)
+            invalid.append(InvalidCase(case, str(e)))
+    for path in others:
+        try:
+            if _fourth_axis(path) > 0:
+                cases.append(msd_case(path, nnunet_order))
+            else:
+                log.debug("%s: not a modality file of a known naming, ignored", path)
+        except InputError as e:
+            invalid.append(InvalidCase(strip_nifti_suffix(path.name) or path.name, str(e)))
     seen: dict[str, CaseFiles] = {}
     for case in cases:
         if case.case_id in seen:
@@ -334,8 +483,10 @@ def find_cases(
                 f"{seen[case.case_id].paths['t1']}); outputs would overwrite each other"
             )
         seen[case.case_id] = case
-    if not cases:
+    if not cases and not invalid:
+        found = f" (found only {_names(others)})" if others else ""
         raise InputError(
-            f"no cases under {folder}: expected case folders (one case's four modalities each) or nnU-Net files"
+            f"no cases under {folder}{found}: expected case folders (one case's four modalities each), nnU-Net "
+            f"files or 4-D MSD files"
         )
-    return sorted(cases, key=lambda c: c.case_id)
+    return sorted(cases, key=lambda c: c.case_id), sorted(invalid, key=lambda c: c.name)

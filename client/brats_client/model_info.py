@@ -67,7 +67,8 @@ def unreachable(url: str, o: ServerOptions, error: InferenceServerException) -> 
         return f"the server at {url} closed the connection ({desc}); {hint}"
     return (
         f"no Triton server answers at {url} within {o.connect_timeout_s:g} s ({desc}); "
-        "start one with `brats-serve --repository model_repository` or pass --url HOST:PORT"
+        "start one on a repository that brats-export wrote (`make demo` writes out/demo/model_repository: "
+        "`.venv/bin/brats-serve --repository out/demo/model_repository`) or pass --url HOST:PORT"
     )
 
 

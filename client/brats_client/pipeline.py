@@ -12,13 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from . import io, postprocess, preprocess, server_flips, tiling, tta
+from . import conventions, input_checks, io, modalities, postprocess, preprocess, server_flips, tiling, tta
 from .contract import OUT_CHANNELS
 from .errors import BratsError, InputError
 from .modalities import CaseFiles
@@ -27,13 +27,15 @@ from .transport import ModelInfo, ServerOptions, TritonTransport
 log = logging.getLogger(__name__)
 
 TTA_CHOICES = tta.TTA_CHOICES
-LABEL_CHOICES = postprocess.CONVENTIONS
+LABELS_AUTO = "auto"  # the convention that goes with the input (modalities.input_convention)
+LABEL_CHOICES = (LABELS_AUTO, *conventions.NAMES)
 BLEND_CHOICES = tiling.BLEND_CHOICES
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """How to cut, augment and label. ``tile=None`` sends the whole padded crop as one tile."""
+    """How to cut, augment and label: the defaults of ``brats-client segment`` (its options are built from these).
+    ``tile=None`` sends the whole padded crop as one tile."""
 
     # Tiles smaller than the crop change the labels (GroupNorm; docs/tiling.md), so the default sends the whole
     # crop of any BraTS-size case (<= 192 per axis) and tiles only larger volumes.
@@ -41,7 +43,9 @@ class SegmentOptions:
     overlap: float = 0.25
     blend: str = "gaussian"
     tta: str = "flip4"
-    labels: str = "brats2019"
+    # output label convention; auto: the input's (BraTS 2023 names -> brats2023, MSD / dataset.json -> theirs,
+    # else the seed's brats2019), resolved by prepare_case
+    labels: str = LABELS_AUTO
     keep_last_slice: bool = False  # True: keep the last nonzero slice (the seed drops it)
     # One flip per request: while the server computes one, the next is already on its way. Larger values batch
     # a tile's flips into one request (up to the model's max_batch_size), which helps only a GPU.
@@ -49,6 +53,8 @@ class SegmentOptions:
     # auto: when the model's config names a companion that applies these flips in its graph, send to it
     # (one request per tile); off: always flip here
     server_flips: str = "auto"
+    # True: segment a case whose background is not 0 or that does not look skull-stripped, with a warning
+    allow_unprepared: bool = False
 
     def __post_init__(self) -> None:
         if self.tile is not None and (self.tile < 16 or self.tile % 16):
@@ -181,26 +187,40 @@ class PreparedCase:
     volume: np.ndarray  # [4, *record.padded_shape], normalised
     record: preprocess.PreprocessRecord
     time_s: dict[str, float]
+    labels_from: str = "--labels"  # why options.labels is what it is
+    warnings: tuple[str, ...] = ()  # input problems accepted with options.allow_unprepared
 
 
 def prepare_case(
     files: CaseFiles, options: SegmentOptions = SegmentOptions(), *, max_voxels: int = io.MAX_VOXELS
 ) -> PreparedCase:
-    """Load and check the four modalities (:func:`brats_client.io.load_case`), refuse an all-zero case, warn
-    when it is not on the BraTS grid (:func:`brats_client.io.grid_warning`), and preprocess as ``options`` say.
-    Raises InputError naming the file; sends nothing to a server. The later stages use these options."""
+    """Load and check the four modalities (:func:`brats_client.io.load_case`), refuse an all-zero case and one
+    that breaks the seed's input assumptions (:mod:`brats_client.input_checks`, unless
+    ``options.allow_unprepared``), warn when it is not on the BraTS grid (:func:`brats_client.io.grid_warning`),
+    resolve ``labels="auto"`` and preprocess as ``options`` say. Raises InputError naming the file; sends nothing
+    to a server. The later stages use these options."""
     timer = Timer()
+    labels_from = f"labels={options.labels}"
+    if options.labels == LABELS_AUTO:
+        labels, labels_from = modalities.input_convention(files)
+        options = replace(options, labels=labels)
+    log.info("%s: %s labels (%s)", files.case_id, conventions.get(options.labels).describe(), labels_from)
     with timer.stage("load"):
         case = io.load_case(files, max_voxels=max_voxels)
     if case.is_empty:
-        names = ", ".join(str(p) for p in files.paths.values())
+        names = ", ".join(sorted({str(p) for p in files.paths.values()}))
         raise InputError(f"case {files.case_id}: every voxel is 0 in all four modalities ({names}); nothing to segment")
+    problems = input_checks.problems(case.volume, dict(files.paths), case.voxel_volume_mm3)
+    if problems and not options.allow_unprepared:
+        raise InputError(f"case {files.case_id}: {'; '.join(problems)}. {input_checks.HOW_TO_PREPARE}")
+    for problem in problems:
+        log.warning("case %s: segmented anyway (--allow-unprepared-input): %s", files.case_id, problem)
     warning = io.grid_warning(case.reference_path, case.shape, case.header.get_zooms()[:3])
     if warning is not None:
         log.warning("case %s: %s", files.case_id, warning)
     with timer.stage("preprocess"):
         volume, record = preprocess.preprocess(case.volume, keep_last_slice=options.keep_last_slice)
-    return PreparedCase(files, options, case, volume, record, dict(timer.stages_s))
+    return PreparedCase(files, options, case, volume, record, dict(timer.stages_s), labels_from, tuple(problems))
 
 
 @dataclass
@@ -220,6 +240,8 @@ class InferredCase:
     server: dict[str, Any]
     server_compute_s: float | None
     time_s: dict[str, float]
+    labels_from: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def infer_case(
@@ -243,7 +265,8 @@ def infer_case(
     }
     return InferredCase(
         prepared.files, record, case.affine, case.header, case.shape, case.voxel_volume_mm3, case.sha256,
-        prediction, options, server, _compute_s(before, after), dict(timer.stages_s),
+        prediction, options, server, _compute_s(before, after), dict(timer.stages_s), prepared.labels_from,
+        prepared.warnings,
     )
 
 
@@ -266,6 +289,8 @@ def finish_case(inferred: InferredCase, outputs: CaseOutputs) -> dict[str, Any]:
         "voxel_volume_mm3": voxel_mm3,
         "preprocess": record.to_dict(),
         "options": asdict(options),
+        "labels": {"convention": options.labels, "from": inferred.labels_from},
+        "warnings": list(inferred.warnings),
         "server": inferred.server,
         "tiles": prediction.tiles,
         "requests": prediction.requests,
@@ -278,7 +303,8 @@ def finish_case(inferred: InferredCase, outputs: CaseOutputs) -> dict[str, Any]:
     }
     affine, header = inferred.affine, inferred.header
     with timer.stage("write"):
-        io.save_nifti_atomic(labels, affine, header, outputs.segmentation, overwrite=outputs.overwrite)
+        io.save_nifti_atomic(labels, affine, header, outputs.segmentation, overwrite=outputs.overwrite,
+                             descrip=conventions.header_mark(options.labels))
         if outputs.probabilities is not None:
             full = np.moveaxis(postprocess.paste(probabilities, record), 0, -1)
             io.save_nifti_atomic(full, affine, header, outputs.probabilities, overwrite=outputs.overwrite)

@@ -2,9 +2,10 @@
 of step 5 are :mod:`brats_client.tta`).
 
 - :func:`unpad`: remove the padding added by :func:`brats_client.preprocess.preprocess` (from its record).
-- :func:`labels_from_probabilities`: threshold at 0.5 (strictly greater), WT -> 2, TC -> 1 (overwrites),
-  ET -> 4 (3 in the BraTS 2023 convention) only when the ET mask has more than 32 voxels, then drop every
-  26-connected component of label > 0 smaller than 10% of all labelled voxels.
+- :func:`labels_from_probabilities`: threshold at 0.5 (strictly greater), WT -> edema, TC -> core (overwrites),
+  ET -> enhancing only when the ET mask has more than 32 voxels, then drop every 26-connected component of
+  label > 0 smaller than 10% of all labelled voxels. The values are those of a convention of
+  :mod:`brats_client.conventions`: the seed's BraTS 2019 (2, 1, 4), BraTS 2023 (2, 1, 3) or the MSD's (1, 2, 3).
 - :func:`paste`: put the crop back at its place in a zero volume of the original shape.
 - :func:`region_masks`, :func:`region_volumes_ml`, :func:`dice`: the nested BraTS regions and their measures.
 """
@@ -14,18 +15,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from . import conventions
 from .contract import OUT_CHANNELS, REGIONS
 from .preprocess import PreprocessRecord
 
-CONVENTIONS = ("brats2019", "brats2023")
-NECROTIC, EDEMA = 1, 2
-ENHANCING = {"brats2019": 4, "brats2023": 3}
-
-
-def _check_convention(convention: str) -> int:
-    if convention not in ENHANCING:
-        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}; got {convention!r}")
-    return ENHANCING[convention]
+CONVENTIONS = conventions.NAMES
 
 
 def unpad(prob: np.ndarray, record: PreprocessRecord) -> np.ndarray:
@@ -56,17 +50,18 @@ def labels_from_probabilities(
     min_component_fraction: float = 0.1,
     convention: str = "brats2019",
 ) -> np.ndarray:
-    """Labels (uint8) from ``prob [3 (WT, TC, ET), X, Y, Z]``: WT -> 2, TC -> 1, ET -> 4 (brats2023: 3) when the
-    ET mask has more than ``et_min_voxels`` voxels, each later region overwriting; then small components removed."""
-    enhancing = _check_convention(convention)
+    """Labels (uint8) from ``prob [3 (WT, TC, ET), X, Y, Z]``: WT -> edema, TC -> core, ET -> enhancing (the
+    values of ``convention``) when the ET mask has more than ``et_min_voxels`` voxels, each later region
+    overwriting; then small components removed."""
+    values = conventions.get(convention)
     if prob.ndim != 4 or prob.shape[0] != OUT_CHANNELS:
         raise ValueError(f"probabilities must be [3 (WT, TC, ET), X, Y, Z], got shape {prob.shape}")
     wt, tc, et = (prob[i] > threshold for i in range(OUT_CHANNELS))
     labels = np.zeros(prob.shape[1:], dtype=np.uint8)
-    labels[wt] = EDEMA
-    labels[tc] = NECROTIC
+    labels[wt] = values.edema
+    labels[tc] = values.core
     if int(np.count_nonzero(et)) > et_min_voxels:
-        labels[et] = enhancing
+        labels[et] = values.enhancing
     return remove_small_components(labels, min_component_fraction)
 
 
@@ -82,12 +77,12 @@ def paste(labels_crop: np.ndarray, record: PreprocessRecord) -> np.ndarray:
 
 
 def region_masks(labels: np.ndarray, convention: str = "brats2019") -> dict[str, np.ndarray]:
-    """Boolean WT (every tumour label), TC (necrotic + enhancing) and ET (enhancing) masks."""
-    enhancing = _check_convention(convention)
+    """Boolean WT (every tumour label), TC (core + enhancing) and ET (enhancing) masks."""
+    values = conventions.get(convention)
     return {
-        "WT": np.isin(labels, (NECROTIC, EDEMA, enhancing)),
-        "TC": np.isin(labels, (NECROTIC, enhancing)),
-        "ET": labels == enhancing,
+        "WT": np.isin(labels, (values.core, values.edema, values.enhancing)),
+        "TC": np.isin(labels, (values.core, values.enhancing)),
+        "ET": labels == values.enhancing,
     }
 
 

@@ -1,12 +1,11 @@
-"""``brats-client`` argument handling: global options anywhere, the label convention from the input names."""
+"""``brats-client`` argument handling: global options anywhere, the command's defaults are the API's."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
-from brats_client import cli, commands, modalities, pipeline
+from brats_client import cli, commands, pipeline
 
 SUBCOMMANDS = {
     "segment": ["case", "-o", "seg.nii.gz"],
@@ -39,23 +38,11 @@ def test_quiet_after_the_subcommand_sets_the_log_level() -> None:
         logging.getLogger().removeHandler(handler)
 
 
-def _files(tmp_path: Path, naming: str) -> modalities.CaseFiles:
-    return modalities.CaseFiles("c", {ch: tmp_path / f"{ch}.nii.gz" for ch in modalities.CHANNELS}, naming)
-
-
-def test_labels_follow_the_naming_unless_given(tmp_path: Path, caplog) -> None:
-    parser = cli.build_parser()
-    auto = parser.parse_args(["segment", "case", "-o", "seg.nii.gz"])
-    assert auto.labels is None
-    options = commands._options(auto)
-    assert options.labels == pipeline.SegmentOptions().labels
-    with caplog.at_level(logging.INFO, logger="brats_client"):
-        assert commands._case_options(_files(tmp_path, "brats2023"), auto, options).labels == "brats2023"
-    assert "brats2023 labels (ET = 3) for brats2023 file names" in caplog.text
-    assert commands._case_options(_files(tmp_path, "brats2019"), auto, options).labels == "brats2019"
-    assert commands._case_options(_files(tmp_path, "nnunet"), auto, options).labels == "brats2019"
-    for given in ("brats2019", "brats2023"):
-        explicit = parser.parse_args(["segment", "case", "-o", "seg.nii.gz", "--labels", given])
-        for naming in ("brats2019", "brats2023"):
-            resolved = commands._case_options(_files(tmp_path, naming), explicit, commands._options(explicit))
-            assert resolved.labels == given
+def test_segment_defaults_are_the_api_defaults() -> None:
+    """The command's options and ``SegmentOptions()`` are one definition: parsing nothing gives the API's defaults."""
+    args = cli.build_parser().parse_args(["segment", "case", "-o", "seg.nii.gz"])
+    assert commands._options(args) == pipeline.SegmentOptions()
+    assert pipeline.SegmentOptions().labels == "auto"
+    for given in ("brats2019", "brats2023", "msd"):
+        explicit = cli.build_parser().parse_args(["segment", "case", "-o", "seg.nii.gz", "--labels", given])
+        assert commands._options(explicit).labels == given

@@ -154,14 +154,14 @@ def test_find_cases_folder_of_case_folders(tmp_path: Path) -> None:
     _brats19(root / "a", case="a")
     _touch(root / "b_out")  # empty folders are ignored
     _touch(root, "README.txt")
-    cases = find_cases(root)
-    assert [c.case_id for c in cases] == ["a", "b"]
+    cases, invalid = find_cases(root)
+    assert [c.case_id for c in cases] == ["a", "b"] and invalid == []
 
 
 def test_find_cases_flat_nnunet_folder(tmp_path: Path) -> None:
     flat = _touch(tmp_path / "imagesTs", *(f"{c}_000{i}.nii.gz" for c in ("y", "x") for i in range(4)))
-    cases = find_cases(flat, nnunet_order=list(CHANNELS))
-    assert [c.case_id for c in cases] == ["x", "y"]
+    cases, invalid = find_cases(flat, nnunet_order=list(CHANNELS))
+    assert [c.case_id for c in cases] == ["x", "y"] and invalid == []
     assert cases[0].paths["flair"].name == "x_0003.nii.gz"
 
 
@@ -169,12 +169,12 @@ def test_find_cases_errors(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _brats19(root / "a", case="a")
     _touch(root / "bad", "bad_t1.nii.gz")
-    with pytest.raises(InputError, match=r"1 invalid case\(s\).*missing t1ce, t2, flair"):
-        find_cases(root)
-    assert [c.case_id for c in find_cases(root, skip_invalid=True)] == ["a"]
+    cases, invalid = find_cases(root)  # the invalid case is reported, the valid one kept
+    assert [c.case_id for c in cases] == ["a"]
+    assert [c.name for c in invalid] == ["bad"] and "missing t1ce, t2, flair" in invalid[0].reason
     _brats19(root / "a_copy", case="a")
     with pytest.raises(InputError, match="case id a appears twice"):
-        find_cases(root, skip_invalid=True)
+        find_cases(root)
     with pytest.raises(InputError, match="no cases"):
         find_cases(_touch(tmp_path / "empty"))
 
@@ -183,13 +183,13 @@ def test_label_convention_follows_the_names(tmp_path: Path) -> None:
     """BraTS 2023 names (in a folder or given explicitly) -> ET = 3; every other naming -> BraTS 2019's ET = 4."""
     case = "BraTS-GLI-00002-000"
     b23 = _touch(tmp_path / case, *(f"{case}-{m}.nii.gz" for m in ("t1n", "t1c", "t2w", "t2f")))
-    assert modalities.label_convention(find_case_files(b23)) == "brats2023"
+    assert modalities.input_convention(find_case_files(b23)) == ("brats2023", "BraTS 2023 file names")
     explicit23 = {ch: b23 / f"{case}-{m}.nii.gz" for ch, m in zip(CHANNELS, ("t1n", "t1c", "t2w", "t2f"), strict=True)}
-    assert modalities.label_convention(explicit_case(**explicit23)) == "brats2023"
-    assert modalities.label_convention(find_case_files(_brats19(tmp_path / "b19"))) == "brats2019"
+    assert modalities.input_convention(explicit_case(**explicit23))[0] == "brats2023"
+    assert modalities.input_convention(find_case_files(_brats19(tmp_path / "b19")))[0] == "brats2019"
     nnunet = _touch(tmp_path / "nn", *(f"BRATS_001_000{i}.nii.gz" for i in range(4)))
-    assert modalities.label_convention(find_case_files(nnunet, nnunet_order=list(CHANNELS))) == "brats2019"
+    assert modalities.input_convention(find_case_files(nnunet, nnunet_order=list(CHANNELS)))[0] == "brats2019"
     # explicit files of which only some carry BraTS 2023 names: not a BraTS 2023 case
     other = _touch(tmp_path / "other", "anat.nii.gz")
     mixed = {**explicit23, "t1": other / "anat.nii.gz"}
-    assert modalities.label_convention(explicit_case(**mixed)) == "brats2019"
+    assert modalities.input_convention(explicit_case(**mixed))[0] == "brats2019"
