@@ -70,7 +70,8 @@ def test_msd_image_folder_is_a_batch_and_a_folder_of_one_is_one_case(tmp_path: P
     (images / "._BRATS_001.nii.gz").write_bytes(b"\0")  # macOS resource forks ship in the MSD tar: ignored
     cases, invalid = modalities.find_cases(images)
     assert [c.case_id for c in cases] == ["BRATS_001", "BRATS_002"] and invalid == []
-    with pytest.raises(InputError, match=r"holds 2 4-D cases \(BRATS_001.nii.gz, BRATS_002.nii.gz\); give an output folder"):
+    listed = r"holds 2 4-D cases \(BRATS_001.nii.gz, BRATS_002.nii.gz\); give an output folder"
+    with pytest.raises(InputError, match=listed):
         modalities.find_case_files(images)
     one = _msd_dataset(tmp_path / "One", {"BRATS_003": _channels(3)})
     assert modalities.find_case_files(one).case_id == "BRATS_003"
