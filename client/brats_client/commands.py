@@ -107,11 +107,17 @@ def _is_nifti_name(path: Path) -> bool:
     return modalities.strip_nifti_suffix(path.name) is not None
 
 
+def _is_folder_name(path: Path) -> bool:
+    """An output folder: an existing folder, or a new name without a suffix (``out``, ``out/``)."""
+    return path.is_dir() or (not path.exists() and not path.suffix)
+
+
 def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
     """Check every input and output, then connect: a bad input or output is reported before any request.
 
-    One case when the input is explicit files or a 4-D file, or when ``-o`` names a NIfTI file; else a batch of
-    every case under INPUT into the output folder (a folder holding one case is a batch of one)."""
+    A batch of every case under INPUT into the folder ``-o`` when INPUT is a folder of cases, or any folder and
+    ``-o`` a folder name (a folder holding one case is then a batch of one); else one case (explicit files, a 4-D
+    file, or a case folder) written to the NIfTI file ``-o``."""
     options = _options(args)
     max_voxels = _max_voxels(args)
     _check_tls_files(server)
@@ -122,7 +128,10 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
         raise InputError(f"input {args.input} does not exist")
     part = _part(args)
     in_memory = _cases_in_memory(args)
-    if explicit is None and args.input.is_dir() and not _is_nifti_name(args.output):
+    folder = explicit is None and args.input.is_dir()
+    if folder and not _is_nifti_name(args.output) and (
+        _is_folder_name(args.output) or not modalities.is_case_folder(args.input)
+    ):
         cases, invalid = modalities.find_cases(args.input, nnunet_order=_order(args))
         if part is not None:
             total = len(cases) + len(invalid)
@@ -210,7 +219,7 @@ def _run_batch(
             continue
         todo.append((files, pipeline.CaseOutputs(seg, None, out_dir / f"{files.case_id}.json", args.overwrite)))
     for case in invalid:
-        log.error("%s: not segmented: %s", case.name, case.reason)
+        log.warning("%s: not segmented: %s", case.name, case.reason)
     bar = tqdm(total=len(cases), initial=len(skipped), desc="cases", unit="case",
                disable=True if args.quiet else None, file=sys.stderr)
 

@@ -159,13 +159,13 @@ def _some(names: Iterable[str], limit: int = 5) -> str:
 _BRATS_NAMES = frozenset({"brats2019", "brats2023"})  # what a <case>_seg / <case>-seg name allows
 
 
-def file_convention(labels: io.LabelMap, option: str | None, role: str) -> conventions.Decision:
-    """The convention of one label map, decided as the module docstring says; refuses labels it cannot place."""
+def file_convention(labels: io.LabelMap, option: str | None, role: str, flag: str) -> conventions.Decision:
+    """The convention of one label map, decided as the module docstring says (``flag`` is the option that sets
+    it, named in errors); refuses labels it cannot place."""
     hint = _BRATS_NAMES if _is_segmentation_name(labels.path) else None
     return conventions.decide(
-        np.unique(labels.labels), path=labels.path, role=role, option=option,
-        option_flag="--pred-labels" if role == "prediction" else "--truth-labels", descrip=labels.descrip,
-        dataset=dataset_json.label_convention(labels.path), name_hint=hint,
+        np.unique(labels.labels), path=labels.path, role=role, option=option, option_flag=flag,
+        descrip=labels.descrip, dataset=dataset_json.label_convention(labels.path), name_hint=hint,
     )
 
 
@@ -183,16 +183,19 @@ def _check_grid(pred: io.LabelMap, truth: io.LabelMap) -> None:
         )
 
 
-def score_pair(pair: Pair, pred_labels: str | None = None, truth_labels: str | None = None) -> dict:
+def score_pair(
+    pair: Pair, pred_labels: str | None = None, truth_labels: str | None = None,
+    *, flags: tuple[str, str] = ("--pred-labels", "--truth-labels"),
+) -> dict:
     """One case's row: per region Dice, HD95 (mm), predicted and true volume (mL); the ``*_labels`` conventions
-    (None: decided per file, see the module docstring)."""
+    (None: decided per file, see the module docstring), set by the options ``flags``."""
     from . import metrics
 
     pred = io.load_label_map(pair.prediction, "prediction")
     truth = io.load_label_map(pair.truth, "truth")
     _check_grid(pred, truth)
-    pred_convention = file_convention(pred, pred_labels, "prediction")
-    truth_convention = file_convention(truth, truth_labels, "truth")
+    pred_convention = file_convention(pred, pred_labels, "prediction", flags[0])
+    truth_convention = file_convention(truth, truth_labels, "truth", flags[1])
     scores = metrics.region_scores(pred.labels, truth.labels, truth.zooms,
                                    pred_convention=pred_convention.convention,
                                    truth_convention=truth_convention.convention)
@@ -258,9 +261,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         io.check_writable(path, overwrite=args.overwrite)
     pairs = match_cases(args.prediction, args.truth)
     pred_labels, truth_labels = args.pred_labels or args.labels, args.truth_labels or args.labels
+    flags = ("--pred-labels" if args.pred_labels or not args.labels else "--labels",
+             "--truth-labels" if args.truth_labels or not args.labels else "--labels")
     rows = []
     for pair in pairs:
-        rows.append(score_pair(pair, pred_labels, truth_labels))
+        rows.append(score_pair(pair, pred_labels, truth_labels, flags=flags))
         log.debug("%s: %s", pair.case_id, rows[-1]["regions"])
     for role in ("prediction", "truth"):
         used = Counter((row["labels"][role], row["labels_from"][role]) for row in rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli
+from brats_client import cli, conventions
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +23,13 @@ def _affine(spacing=SPACING) -> np.ndarray:
     return affine
 
 
-def _save(path: Path, labels: np.ndarray, affine=None, dtype=np.uint8) -> Path:
+def _save(path: Path, labels: np.ndarray, affine=None, dtype=np.uint8, mark: str | None = None) -> Path:
+    """``mark``: the label convention brats-client segment writes into its outputs' header."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(labels.astype(dtype), _affine() if affine is None else affine), path)
+    img = nib.Nifti1Image(labels.astype(dtype), _affine() if affine is None else affine)
+    if mark is not None:
+        img.header["descrip"] = conventions.header_mark(mark).encode()
+    nib.save(img, path)
     return path
 
 
@@ -51,9 +55,9 @@ def dataset(tmp_path: Path) -> tuple[Path, Path]:
     """predictions/<case>.nii.gz (as a segment batch writes them) and BraTS case folders with <case>_seg and a
     modality; case B: both empty; case C has no prediction; the prediction Extra has no truth."""
     preds, truths = tmp_path / "predictions", tmp_path / "cases"
-    _save(preds / "A.nii.gz", _pred_a())
-    _save(preds / "B.nii.gz", np.zeros(SHAPE))
-    _save(preds / "Extra.nii.gz", _pred_a())
+    _save(preds / "A.nii.gz", _pred_a(), mark="brats2019")
+    _save(preds / "B.nii.gz", np.zeros(SHAPE), mark="brats2019")
+    _save(preds / "Extra.nii.gz", _pred_a(), mark="brats2019")
     (preds / "A.json").write_text("{}")  # a segment report, not a segmentation
     for case, labels in (("A", _truth_a()), ("B", np.zeros(SHAPE)), ("C", _truth_a())):
         _save(truths / case / f"{case}_seg.nii.gz", labels)
@@ -137,7 +141,7 @@ def test_refused_pairs_name_the_files_and_write_nothing(tmp_path, capsys, defect
     if defect in ("shape", "affine"):
         assert str(truth) in err and "one grid" in err
     assert {"shape": "(8, 8, 9)", "affine": "affines differing", "values": "[7]",
-            "both conventions": "both 3 and 4", "probabilities": "non-integer"}[defect] in err
+            "both conventions": "fit none of", "probabilities": "non-integer"}[defect] in err
     assert not out.exists() and not (tmp_path / "m.json").exists()
 
 
