@@ -23,7 +23,7 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for i in range(args.n):
         seed = args.seed + i
-        cid = case_id(i + 1)
+        cid = case_id(seed)
         write_case(make_phantom(seed), out, cid)
         log.info("%s: seed %d", cid, seed)
     log.info("wrote %d phantom case(s) under %s", args.n, out)
@@ -52,26 +52,32 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="brats-demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="brats-demo", description="Demo data for the serving pipeline, and the whole pipeline on a phantom "
+        "case (research use only, not for clinical use).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("phantoms", help="write synthetic BraTS 2019 case folders")
-    p.add_argument("--out", required=True, help="output folder; cases go to <out>/Phantom_0001/...")
-    p.add_argument("--n", type=_positive_int, default=1, help="number of cases (default 1)")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("phantoms", help="write synthetic BraTS 2019 case folders", formatter_class=defaults)
+    p.add_argument("--out", required=True, help="output folder; case <seed> goes to <out>/Phantom_<seed>/")
+    p.add_argument("--n", type=_positive_int, default=1, help="number of cases")
     p.add_argument("--seed", type=_non_negative_int, default=0,
-                   help="seed of the first case; case i (from 0) uses seed + i (default 0)")
+                   help="seed of the first case; case i (from 0) uses seed + i and is named Phantom_<seed + i>")
     p.set_defaults(func=_cmd_phantoms)
 
     from brats_demo.run import DEFAULT_CHECKPOINT, HELD_OUT_SEED
 
-    r = sub.add_parser("run", help="phantom -> export -> local Triton -> segmentation -> summary and preview PNG")
-    r.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
+    r = sub.add_parser("run", help="phantom -> export -> local Triton -> segmentation -> summary and preview PNG",
+                       formatter_class=defaults)
+    r.add_argument("--out", default="out/demo", help="output folder")
     r.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="seed-format checkpoint to export")
     r.add_argument("--seed", type=_non_negative_int, default=HELD_OUT_SEED,
-                   help="phantom seed (default %(default)s, held out from training)")
+                   help="phantom seed (the default is held out from training)")
     r.add_argument("--format", choices=("openvino", "onnx", "torchscript"), default="openvino",
-                   help="which export to serve (default %(default)s)")
+                   help="which export to serve")
     r.set_defaults(func=_cmd_run)
     return parser
 

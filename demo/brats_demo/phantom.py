@@ -282,6 +282,6 @@ def write_case(phantom: Phantom, out_dir: str | Path, case_id: str) -> Path:
     return case_dir
 
 
-def case_id(index: int) -> str:
-    """``Phantom_0001`` style identifiers (1-based)."""
-    return f"Phantom_{index:04d}"
+def case_id(seed: int) -> str:
+    """The case id of the phantom made from ``seed``: ``Phantom_9001`` (at least four digits)."""
+    return f"Phantom_{seed:04d}"

@@ -55,6 +55,7 @@ def run_demo(
     from brats_client.transport import ServerOptions
     from brats_serve.launcher import TritonServer
 
+    from .phantom import case_id as phantom_case_id
     from .phantom import make_phantom, write_case
 
     out = Path(out)
@@ -62,7 +63,7 @@ def run_demo(
     times: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    case_id = f"Phantom_{seed}"
+    case_id = phantom_case_id(seed)
     _step(1, f"phantom case {case_id} (seed {seed}, held out from training)")
     case_dir = write_case(make_phantom(seed), out / "cases", case_id)
     times["phantom_s"] = time.perf_counter() - t0
@@ -118,4 +119,8 @@ def run_demo(
     log.info("segment stages (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in report["time_s"].items()))
     log.info("demo stages (s): %s", ", ".join(f"{k[:-2]} {v:.1f}" for k, v in times.items()))
     log.info("wrote %s, %s, %s", seg_path, report_path, preview)
+    log.info(
+        "to serve this export: .venv/bin/brats-serve --repository %s   (then, in another shell: "
+        ".venv/bin/brats-client segment %s -o %s)", repository, case_dir, out / f"{case_id}_again.nii.gz",
+    )
     return summary

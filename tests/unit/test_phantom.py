@@ -77,7 +77,8 @@ def test_write_case_files(phantom, tmp_path):
 
 
 def test_cli_phantoms(tmp_path):
-    assert main(["phantoms", "--out", str(tmp_path), "--n", "1", "--seed", "3"]) == 0
-    assert (tmp_path / "Phantom_0001" / "Phantom_0001_flair.nii.gz").is_file()
+    assert main(["phantoms", "--out", str(tmp_path), "--n", "2", "--seed", "9002"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Phantom_9002", "Phantom_9003"]  # named by their seed
+    assert (tmp_path / "Phantom_9002" / "Phantom_9002_flair.nii.gz").is_file()
     with pytest.raises(SystemExit):
         main(["phantoms", "--out", str(tmp_path), "--n", "0"])
