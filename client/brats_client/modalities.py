@@ -218,6 +218,8 @@ def _scan(folder: Path) -> tuple[list[_Match], list[Path]]:
     matches, others = [], []
     for path in _nifti_files(folder):
         m = _match(path)
+        if m is not None and m.naming == "nnunet" and _is_four_d(path):
+            m = None  # an MSD case whose id ends in 4 digits (BRATS_0001), not channel 0001 of a case
         if m is not None:
             matches.append(m)
         elif not _SEGMENTATION.search(strip_nifti_suffix(path.name) or ""):

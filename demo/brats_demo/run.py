@@ -1,6 +1,7 @@
 """``brats-demo run``: the whole product on a phantom case, from checkpoint to picture.
 
-phantom case -> ``brats-export`` of the demo checkpoint (seed file format) -> local Triton server ->
+phantom case (BraTS files, and the Decathlon's 4-D layout) -> ``brats-export`` of the demo checkpoint (seed
+file format) -> local Triton server ->
 ``brats-client`` segmentation (NIfTI and JSON report) -> server stopped -> summary (volumes, Dice against the
 phantom's truth as ``brats-client evaluate`` scores it, time per stage) and preview PNG.
 """
@@ -56,7 +57,7 @@ def run_demo(
     from brats_serve.launcher import TritonServer
 
     from .phantom import case_id as phantom_case_id
-    from .phantom import make_phantom, write_case
+    from .phantom import make_phantom, write_case, write_msd_case
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,10 @@ def run_demo(
 
     case_id = phantom_case_id(seed)
     _step(1, f"phantom case {case_id} (seed {seed}, held out from training)")
-    case_dir = write_case(make_phantom(seed), out / "cases", case_id)
+    phantom = make_phantom(seed)
+    case_dir = write_case(phantom, out / "cases", case_id)
+    write_msd_case(phantom, out / "Task01_BrainTumour", f"BRATS_{seed}")  # the same case in the MSD layout
+    del phantom
     times["phantom_s"] = time.perf_counter() - t0
 
     _step(2, f"export {checkpoint.name} ({model_format}) with parity checks")

@@ -141,3 +141,11 @@ def test_a_background_that_is_not_zero_is_found(tmp_path: Path) -> None:
     assert input_checks.skull_problem(volume, 1.0, "x") is None  # 7.7 mL
     problem = input_checks.skull_problem(volume, 400.0, "x")  # the same voxels at 400 mm^3: 3,072 mL
     assert problem is not None and "does not look skull-stripped" in problem
+
+
+def test_a_4d_file_whose_id_ends_in_four_digits_is_not_an_nnunet_channel(tmp_path: Path) -> None:
+    """``BRATS_0001.nii.gz`` has nnU-Net's ``_0001`` shape, but a 4-D file is a whole case."""
+    images = _msd_dataset(tmp_path / "Task01", {"BRATS_0001": _channels(1), "BRATS_9001": _channels(2)})
+    cases, invalid = modalities.find_cases(images)
+    assert [c.case_id for c in cases] == ["BRATS_0001", "BRATS_9001"] and invalid == []
+    assert all(c.naming == "msd" for c in cases)
