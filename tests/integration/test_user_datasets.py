@@ -166,12 +166,16 @@ def test_a_batch_goes_on_past_an_invalid_case(case, triton_server, tmp_path, cap
         path.rename(path.with_name(path.name.replace("B_", "C_")))
     (root / "C" / "C_flair.nii.gz").unlink()
     out, summary = tmp_path / "out", tmp_path / "summary.json"
-    assert _segment(triton_server, root, "-o", out, "--report", summary) == cli.EXIT_BATCH_FAILED
+    code = cli.main(["segment", str(root), "-o", str(out), "--report", str(summary), "--url", triton_server.grpc_url,
+                     "--model", MODEL, *FAST])  # not --quiet: the log a user keeps
+    assert code == cli.EXIT_BATCH_FAILED
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["A.nii.gz", "B.nii.gz"]
     doc = json.loads(summary.read_text())
     assert doc["done"] == ["A", "B"] and [f["case"] for f in doc["failed"]] == ["C"]
     assert "missing flair" in doc["failed"][0]["error"]
-    assert "missing flair" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing flair" in err and "batch: 2 done, 0 skipped, 1 failed" in err
+    assert "\x1b[" not in err and "100%" not in err, "progress bars in a log that is not a terminal"
     assert _segment(triton_server, root, "-o", out, "--report", summary) == cli.EXIT_BATCH_FAILED  # resumes
     doc = json.loads(summary.read_text())
     assert doc["done"] == [] and doc["skipped"] == ["A", "B"] and [f["case"] for f in doc["failed"]] == ["C"]

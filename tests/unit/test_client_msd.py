@@ -104,6 +104,8 @@ def test_without_an_order_a_4d_file_is_refused(tmp_path: Path) -> None:
     np.testing.assert_array_equal(io.load_case(files).volume, np.stack([data[ch] for ch in CHANNELS]))
     with pytest.raises(InputError, match="same file .* 4-D file of channels: pass it alone as INPUT"):
         modalities.explicit_case(path, path, path, path)
+    with pytest.raises(InputError, match=r"has shape \(24, 20, 16, 4\); a 3-D label map is needed"):
+        io.load_label_map(path, "truth")  # evaluate given an image instead of a label map
     nib.save(nib.Nifti1Image(data["t1"], AFFINE), tmp_path / "t1_only.nii.gz")
     with pytest.raises(InputError, match="is one 3-D volume"):
         modalities.msd_case(tmp_path / "t1_only.nii.gz", list(CHANNELS))
