@@ -36,10 +36,10 @@ ANSWER_GRACE_S = 5.0  # beyond the gRPC deadline, in case a callback never comes
 
 
 def lost_stub(error: InferenceServerException) -> bool:
-    """Triton's python backend gave up on the stub of the model (``Stub process 'M_0_0' is not healthy.``); no
-    status code tells this apart from other INTERNAL errors, only the message."""
+    """Triton's python backend gave up on the stub of the model (``Stub process 'M_0_0' is not healthy.``): the
+    stub stalled or died. Its status is INTERNAL, as any backend error's; only the message tells it apart."""
     message = error.message() or ""
-    return "Stub process" in message and "is not healthy" in message
+    return status(error) == "StatusCode.INTERNAL" and "Stub process" in message and "is not healthy" in message
 
 
 @dataclass(eq=False)
@@ -109,9 +109,10 @@ class Stream:
         return (
             f"model {self.options.model!r} at {endpoint.url}: {error.message()} Triton's python backend heard "
             "nothing from the model's stub process for 1 s (the stub was stalled, by CPU or memory starvation or "
-            "a paused machine, or it died); Triton 24.10 then answers each later request of that model with the "
-            "previous request's output, so this client sends that server nothing more. Restart the server "
-            "(brats-serve) and keep its machine from being overloaded, then run again"
+            "a paused machine, or it died: killed by the kernel's OOM killer or crashed, which brats-serve logs, "
+            "naming the model, before it stops with exit code 5); Triton 24.10 then answers each later request of "
+            "that model with an error or the previous request's output, so this client sends that server nothing "
+            "more. Restart the server (brats-serve) and keep its machine from being overloaded, then run again"
         )
 
     def _check_batch(self, batch: np.ndarray) -> None:

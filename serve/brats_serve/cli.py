@@ -1,7 +1,16 @@
 """``brats-serve``: run Triton (the nvidia-pytriton wheel's ``tritonserver``) on a model repository until stopped.
 
 Exit codes: 0 stopped by SIGINT/SIGTERM; 1 unexpected error; 2 usage error; 3 the server did not start (the
-message says why: repository, port, binary, or a model that failed to load); 4 the server exited by itself.
+message says why: repository, model files, port, binary, or a model that failed to load); 4 the server exited by
+itself; 5 a model's backend process died and the server was stopped.
+
+A dead backend process (the python backend stub of a model instance, killed by the kernel's OOM killer or crashed)
+stops the server: Triton 24.10 neither restarts the stub nor marks the model unready, and answers that model's
+requests with errors (after a stall, with other requests' outputs), so a reload inside the same server is not
+trusted. brats-serve logs which model died and how, stops the server within seconds, keeps its log and exits 5, for
+whatever supervises it (systemd, a Kubernetes restart policy, ``docker run --restart``) to start a fresh one.
+
+The help text is ``DESCRIPTION`` and ``EPILOG`` below (plain text, no markup: argparse prints them as they are).
 """
 
 from __future__ import annotations
@@ -15,19 +24,38 @@ from .errors import ServeError
 
 log = logging.getLogger("brats_serve")
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_START_FAILED, EXIT_SERVER_DIED = range(5)
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_START_FAILED, EXIT_SERVER_DIED, EXIT_BACKEND_DIED = range(6)
+POLL_S = 0.5  # how often the running server and its backend processes are looked at
 BF16_CONFIG = "bf16"
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16; without them OpenVINO emulates it on AVX-512
 CPUINFO = "/proc/cpuinfo"
+
+DESCRIPTION = """\
+Run Triton (the tritonserver binary of the nvidia-pytriton wheel) on a model repository until stopped.
+
+Model files: the repository's models need their files (written by brats-export; a fresh clone's
+model_repository/ has configs only). A model named with --models that has none is an error before Triton
+starts. Without --models, the models that have files are served and the others are named in one warning; a
+repository where no model has files is an error.
+
+A dead model: when the backend process of a model (its python backend stub) dies, killed by the kernel's OOM
+killer or crashed, brats-serve logs which model died and how, stops the server within seconds, keeps the
+server's log (its path is printed) and exits with code 5, so that whatever supervises it (systemd, Kubernetes,
+docker run --restart) starts a fresh server. It does not reload the model in place: Triton 24.10 neither
+restarts the process nor marks the model unready.
+"""
 
 EPILOG = """\
 arguments after -- go to tritonserver unchanged.
 
 exit codes: 0 stopped by Ctrl-C / SIGTERM, 2 usage error, 3 the server did not start (repository missing or
-empty, port in use, tritonserver not installed, a model failed to load: the message quotes Triton), 4 the server
-exited by itself, 1 unexpected error.
+empty, models without files, port in use, tritonserver not installed, a model failed to load: the message quotes
+Triton), 4 the server exited by itself, 5 a model's backend process died (the server was stopped, its log kept),
+1 unexpected error.
 
 examples:
+  brats-serve --repository out/demo/model_repository           # after make demo
+  brats-export --checkpoint CKPT --repository model_repository  # writes the model files, then:
   brats-serve --repository model_repository
   brats-serve --repository model_repository --models brats_onnx --grpc-port 9001 --http-port 9000 --metrics-port 9002
   brats-serve --repository model_repository --model-config-name gpu -- --log-verbose=1
@@ -101,26 +129,35 @@ def bf16_warning(flags: set[str] | None) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="brats-serve", description=__doc__.splitlines()[0].split(": ", 1)[1], epilog=EPILOG,
+        prog="brats-serve", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--repository", required=True, help="model repository folder (written by brats-export)")
+    p.add_argument("--repository", required=True, metavar="DIR",
+                   help="model repository folder, written by brats-export (required; no default)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default %(default)s: this machine only; 0.0.0.0 for all)")
-    p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default %(default)s; 0 = any free)")
-    p.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default %(default)s; 0 = any free)")
-    p.add_argument("--metrics-port", type=_port, default=8002,
+    p.add_argument("--grpc-port", type=_port, default=8001, metavar="PORT",
+                   help="gRPC port (default %(default)s; 0 = any free)")
+    p.add_argument("--http-port", type=_port, default=8000, metavar="PORT",
+                   help="HTTP port (default %(default)s; 0 = any free)")
+    p.add_argument("--metrics-port", type=_port, default=8002, metavar="PORT",
                    help="Prometheus metrics port (default %(default)s; 0 = any free)")
-    p.add_argument("--models", type=_models,
-                   help="comma-separated models to load (default: every model in the repository)")
-    p.add_argument("--model-config-name",
-                   help="load <model>/configs/NAME.pbtxt instead of config.pbtxt where it exists (e.g. gpu)")
-    p.add_argument("--log-file", help="write the server's log here (default: a temporary file, shown at start)")
-    p.add_argument("--startup-timeout-s", type=_positive, default=120.0,
+    p.add_argument("--models", type=_models, metavar="LIST",
+                   help="comma-separated models to load (default: every model of the repository that has model "
+                        "files)")
+    p.add_argument("--model-config-name", metavar="NAME",
+                   help="load <model>/configs/NAME.pbtxt instead of config.pbtxt where it exists, e.g. gpu or bf16 "
+                        "(default: none, every model loads its config.pbtxt)")
+    p.add_argument("--log-file", metavar="FILE",
+                   help="write the server's log here (default: a temporary file, shown at start, removed after a "
+                        "clean stop and kept after an abnormal one)")
+    p.add_argument("--startup-timeout-s", type=_positive, default=120.0, metavar="S",
                    help="give up when not ready after this many seconds (default %(default)g)")
-    p.add_argument("--stop-timeout-s", type=_positive, default=30.0,
-                   help="on stop, kill the server when it has not exited after this long (default %(default)g)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log the tritonserver command line")
+    p.add_argument("--stop-timeout-s", type=_positive, default=30.0, metavar="S",
+                   help="on stop, kill the server when it has not exited after this long (default %(default)g; "
+                        "3 when a backend process is dead)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also log the tritonserver command line and progress (default: off, warnings and errors)")
     return p
 
 
@@ -162,12 +199,19 @@ def main(argv: list[str] | None = None) -> int:
             "Ctrl-C to stop.",
         )
         while True:
-            code = server.wait(timeout_s=0.5)
+            code = server.wait(timeout_s=POLL_S)
             if code is not None:
                 keep_log = True
                 _say(sys.stderr, f"brats-serve: tritonserver exited by itself (code {code}); log {server.log_path}:\n"
                      f"{log_tail(server.log_path)}")
                 return EXIT_SERVER_DIED
+            if dead := server.poll_backends():  # each is logged by the launcher as it is found
+                keep_log = True
+                what = "; ".join(f"{d.backend.model} ({d.how})" for d in dead)
+                _say(sys.stderr, f"brats-serve: a backend process died: {what}. Triton neither restarts it nor "
+                     "marks the model unready, so brats-serve stops the server and exits with code "
+                     f"{EXIT_BACKEND_DIED} for its supervisor to start a fresh one. Server log kept: {server.log_path}")
+                return EXIT_BACKEND_DIED
     except ServeError as e:
         _say(sys.stderr, f"brats-serve: {e}")
         return EXIT_START_FAILED

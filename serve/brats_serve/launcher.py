@@ -14,6 +14,14 @@ to it selects that venv). ``server_environment`` therefore puts the running inte
 ``tritonserver`` runs under ``supervisor.py`` in a session of its own: when the Python process that started it ends,
 even by SIGKILL, the supervisor kills the server and its stubs, so none is left holding ports and memory.
 
+Each model instance runs in a python backend stub, a child process of ``tritonserver`` whose command line names the
+model's version folder and the instance (``triton_python_backend_stub <repo>/<model>/1/model.onnx ... <model>_0_0
+...``). When a stub dies (the kernel's OOM killer, a crash), Triton 24.10 neither restarts it nor marks the model
+unready: it answers every request of that model with ``Stub process '<model>_0_0' is not healthy.`` and, on
+SIGTERM, waits its whole exit timeout (30 s) for the model to unload. ``TritonServer.poll_backends`` finds such
+stubs in ``/proc`` (a dead child stays a zombie, its wait status readable in ``/proc/PID/stat``) and says which model
+died and how; ``stop`` then gives SIGTERM only ``DEAD_BACKEND_STOP_TIMEOUT_S`` and keeps the server's log.
+
     with TritonServer("model_repository", grpc_port=0, http_port=0, metrics_port=0) as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
 """
@@ -39,6 +47,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ServeError
@@ -51,6 +60,10 @@ SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 LOG_TAIL_LINES = 30
 POLL_INTERVAL_S = 0.25
 GROUP_EXIT_TIMEOUT_S = 10.0  # after SIGKILL, how long stop() waits for the server's processes to be gone
+DEAD_BACKEND_STOP_TIMEOUT_S = 3.0  # SIGTERM's grace when a stub is dead (Triton would wait 30 s for its model)
+STUB_EXECUTABLE = "triton_python_backend_stub"
+COMM_LENGTH = 15  # Linux keeps this many characters of a process's name in /proc/PID/stat (zombies too)
+DEMO_REPOSITORY = Path("out") / "demo" / "model_repository"  # where `make demo` exports, relative to the checkout
 
 
 def pytriton_root() -> Path:
@@ -159,6 +172,47 @@ def check_repository(repository: str | os.PathLike, models: Sequence[str] = ()) 
     return found
 
 
+def has_model_files(model_dir: str | os.PathLike) -> bool:
+    """Whether a version folder (``<model>/1/``, any number) of ``model_dir`` holds anything (hidden names aside).
+
+    Which file a backend wants is Triton's to say (it names a missing ``model.pt`` itself); this tells a model that
+    was exported from one that has only its configs, as the committed ``model_repository/`` does.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return False
+    return any(
+        version.is_dir() and version.name.isdigit() and any(not e.name.startswith(".") for e in version.iterdir())
+        for version in model_dir.iterdir()
+    )
+
+
+def models_without_files(repository: str | os.PathLike, models: Sequence[str]) -> list[str]:
+    """Those of ``models`` whose folder in ``repository`` has no model files in any version folder."""
+    return [name for name in models if not has_model_files(Path(repository) / name)]
+
+
+def export_hint(repository: str | os.PathLike) -> str:
+    """What writes a repository's model files: brats-export, and the folder `make demo` exported to when there is
+    one here (relative to the current directory) other than ``repository``."""
+    hint = f"run brats-export --checkpoint CKPT --repository {repository}"
+    demo = DEMO_REPOSITORY
+    with contextlib.suppress(OSError):
+        if demo.is_dir() and demo.resolve() != Path(repository).resolve():
+            hint += f"; make demo exported one to {demo} (brats-serve --repository {demo})"
+    return hint
+
+
+def missing_files_error(repository: str | os.PathLike, missing: Sequence[str]) -> ServeError:
+    """The ``ServeError`` for models that have a config but no model files."""
+    return ServeError(
+        f"no model files for {', '.join(missing)} in model repository {repository}: "
+        f"{'each has' if len(missing) > 1 else 'it has'} a config.pbtxt but nothing in a version folder such as "
+        f"{missing[0]}/1/ (the weights are written by brats-export; a fresh clone has configs only). "
+        f"To write them, {export_hint(repository)}"
+    )
+
+
 def port_in_use(host: str, port: int) -> bool:
     """Whether a server could not listen on ``host:port`` (bound like servers do, with ``SO_REUSEADDR``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -197,21 +251,100 @@ def log_tail(path: str | os.PathLike, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def running_in_group(pgid: int) -> list[int]:
-    """Processes of process group ``pgid`` that still run (Linux ``/proc``). Zombies are left out: they hold no
-    memory or port, and where PID 1 does not reap orphans they never go away."""
+@dataclass(frozen=True)
+class ProcessStat:
+    """What ``/proc/PID/stat`` says of one process (``man 5 proc``)."""
+
+    pid: int
+    name: str  # the first COMM_LENGTH characters of the executable's name ("comm")
+    state: str  # "R", "S", ... "Z" a zombie: ended, not yet waited for by its parent
+    ppid: int
+    pgrp: int
+    wait_status: int  # of an ended process, as waitpid(2) reports it (field 52, "exit_code"); 0 while it runs
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+def process_stats() -> list[ProcessStat]:
+    """Every process of this machine (Linux ``/proc``; none where there is no ``/proc``)."""
     found = []
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                text = f.read()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            found.append(int(entry))
+        name, rest = text[text.find("(") + 1 : text.rfind(")")], text[text.rfind(")") + 1 :].split()
+        status = int(rest[49]) if len(rest) > 49 else 0
+        found.append(ProcessStat(int(entry), name, rest[0], int(rest[1]), int(rest[2]), status))
     return found
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that still run (Linux ``/proc``). Zombies are left out: they hold no
+    memory or port, and where PID 1 does not reap orphans they never go away."""
+    return [p.pid for p in process_stats() if p.pgrp == pgid and not p.ended]
+
+
+def describe_wait_status(status: int) -> str:
+    """``killed by SIGKILL`` or ``exited with code 1``, from a waitpid(2) status."""
+    try:
+        code = os.waitstatus_to_exitcode(status)
+    except ValueError:
+        return f"ended with wait status {status:#x}"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"killed by {name}" + (" (core dumped)" if status & 0x80 else "")
+
+
+@dataclass(frozen=True)
+class BackendProcess:
+    """A python backend stub of a running ``tritonserver``: one model instance."""
+
+    pid: int
+    model: str
+    instance: str  # Triton's instance name, "<model>_<group>_<index>" by default
+
+
+@dataclass(frozen=True)
+class DeadBackend:
+    """A stub that died while its server ran."""
+
+    backend: BackendProcess
+    wait_status: int  # as waitpid(2) reports it
+
+    @property
+    def how(self) -> str:
+        """``killed by SIGKILL``, ``exited with code 1``, ..."""
+        return describe_wait_status(self.wait_status)
+
+    def __str__(self) -> str:
+        b = self.backend
+        oom = os.WIFSIGNALED(self.wait_status) and os.WTERMSIG(self.wait_status) == signal.SIGKILL
+        return (f"model {b.model!r} lost its backend process (instance {b.instance}, pid {b.pid}): {self.how}"
+                + (" (as by the kernel's out-of-memory killer: see dmesg or journalctl -k)" if oom else ""))
+
+
+def stub_identity(pid: int) -> BackendProcess | None:
+    """The model and instance of a running python backend stub, from its command line (``stub <repo>/<model>/<version>/
+    <file> <shm region> ... <instance> <backend dir>``); ``None`` for any other process or one that is gone."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if len(argv) < 2 or Path(os.fsdecode(argv[0])).name != STUB_EXECUTABLE:
+        return None
+    model = Path(os.fsdecode(argv[1])).parent.parent.name
+    instance = os.fsdecode(argv[8]) if len(argv) > 8 else ""
+    return BackendProcess(pid, model or instance, instance or model)
 
 
 def wait_group_gone(pgid: int, timeout_s: float) -> bool:
@@ -254,11 +387,16 @@ class TritonServer:
 
     Ports given as 0 are chosen free at ``start``. ``models`` (names) are loaded with
     ``--model-control-mode=explicit``; ``None`` serves every model in the repository (``--model-control-mode=none``).
-    ``extra_args`` are passed to ``tritonserver`` last (keep HTTP enabled: readiness is polled over HTTP). The
-    server's stdout and stderr go to ``log_path`` (default: a file in a temporary work folder that ``stop`` removes,
-    kept when start-up failed). The backend directory is laid out in that work folder, or in ``backend_directory``
-    when given (rebuilt at each start, kept). ``start`` raises ``ServeError`` with the cause, Triton's reasons for
-    models that did not load, and the log's last lines; ``stop`` is safe to call twice and runs at exit.
+    Before Triton starts, ``start`` refuses named models without model files (nothing in a version folder: a config
+    written without its weights), naming them and what writes them; with ``models=None`` it serves the models that
+    have files (explicitly, see ``served_models``) and logs one warning naming the others, and refuses a repository
+    where none has files. ``extra_args`` are passed to ``tritonserver`` last (keep HTTP enabled: readiness is polled
+    over HTTP). The server's stdout and stderr go to ``log_path`` (default: a file in a temporary work folder that
+    ``stop`` removes, kept when start-up failed or the stop was abnormal: the server had exited by itself, a backend
+    process had died, or it needed SIGKILL). The backend directory is laid out in that work folder, or in
+    ``backend_directory`` when given (rebuilt at each start, kept). ``start`` raises ``ServeError`` with the cause,
+    Triton's reasons for models that did not load, and the log's last lines; ``poll_backends`` tells which model lost
+    its backend process; ``stop`` is safe to call twice and runs at exit.
     """
 
     def __init__(
@@ -299,6 +437,10 @@ class TritonServer:
         self._process: subprocess.Popen | None = None
         self._log_file = None
         self._lifeline: int | None = None  # write end of the pipe the supervisor watches
+        self._served: list[str] | None = self.models  # what --load-model names (None: every model)
+        self._stubs: dict[int, BackendProcess] = {}  # pid -> the stub seen running there
+        self._ended_stubs: set[int] = set()  # stubs seen ended (zombies) at the last look
+        self._dead: dict[int, DeadBackend] = {}
         self._lock = threading.Lock()
 
     # -- endpoints -------------------------------------------------------------------------------------------
@@ -337,8 +479,61 @@ class TritonServer:
         supervisor, tritonserver and its python backend stubs; ``None`` before start."""
         return None if self._process is None else self._process.pid
 
+    @property
+    def served_models(self) -> list[str] | None:
+        """The models loaded (``--load-model``); ``None``: every model of the repository. Set by ``start``: with
+        ``models=None``, the models that have files when some have none."""
+        return None if self._served is None else list(self._served)
+
+    @property
+    def dead_backends(self) -> list[DeadBackend]:
+        """Every backend process found dead so far (by ``poll_backends`` or ``stop``)."""
+        return list(self._dead.values())
+
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    # -- backend processes -----------------------------------------------------------------------------------
+    def backend_processes(self) -> list[BackendProcess]:
+        """The python backend stubs running now: children of ``tritonserver`` (itself the supervisor's child)."""
+        with self._lock:
+            self._look_at_backends()
+            return sorted(self._stubs.values(), key=lambda b: b.pid)
+
+    def poll_backends(self) -> list[DeadBackend]:
+        """Backend processes found dead since the last call, each logged once as an error naming its model and how
+        it ended. Call it now and then while the server runs (``brats-serve`` does, every 0.5 s)."""
+        with self._lock:
+            return self._look_at_backends()
+
+    def _look_at_backends(self) -> list[DeadBackend]:
+        process = self._process
+        if process is None:
+            return []
+        stats = process_stats()
+        servers = {p.pid for p in stats if p.ppid == process.pid}
+        ended, new = set(), []
+        for p in stats:
+            if p.ppid not in servers:
+                continue
+            if not p.ended:
+                identity = stub_identity(p.pid)  # read each time: a pid may be reused
+                if identity is not None:
+                    self._stubs[p.pid] = identity
+                continue
+            if p.name != STUB_EXECUTABLE[:COMM_LENGTH] or p.pid in self._dead:
+                continue
+            ended.add(p.pid)
+            # Triton waits for a stub it stops at once; a zombie that stays, or one that failed, died on its own.
+            if p.wait_status == 0 and p.pid not in self._ended_stubs:
+                continue
+            backend = self._stubs.pop(p.pid, None) or BackendProcess(p.pid, "(unknown)", "(unknown)")
+            dead = DeadBackend(backend, p.wait_status)
+            self._dead[p.pid] = dead
+            new.append(dead)
+            log.error("%s", dead)
+        self._ended_stubs = ended
+        return new
 
     # -- command line ----------------------------------------------------------------------------------------
     def command(self, backend_directory: str | os.PathLike) -> list[str]:
@@ -356,11 +551,11 @@ class TritonServer:
             f"--metrics-port={self._ports['metrics']}",
             "--allow-gpu-metrics=false",
         ]
-        if self.models is None:
+        if self._served is None:
             cmd.append("--model-control-mode=none")
         else:
             cmd.append("--model-control-mode=explicit")
-            cmd.extend(f"--load-model={name}" for name in self.models)
+            cmd.extend(f"--load-model={name}" for name in self._served)
         if self.model_config_name:
             cmd.append(f"--model-config-name={self.model_config_name}")
         return cmd + self.extra_args
@@ -386,7 +581,8 @@ class TritonServer:
         with self._lock:
             if self._process is not None:
                 raise ServeError("this TritonServer is already started; stop() it first")
-            check_repository(self.repository, self.models or ())
+            found = check_repository(self.repository, self.models or ())
+            self._served = self._choose_models(found)
             tritonserver_binary()  # fails early, with what to install, when the serve extra is missing
             self._choose_ports()
             self._workdir = Path(tempfile.mkdtemp(prefix="brats-serve-"))
@@ -406,8 +602,25 @@ class TritonServer:
         except BaseException:
             self.stop(keep_log=True)
             raise
+        self._look_at_backends()  # know each stub's model while it runs: a dead one's command line is empty
         log.info("tritonserver ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url, self.metrics_url)
         return self
+
+    def _choose_models(self, found: list[str]) -> list[str] | None:
+        """What to load, given the model folders ``found``: a ``ServeError`` for named models without files, or
+        for a repository where no model has any; the models with files when only some have them."""
+        missing = models_without_files(self.repository, self.models if self.models is not None else found)
+        if not missing:
+            return self.models
+        if self.models is not None or len(missing) == len(found):
+            raise missing_files_error(self.repository, missing)
+        served = [name for name in found if name not in missing]
+        log.warning(
+            "not serving %s: no model files in %s (a config.pbtxt only); serving %s. To serve them too, %s",
+            ", ".join(missing), "their version folders" if len(missing) > 1 else "its version folders",
+            ", ".join(served), export_hint(self.repository),
+        )
+        return served
 
     def _failure(self, cause: str) -> ServeError:
         failures = load_failures(self._log_path) if self._log_path else []
@@ -429,7 +642,7 @@ class TritonServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
-        paths = ["/v2/health/ready", *(f"/v2/models/{name}/ready" for name in self.models or ())]
+        paths = ["/v2/health/ready", *(f"/v2/models/{name}/ready" for name in self._served or ())]
         while True:
             code = self._process.poll()
             if code is not None:
@@ -479,24 +692,44 @@ class TritonServer:
     def stop(self, keep_log: bool = False) -> int | None:
         """SIGTERM, wait ``stop_timeout_s``, then SIGKILL; remove the work folder. Safe to call again.
 
-        Returns the exit code (``None`` when there was nothing to stop).
+        A dead backend process (see ``poll_backends``; looked for here too) makes Triton wait its whole exit timeout
+        for that model to unload, so SIGTERM then gets only ``DEAD_BACKEND_STOP_TIMEOUT_S``. The log is kept when
+        ``keep_log`` or when the stop is abnormal (the server had exited by itself, a backend process died, SIGTERM
+        was not enough, or an exit code other than 0 or SIGTERM's); an abnormal stop logs a warning with the log's
+        path. Returns the exit code (``None`` when there was nothing to stop).
         """
         with self._lock:
-            process, self._process = self._process, None
+            process = self._process
             if process is None:
                 return None
+            self._look_at_backends()
+            self._process = None
             atexit.unregister(self.stop)
             code = process.poll()
+            problems = [] if code is None else [f"it had exited by itself with code {code}"]
+            grace_s = self.stop_timeout_s
+            if self._dead:
+                grace_s = min(grace_s, DEAD_BACKEND_STOP_TIMEOUT_S)
+                models = sorted({d.backend.model for d in self._dead.values()})
+                problems.append(f"the backend process of {', '.join(models)} died")
             if code is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGTERM)
                 try:
-                    code = process.wait(timeout=self.stop_timeout_s)
+                    code = process.wait(timeout=grace_s)
                 except subprocess.TimeoutExpired:
-                    log.warning("tritonserver did not stop in %g s; killing it", self.stop_timeout_s)
+                    if self._dead:  # expected: Triton waits for the dead model's unload
+                        log.info("tritonserver still unloading %g s after SIGTERM with a dead backend; killing it",
+                                 grace_s)
+                    else:
+                        log.warning("tritonserver did not stop in %g s; killing it", grace_s)
+                        problems.append(f"it did not stop within {grace_s:g} s of SIGTERM and was killed")
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)  # its stubs too: they share its session
                     code = process.wait()
+                else:
+                    if code not in (0, -signal.SIGTERM):
+                        problems.append(f"it exited with code {code}")
             # Python backend stubs left behind (the server killed from outside, or exiting without reaping them)
             # would hold memory and shared-memory regions: end whatever remains of the server's own session,
             # and return once it is gone (its ports free again).
@@ -509,17 +742,25 @@ class TritonServer:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
-            workdir, self._workdir = self._workdir, None
-            if workdir is not None:
-                log_inside = self._log_path is not None and workdir in self._log_path.parents
-                if keep_log and log_inside:
-                    shutil.rmtree(workdir / "backends", ignore_errors=True)
-                else:
-                    shutil.rmtree(workdir, ignore_errors=True)
-                    if log_inside:
-                        self._log_path = None
+            self._remove_workdir(keep_log=keep_log or bool(problems))
+            if problems and not keep_log:  # a caller that asked to keep the log shows it itself
+                log.warning("tritonserver stopped abnormally (%s); its log is kept: %s", "; ".join(problems),
+                            self._log_path)
             log.info("tritonserver stopped (exit code %s)", code)
             return code
+
+    def _remove_workdir(self, keep_log: bool) -> None:
+        """Remove the work folder; with ``keep_log``, all but the log when the log is in it."""
+        workdir, self._workdir = self._workdir, None
+        if workdir is None:
+            return
+        log_inside = self._log_path is not None and workdir in self._log_path.parents
+        if keep_log and log_inside:
+            shutil.rmtree(workdir / "backends", ignore_errors=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if log_inside:
+                self._log_path = None
 
     def wait_ports_free(self, timeout_s: float) -> bool:
         """Wait until nothing listens on this server's ports; False on timeout. The kernel may close a killed

@@ -3,6 +3,7 @@ metrics, start-up errors and a clean stop."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -24,6 +25,9 @@ pytestmark = pytest.mark.integration
 
 MODELS = ("brats_onnx", "brats_torchscript", "brats_openvino")  # conftest.MODELS; parametrize needs it here
 ATOL = 1e-4
+COMMITTED = Path(__file__).resolve().parents[2] / "model_repository"  # config.pbtxt files only
+
+
 @pytest.fixture(scope="module")
 def infer(serve_helpers):
     return serve_helpers.infer
@@ -243,10 +247,12 @@ def test_port_in_use(model_repository):
             TritonServer(model_repository, grpc_port=0, http_port=port, metrics_port=0).start()
 
 
-def test_model_file_missing_reports_tritons_reason(model_repository, tmp_path):
+def test_model_file_missing_reports_tritons_reason(tmp_path):
+    """A version folder with the wrong file (an empty one is refused before Triton starts: test_no_model_files)."""
     repo = tmp_path / "repo"
     (repo / "brats_torchscript" / "1").mkdir(parents=True)
-    shutil.copy(model_repository / "brats_torchscript" / "config.pbtxt", repo / "brats_torchscript")
+    shutil.copy(COMMITTED / "brats_torchscript" / "config.pbtxt", repo / "brats_torchscript")
+    (repo / "brats_torchscript" / "1" / "model.onnx").write_bytes(b"not the TorchScript file")
     server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp_path / "server.log")
     with pytest.raises(ServeError) as caught:
         server.start()
@@ -255,6 +261,41 @@ def test_model_file_missing_reports_tritons_reason(model_repository, tmp_path):
     assert "model.pt not found" in message
     assert "last lines of" in message
     assert not server.is_running()
+
+
+def test_no_model_files_is_refused_before_triton_starts(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "brats_onnx" / "1").mkdir(parents=True)
+    shutil.copy(COMMITTED / "brats_onnx" / "config.pbtxt", repo / "brats_onnx")
+    server = TritonServer(repo, models=["brats_onnx"], grpc_port=0, http_port=0, metrics_port=0)
+    with pytest.raises(ServeError, match=rf"no model files for brats_onnx in model repository {repo}: .*"
+                                         rf"run brats-export --checkpoint CKPT --repository {repo}"):
+        server.start()
+    assert server.pid is None and server.log_path is None  # nothing was started
+
+
+def test_models_without_files_are_left_out_and_named_once(tmp_path, caplog):
+    """Without --models, a repository where only some models have files (a config-only brats_onnx beside the
+    instant model): those with files are served, the others named in one warning; a real server, real gRPC."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import instant_model
+
+    repo = instant_model.write_repository(tmp_path / "repo")
+    (repo / "brats_onnx" / "1").mkdir(parents=True)  # a config and an empty version folder, as in a fresh clone
+    (repo / "brats_onnx" / "config.pbtxt").write_text('name: "brats_onnx"\nplatform: "onnxruntime_onnx"\n')
+    caplog.set_level(logging.WARNING, logger="brats_serve.launcher")
+    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
+        assert server.served_models == [instant_model.NAME]
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        x = np.ones((1, 4, 8, 8, 8), np.float32)
+        tensor = grpcclient.InferInput("INPUT__0", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        assert client.infer(instant_model.NAME, [tensor]).as_numpy("OUTPUT__0").shape == (1, 3, 8, 8, 8)
+        assert not client.is_model_ready("brats_onnx")
+        client.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("not serving brats_onnx: no model files"), warnings
+    assert f"run brats-export --checkpoint CKPT --repository {repo}" in warnings[0]
 
 
 def test_startup_deadline(model_repository, tmp_path):
