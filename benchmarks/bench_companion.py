@@ -1,11 +1,13 @@
-"""OpenVINO f32, the seed's four flips of one full BraTS crop, computed four ways side by side (issue 15, item 4):
+"""OpenVINO f32, the seed's four flips of one full BraTS crop, computed four ways side by side (issues 15 and 23):
 the plain model four times as the client sends it, with and without ``CPU_DENORMALS_OPTIMIZATION``, and the flip4
-companion's graph as exported (one batch of four) and with the four passes one after another inside the graph.
+companion's graph as exported now (the four passes one after another inside the graph) and as it was before
+issue 23 (one batch of four, which held four passes' activations at once).
 
     .venv/bin/python benchmarks/bench_companion.py [--checkpoint demo/brats_demo_checkpoint.pth] [--repeats 2]
 
 Prints the machine, each way's max |diff| against the first and the voxels whose 0.5 threshold flips, then best
-and median wall seconds of interleaved repeats and the ratio to the companion as exported.
+and median wall seconds of interleaved repeats and the ratio to the companion as exported. Memory:
+benchmarks/bench_memory.py.
 """
 
 from __future__ import annotations
@@ -27,19 +29,21 @@ def main() -> int:
 
     import torch
     from brats_client import tta
+    from brats_client.contract import OUT_CHANNELS
     from brats_export import exporters
     from brats_export.checkpoint import load_model
     from brats_export.parity_inputs import FULL_SIZE, phantom_input
     from brats_export.server_flips import ServerFlips
 
-    class SequentialFlips(ServerFlips):
-        """ServerFlips with the four passes one after another (batch 1 each) instead of one batch of four."""
+    class BatchFlips(ServerFlips):
+        """The companion before issue 23: the four flipped copies as one batch of four."""
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            batch = torch.cat([x.flip(d) if d else x for d in self.dims], 0)
+            out = self.net(batch).reshape(len(self.dims), -1, OUT_CHANNELS, *x.shape[2:])
             mean = tta.Mean(len(self.dims))
             for i, d in enumerate(self.dims):
-                out = self.net(x.flip(d) if d else x)
-                mean.add(i, out.flip(d) if d else out)
+                mean.add(i, out[i].flip(d) if d else out[i])
             return mean.result()
 
     for key, value in machine().items():
@@ -48,14 +52,14 @@ def main() -> int:
     x = phantom_input(FULL_SIZE).array
     with tempfile.TemporaryDirectory() as tmp:
         xml = {}
-        for name, net in (("plain", model), ("batch4", ServerFlips(model).eval()), ("seq", SequentialFlips(model))):
+        for name, net in (("plain", model), ("batch4", BatchFlips(model).eval()), ("seq", ServerFlips(model).eval())):
             xml[name] = exporters.export_openvino(exporters.export_onnx(net, Path(tmp) / f"{name}.onnx"),
                                                   Path(tmp) / f"{name}.xml")
         ways = {
             "plain x4 (client flips)": client_flips(compiled(xml["plain"]), tta),
             "plain x4, denormals flushed": client_flips(compiled(xml["plain"], CPU_DENORMALS_OPTIMIZATION=True), tta),
-            "companion, one batch of 4": compiled(xml["batch4"]),
-            "companion, 4 passes in turn": compiled(xml["seq"]),
+            "companion now, 4 passes in turn": compiled(xml["seq"]),
+            "companion before, batch of 4": compiled(xml["batch4"]),
         }
         first = None
         for name, run in ways.items():  # warm-up and agreement
@@ -68,9 +72,9 @@ def main() -> int:
                 start = time.perf_counter()
                 run(x)
                 times[name].append(time.perf_counter() - start)
-    base = min(times["companion, one batch of 4"])
+    base = min(times["companion now, 4 passes in turn"])
     for name, t in times.items():
-        print(f"{name:<30} best {min(t):6.2f} s  median {statistics.median(t):6.2f} s  "
+        print(f"{name:<32} best {min(t):6.2f} s  median {statistics.median(t):6.2f} s  "
               f"vs companion {min(t) / base:.3f}")
     return 0
 
