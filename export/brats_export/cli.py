@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import re
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from brats_client.contract import SPATIAL_DIVISOR
 
-from .errors import CheckpointError, ExportError, ParityError, RepositoryError
+from .errors import CheckpointError, ExportError, MissingDependencyError, ParityError, RepositoryError
 from .repository import FORMATS
 
 log = logging.getLogger("brats_export")
@@ -23,6 +24,14 @@ DEFAULT_FULL_SIZE = "144x176x144"
 SKIPPED_FULL_SIZE = ("the full-size parity check was skipped (--skip-full-size-check): these files were not "
                      "compared with PyTorch on a realistic input at a full BraTS crop size")
 DEFAULT_TOLERANCE = 1e-4
+# measured on the 2-core Intel Xeon here (2026-12-05, `/usr/bin/time -v`); keep the README's figures in step
+FULL_SIZE_COST = ("Measured on 2 cores (Intel Xeon): the full-size rows add about 35-50 s and 0.3 GiB; a whole "
+                  "default export (all formats and companions) took 2-3 min at a peak of 2.8 GiB (3.0 GB) resident.")
+# what an export imports: the `export` extra of pyproject.toml (a client-only install has none of them)
+EXPORT_MODULES = ("torch", "onnx", "onnxruntime", "openvino")
+INSTALL_HINT = ("Install the export extra: pip install torch==2.13.0, then pip install '.[export]' in the brats-triton "
+                "checkout (torch first and pinned, as the Makefile does: an open range pulls a multi-GB CUDA build). "
+                "brats-export --configs-only needs none of them.")
 
 DESCRIPTION = """\
 Export the BraTS 2019 3D residual UNet from a PyTorch checkpoint to the formats Triton serves, check that
@@ -55,7 +64,7 @@ examples:
 
 exit codes:
   0  success
-  1  other export error (e.g. an exporter failed)
+  1  other export error (e.g. an exporter failed, or torch, onnx, onnxruntime or openvino is not installed)
   2  usage error (bad option or value)
   3  checkpoint error (missing, unreadable, unsafe, or not this network)
   4  parity failure (an export differs from PyTorch by more than --tolerance; nothing written)
@@ -121,18 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", type=Path, metavar="FILE",
-                   help="trained weights: the published checkpoint or a (DataParallel) state dict")
+                   help="trained weights: the published checkpoint or a (DataParallel) state dict (required, "
+                        "except with --configs-only)")
     p.add_argument("--repository", type=Path, required=True, metavar="DIR",
-                   help="Triton model repository to write (its parent folder must exist)")
+                   help="Triton model repository to write (required; its parent folder must exist)")
     p.add_argument("--formats", type=_formats, default=list(FORMATS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
     p.add_argument("--no-server-flips", action="store_true",
                    help="do not write the <model>_flip4 companions (graphs that run the seed's four test-time flips "
-                        "themselves: one request per tile instead of four, which the client uses when offered)")
-    p.add_argument("--force", action="store_true", help="replace model versions that already exist in DIR")
+                        "themselves: one request per tile instead of four, which the client uses when offered; "
+                        "default: written beside each model)")
+    p.add_argument("--force", action="store_true",
+                   help="replace model versions that already exist in DIR (default: refuse them, exit code 5)")
     p.add_argument("--fixed-size", type=_fixed, metavar="N",
                    help="export a static N^3 spatial shape (batch stays dynamic) for servers that need static "
-                        "shapes; configs then carry fixed dims and parity is checked at N^3 only")
+                        "shapes; configs then carry fixed dims and parity is checked at N^3 only (default: none, "
+                        "D, H and W dynamic)")
     p.add_argument("--check-sizes", type=_sizes, default=_sizes(DEFAULT_CHECK_SIZES), metavar="LIST",
                    help=f"small spatial sizes of the parity check, N or DxHxW, comma-separated (default: "
                         f"{DEFAULT_CHECK_SIZES}): crops of a normalised phantom, the first at batch 1, the others "
@@ -140,17 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-size", type=lambda t: _sizes(t)[0], default=_sizes(DEFAULT_FULL_SIZE)[0],
                    metavar="DxHxW",
                    help=f"size of the realistic full-size parity input, a normalised phantom case (default: "
-                        f"{DEFAULT_FULL_SIZE}, a whole BraTS crop; about 30-60 s on 2 cores for all formats)")
+                        f"{DEFAULT_FULL_SIZE}, a whole BraTS crop). {FULL_SIZE_COST}")
     p.add_argument("--skip-full-size-check", action="store_true",
                    help="skip the full-size check (only the --check-sizes rows run); a warning is logged and "
-                        "recorded in manifest.json")
+                        "recorded in manifest.json (default: the check runs)")
     p.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE, metavar="X",
                    help=f"largest allowed max |exported - PyTorch| (default: {DEFAULT_TOLERANCE:g})")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="CPU threads per model instance written into the configs (default: this machine's cores)")
     p.add_argument("--configs-only", action="store_true",
-                   help="write only config.pbtxt files (no checkpoint needed): what model_repository/ commits")
-    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+                   help="write only config.pbtxt files (no checkpoint, no torch needed): what model_repository/ "
+                        "commits (default: export the models and write their configs)")
+    p.add_argument("--quiet", action="store_true",
+                   help="log warnings and errors only, no parity table (default: progress and the table)")
     return p
 
 
@@ -209,21 +224,51 @@ def _configs_only(args: argparse.Namespace) -> None:
         log.info("wrote %s", path)
 
 
+def missing_export_modules() -> list[str]:
+    """Those of :data:`EXPORT_MODULES` that cannot be imported here (found without importing them)."""
+    missing = []
+    for name in EXPORT_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ImportError:  # an import hook refuses it
+            found = False
+        except ValueError:  # imported already, without a spec
+            found = True
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def _require_export_modules() -> None:
+    missing = missing_export_modules()
+    if missing:
+        one = len(missing) == 1
+        raise MissingDependencyError(
+            f"{', '.join(missing)} {'is' if one else 'are'} not installed here (a client-only install?) and exporting "
+            f"needs {'it' if one else 'them'}. {INSTALL_HINT}"
+        )
+
+
 def _export(args: argparse.Namespace) -> None:
     start = time.perf_counter()
+    _require_export_modules()  # before anything slow: a client-only install has no torch
     from . import repository
 
     keys = repository.model_keys(args.formats, server_flips=not args.no_server_flips)
     repository.check_writable(args.repository, keys, args.force)  # fail before the slow part
 
     log.info("loading checkpoint %s", args.checkpoint)
-    from .checkpoint import load_model, sha256_file  # imports torch
+    try:
+        from . import exporters
+        from .checkpoint import load_model, sha256_file  # imports torch
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in EXPORT_MODULES:
+            raise
+        raise MissingDependencyError(f"exporting needs {e.name}, which cannot be imported here. {INSTALL_HINT}") from e
 
     model = load_model(args.checkpoint)
     digest = sha256_file(args.checkpoint)
     log.info("checkpoint sha256 %s", digest)
-
-    from . import exporters
 
     warnings = []
     if args.skip_full_size_check and args.fixed_size is None:

@@ -15,3 +15,7 @@ class ParityError(ExportError):
 
 class RepositoryError(ExportError):
     """The model repository cannot be written as asked."""
+
+
+class MissingDependencyError(ExportError):
+    """A library of the ``export`` extra (torch, onnx, onnxruntime, openvino) is not installed."""

@@ -1,10 +1,10 @@
 """Export the network to TorchScript, ONNX and OpenVINO IR, and check each file against eager PyTorch.
 
-Each exporter takes a model (or the ONNX file, for OpenVINO) and writes files; :func:`check_parity` loads
-the files back with the runtime that will serve them and compares their outputs with eager PyTorch on realistic
-inputs (a normalised phantom at a full BraTS crop size and at small sizes, see :mod:`.parity_inputs`) and on
-random noise. :func:`export_formats` runs both and raises :class:`ParityError` before anything
-leaves the caller's (temporary) folder.
+Each exporter takes a model (or the ONNX file, for OpenVINO) and writes files; :func:`check_files` loads
+the files back with the runtime that will serve them, one runtime at a time, and compares their outputs with eager
+PyTorch's (:func:`eager_outputs`, computed once) on realistic inputs (a normalised phantom at a full BraTS crop size
+and at small sizes, see :mod:`.parity_inputs`) and on random noise. :func:`export_formats` runs both and raises
+:class:`ParityError` before anything leaves the caller's (temporary) folder.
 
 Tensor names follow Triton's conventions in every format: input ``INPUT__0`` ``[N, 4, D, H, W]`` (t1, t1ce, t2,
 flair), output ``OUTPUT__0`` ``[N, 3, D, H, W]`` (sigmoid WT, TC, ET). N, D, H, W are dynamic unless a fixed
@@ -14,6 +14,10 @@ needs a dynamic first dimension.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import gc
 import logging
 import time
 import warnings
@@ -262,32 +266,70 @@ def parity_inputs(
     return inputs
 
 
+def eager_outputs(model: torch.nn.Module, inputs: Sequence[ParityInput]) -> list[np.ndarray]:
+    """Eager ``model``'s output for each input: the references of the parity check, computed once."""
+    model = model.eval()
+    with torch.inference_mode():
+        return [model(torch.from_numpy(item.array)).numpy() for item in inputs]
+
+
 def check_parity(
-    model: UNet,
+    model: torch.nn.Module,
     predictors: dict[str, Predictor],
     inputs: Sequence[ParityInput],
     tolerance: float = DEFAULT_TOLERANCE,
     ungated: Iterable[str] = (),
 ) -> list[ParityRow]:
-    """Compare each predictor with eager ``model`` on each input (max |diff|)."""
+    """Compare each predictor with eager ``model`` on each input (max |diff|), input by input."""
+    loaders = {name: (lambda predict=predict: predict) for name, predict in predictors.items()}
+    return check_files(loaders, inputs, eager_outputs(model, inputs), tolerance, ungated)
+
+
+def check_files(
+    loaders: dict[str, Callable[[], Predictor]],
+    inputs: Sequence[ParityInput],
+    expected: Sequence[np.ndarray],
+    tolerance: float = DEFAULT_TOLERANCE,
+    ungated: Iterable[str] = (),
+) -> list[ParityRow]:
+    """Compare each loaded predictor with the eager outputs ``expected`` (one per input); rows input by input.
+
+    One predictor at a time: it is loaded, fed every input, and released before the next one loads, so the
+    memory that a runtime keeps after a run (ONNX Runtime's arena, OpenVINO's buffers for the largest shape,
+    TorchScript's caches) is never held by two runtimes at once.
+    """
+    if len(expected) != len(inputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(expected)} expected outputs")
     ungated = set(ungated)
-    rows = []
-    for item in inputs:
-        with torch.no_grad():
-            expected = model.eval()(torch.from_numpy(item.array)).numpy()
-        for name, predict in predictors.items():
+    rows: dict[tuple[int, int], ParityRow] = {}
+    for p, (name, load) in enumerate(loaders.items()):
+        predict = load()
+        for i, (item, want) in enumerate(zip(inputs, expected, strict=True)):
             start = time.perf_counter()
             got = np.asarray(predict(item.array))
-            if got.shape != expected.shape:
-                raise ParityError(
-                    f"{name} returned shape {got.shape} for input {item.shape}, expected {expected.shape}"
-                )
-            diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
-            row = ParityRow(name, item.name, item.shape, diff, tolerance, gated=name not in ungated)
+            if got.shape != want.shape:
+                raise ParityError(f"{name} returned shape {got.shape} for input {item.shape}, expected {want.shape}")
+            diff = _max_abs_diff(got, want)
+            del got
+            rows[i, p] = ParityRow(name, item.name, item.shape, diff, tolerance, gated=name not in ungated)
             log.info("parity %-16s %-8s %-20s max|diff| %.3g (%.1f s)", name, item.name,
                      "x".join(map(str, item.shape)), diff, time.perf_counter() - start)
-            rows.append(row)
-    return rows
+        del predict
+        _release_memory()
+    return [rows[key] for key in sorted(rows)]
+
+
+def _max_abs_diff(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want|, computed in float64 one item at a time (no float64 copy of a whole batch)."""
+    return max((float(np.max(np.abs(g.astype(np.float64) - w))) for g, w in zip(got, want, strict=True)),
+               default=0.0)
+
+
+def _release_memory() -> None:
+    """Collect a released runtime's cycles and hand freed heap pages back to the system (glibc)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the next runtime reuses the freed memory
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def format_parity_table(rows: Sequence[ParityRow]) -> str:
@@ -344,21 +386,28 @@ def export_formats(
         files.update(_export_files(ServerFlips(model, SERVER_FLIPS).eval(), flipping, fixed_size, "with server flips"))
     host_precision = openvino_host_precision() if "openvino" in files else None
 
-    predictors = {key: LOADERS[MODELS[key].format](files[key][0]) for key in plain}
-    ungated = []
-    if host_precision is not None and host_precision != "f32":
-        name = f"openvino[{host_precision}]"
-        predictors[name] = load_openvino(files["openvino"][0], precision=None)
-        ungated.append(name)
     inputs = parity_inputs(check_spatial_sizes, full_size)
+    # the companions hold the same network (its full-size rows come from the plain models); four passes each, so
+    # they are checked on the small phantom inputs
+    small = [i for i in inputs if i.name == "phantom" and i.shape[2:] != tuple(full_size or ())] if flipping else []
     log.info("checking parity with eager PyTorch on %s",
              ", ".join(f"{i.name} {'x'.join(map(str, i.shape))}" for i in inputs))
     start = time.perf_counter()
-    rows = check_parity(model, predictors, inputs, tolerance, ungated=ungated)
-    if flipping:  # the same network inside: its full-size rows are above; four passes each here, so small sizes
-        flip_predictors = {key: LOADERS[MODELS[key].format](files[key][0]) for key in flipping}
-        small = [i for i in inputs if i.name == "phantom" and i.shape[2:] != tuple(full_size or ())]
-        rows += check_parity(ServerFlips(model, SERVER_FLIPS).eval(), flip_predictors, small, tolerance)
+    # eager references first, each computed once; then one runtime at a time (see check_files)
+    expected = eager_outputs(model, inputs)
+    flip_expected = eager_outputs(ServerFlips(model, SERVER_FLIPS), small)
+    _release_memory()
+    log.info("eager PyTorch references computed (%.1f s)", time.perf_counter() - start)
+    loaders = {key: functools.partial(LOADERS[MODELS[key].format], files[key][0]) for key in plain}
+    ungated = []
+    if host_precision is not None and host_precision != "f32":
+        name = f"openvino[{host_precision}]"
+        loaders[name] = functools.partial(load_openvino, files["openvino"][0], precision=None)
+        ungated.append(name)
+    rows = check_files(loaders, inputs, expected, tolerance, ungated=ungated)
+    if flipping:
+        flip_loaders = {key: functools.partial(LOADERS[MODELS[key].format], files[key][0]) for key in flipping}
+        rows += check_files(flip_loaders, small, flip_expected, tolerance)
     log.info("parity check took %.1f s", time.perf_counter() - start)
     failed = [r for r in rows if r.gated and not r.passed]
     if failed:

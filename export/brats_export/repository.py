@@ -341,9 +341,10 @@ def check_writable(repository: Path, formats: Iterable[str], force: bool = False
         return
     existing = [version_dir(repository, fmt) for fmt in formats if version_dir(repository, fmt).exists()]
     if existing:
+        one = len(existing) == 1
         raise RepositoryError(
-            f"{', '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}; "
-            "pass --force (force=True) to replace it"
+            f"{', '.join(map(str, existing))} already exist{'s' if one else ''}; run brats-export again with "
+            f"--force to replace {'it' if one else 'them'} (from Python: force=True)"
         )
 
 
