@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUTPUT_NAME, spatial_problem
 
+from . import flip_loop
 from .errors import ExportError, ParityError
 from .model import UNet
 from .parity_inputs import FULL_SIZE, ParityInput, phantom_input, random_input
@@ -419,35 +420,42 @@ def export_formats(
         )
     if ungated:
         worst = max(r.max_abs_diff for r in rows if not r.gated)
-        log.warning(
-            "this CPU runs OpenVINO in %s by default (max|diff| %.2g here); Triton 24.10's openvino backend "
-            "cannot force FP32, so served probabilities may differ by that much", host_precision, worst,
+        log.info(
+            "note for the official container: this CPU runs OpenVINO in %s by default (max|diff| %.2g here) and "
+            "Triton 24.10's native openvino backend cannot force FP32, so probabilities it serves may differ by that "
+            "much; brats-serve's local stand-in computes in FP32 (bf16 only with --model-config-name bf16)",
+            host_precision, worst,
         )
     return ExportResult(files, tuple(rows), ONNX_OPSET, host_precision)
 
 
 def _export_files(model: torch.nn.Module, folders: dict[str, Path], fixed_size: int | None,
                   what: str = "") -> dict[str, tuple[Path, ...]]:
-    """Write ``model`` into each folder in its model key's format; the IR is converted from the ONNX file."""
+    """Write ``model`` into each folder in its model key's format; the IR is converted from an ONNX file: the
+    model's own, or for a flip companion (:class:`ServerFlips`) the loop over the plain network
+    (:mod:`brats_export.flip_loop`), which OpenVINO runs in one pass's memory."""
     by_format = {MODELS[key].format: (key, folder) for key, folder in folders.items()}
     files: dict[str, tuple[Path, ...]] = {}
     suffix = f" {what}" if what else ""
-    onnx_path = None
-    if "onnx" in by_format or "openvino" in by_format:
-        _, onnx_dir = by_format.get("onnx") or by_format["openvino"]  # a scratch copy beside the IR if no ONNX
-        onnx_path = onnx_dir / "model.onnx"
-        _step(f"ONNX (opset {ONNX_OPSET}){suffix}", export_onnx, model, onnx_path, fixed_size)
-        if "onnx" in by_format:
-            files[by_format["onnx"][0]] = (onnx_path,)
+    loop = isinstance(model, ServerFlips)
+    if "onnx" in by_format:
+        key, folder = by_format["onnx"]
+        files[key] = (_step(f"ONNX (opset {ONNX_OPSET}){suffix}", export_onnx, model, folder / "model.onnx",
+                            fixed_size),)
     if "torchscript" in by_format:
         key, folder = by_format["torchscript"]
         files[key] = (_step(f"TorchScript{suffix}", export_torchscript, model, folder / "model.pt", fixed_size),)
     if "openvino" in by_format:
         key, folder = by_format["openvino"]
-        xml = _step(f"OpenVINO IR{suffix}", export_openvino, onnx_path, folder / "model.xml")
+        scratch = [folder / "network.onnx", folder / "loop.onnx"] if loop else [folder / "model.onnx"]
+        source = _step(f"ONNX (opset {ONNX_OPSET}) for the IR{suffix}", export_onnx,
+                       model.net if loop else model, scratch[0], fixed_size)
+        if loop:
+            source = _step("ONNX Loop over the flips", flip_loop.loop_companion, source, scratch[1], SERVER_FLIPS)
+        xml = _step(f"OpenVINO IR{suffix}", export_openvino, source, folder / "model.xml")
+        for path in scratch:
+            path.unlink()
         files[key] = (xml, xml.with_suffix(".bin"))
-    if onnx_path is not None and "onnx" not in by_format:
-        onnx_path.unlink()
     return files
 
 

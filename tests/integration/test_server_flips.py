@@ -95,3 +95,28 @@ def test_openvino_companion_compiles_as_tritons_backend_loads_it(model_repositor
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     out = compiled({"INPUT__0": np.zeros((1, 4, 16, 24, 32), np.float32)})[compiled.output(0)]
     assert out.shape == (1, 3, 16, 24, 32)
+
+
+def _peak_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_companion_needs_about_the_memory_of_its_plain_model(model, model_repository, case, tmp_path):
+    """Issue 23: the companion's backend peak stays within 1.3x of the plain model's for the same case (the four
+    flips as one batch took 2.3-3.2x). A fresh server, so that each backend's peak is this case's."""
+    from brats_serve.launcher import TritonServer
+
+    companion = f"{model}_flip4"
+    with TritonServer(model_repository, models=[model, companion], grpc_port=0, http_port=0, metrics_port=0,
+                      log_path=tmp_path / "server.log", startup_timeout_s=600) as server:
+        for name, extra in (("client", ("--server-flips", "off")), ("server", ())):
+            out = tmp_path / f"{name}.nii.gz"
+            code = cli.main(["--quiet", "segment", str(case), "-o", str(out), "--url", server.grpc_url,
+                             "--model", model, "--tile", "full", *extra])
+            assert code == 0
+        peaks = {b.model: _peak_bytes(b.pid) for b in server.backend_processes()}
+    labels = [np.asanyarray(nib.load(str(tmp_path / f"{name}.nii.gz")).dataobj) for name in ("client", "server")]
+    np.testing.assert_array_equal(labels[0], labels[1])
+    assert peaks[companion] <= 1.3 * peaks[model], {k: f"{v / 2**20:.0f} MiB" for k, v in peaks.items()}
