@@ -103,7 +103,7 @@ def run_measured(argv: list[str], log: Path) -> Measured:
 
 
 def _gib(n: int | None) -> str:
-    return "-" if n is None else f"{n / GIB:.2f} GB"
+    return "-" if n is None else f"{n / GIB:.2f} GiB"
 
 
 def _segment(url: str, model: str, case: Path, out: Path, *extra: str) -> Measured:

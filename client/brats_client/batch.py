@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .errors import UsageError
+
 log = logging.getLogger(__name__)
 
 Job = TypeVar("Job")
@@ -50,9 +52,9 @@ def split(items: Sequence[Job], num_parts: int, part_id: int, key: Callable[[Job
     ``part_id``-th on. The parts are disjoint, cover every item and differ in size by at most one, provided every
     part sees the same items."""
     if num_parts < 1:
-        raise ValueError(f"--num-parts must be >= 1, got {num_parts}")
+        raise UsageError(f"--num-parts must be >= 1, got {num_parts}")
     if not 0 <= part_id < num_parts:
-        raise ValueError(f"--part-id must be in [0, {num_parts - 1}] for --num-parts {num_parts}, got {part_id}")
+        raise UsageError(f"--part-id must be in [0, {num_parts - 1}] for --num-parts {num_parts}, got {part_id}")
     return sorted(items, key=key)[part_id::num_parts]
 
 
@@ -167,7 +169,7 @@ def run(
     """Run every job through ``prepare`` -> ``infer`` -> ``finish`` (see the module docstring); returns one
     outcome per job, in job order. ``on_outcome`` is called as each case ends, from the thread that ended it."""
     if in_memory < 1:
-        raise ValueError(f"--cases-in-memory must be >= 1, got {in_memory}")
+        raise UsageError(f"--cases-in-memory must be >= 1, got {in_memory}")
     state = _Run(jobs, prepare, infer, finish, errors, in_memory, on_outcome)
     loader = threading.Thread(target=state.load_all, name="brats-loader", daemon=True)
     writer = threading.Thread(target=state.write_all, name="brats-writer", daemon=True)

@@ -24,6 +24,7 @@ from .errors import (
     EXIT_UNEXPECTED,
     EXIT_USAGE,
     BratsError,
+    UsageError,
     exit_code,
 )
 
@@ -217,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--concurrency", default="1,2,4", help="comma-separated concurrency values (default 1,2,4)")
     perf.add_argument("--request-count", type=int, default=10,
                       help="requests per measurement window (default %(default)s)")
+    perf.add_argument("--stability-percentage", type=float, default=50.0,
+                      help="windows must agree within this percentage before a level counts (perf_analyzer's "
+                      "stability check, at most 6 windows; raise it on a busy machine; default %(default)s)")
     perf.add_argument("--channel-order", help="nnU-Net and MSD inputs: modalities of _0000.._0003 / the 4th axis")
     perf.add_argument("--out", type=Path, default=Path("out/perf"), help="folder for data, CSV and PNG")
     from .evaluate import add_parser as add_evaluate_parser
@@ -229,19 +233,20 @@ def _run_perf(args: argparse.Namespace) -> int:
     from . import perf
 
     if args.tile is None:
-        raise ValueError("perf needs a fixed tile edge, not 'full'")
+        raise UsageError("perf needs a fixed tile edge, not 'full'")
     try:
         levels = sorted({int(v) for v in args.concurrency.split(",")})
     except ValueError:
-        raise ValueError(f"--concurrency takes integers like 1,2,4; got {args.concurrency!r}") from None
+        raise UsageError(f"--concurrency takes integers like 1,2,4; got {args.concurrency!r}") from None
     if not levels or levels[0] < 1:
-        raise ValueError(f"--concurrency values must be >= 1; got {args.concurrency!r}")
+        raise UsageError(f"--concurrency values must be >= 1; got {args.concurrency!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     order = args.channel_order.split(",") if args.channel_order else None
     shape = perf.write_real_tile(args.case, args.out / "input_data", args.tile, nnunet_order=order)
     csv_path = args.out / f"perf_{args.model}.csv"
     rows = perf.run_sweep(url=args.url, model=args.model, data_dir=args.out / "input_data", shape=shape,
-                          concurrency=levels, csv_path=csv_path, request_count=args.request_count)
+                          concurrency=levels, csv_path=csv_path, request_count=args.request_count,
+                          stability_percentage=args.stability_percentage)
     png = perf.plot(rows, args.out / f"perf_{args.model}.png", f"{args.model}, tile {shape[1:]}")
     sys.stdout.write(perf.table(rows) + "\n")
     log.info("CSV %s, plot %s", csv_path, png)
@@ -283,10 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluate import run_evaluate
 
             return run_evaluate(args)
-    except ValueError as e:  # option values rejected by the stages' own checks
-        log.error("%s", e)
-        return EXIT_USAGE
-    except BratsError as e:
+    except BratsError as e:  # UsageError (exit 2) included; any other exception is a bug: a traceback, exit 1
         log.error("%s", e)
         return exit_code(e)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import batch, modalities, pipeline
-from .errors import EXIT_BATCH_FAILED, EXIT_OK, InputError, OutputError, ServerError
+from .errors import EXIT_BATCH_FAILED, EXIT_OK, InputError, OutputError, ServerError, UsageError
 from .transport import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _max_voxels(args: argparse.Namespace) -> int:
     if value is None:
         return io.MAX_VOXELS
     if value < 1:
-        raise ValueError(f"--max-voxels must be >= 1, got {value}")
+        raise UsageError(f"--max-voxels must be >= 1, got {value}")
     return value
 
 
@@ -95,12 +95,12 @@ def _check_tls_files(server: ServerOptions) -> None:
     }
     given = {flag: path for flag, path in given.items() if path is not None}
     if given and not server.ssl:
-        raise ValueError(f"{', '.join(given)} given without --ssl: the connection would not use TLS; add --ssl")
+        raise UsageError(f"{', '.join(given)} given without --ssl: the connection would not use TLS; add --ssl")
     for flag, path in given.items():
         if not Path(path).is_file():
             raise InputError(f"{flag} {path} does not exist or is not a file")
     if (server.private_key is None) != (server.certificate_chain is None):
-        raise ValueError("mutual TLS needs both --private-key and --certificate-chain")
+        raise UsageError("mutual TLS needs both --private-key and --certificate-chain")
 
 
 def _is_nifti_name(path: Path) -> bool:
@@ -140,7 +140,7 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
             log.info("part %d of %d: %d of the %d cases", part[1], part[0], len(cases) + len(invalid), total)
         return _run_batch(cases, invalid, args, server, options, max_voxels, in_memory, part)
     if part is not None:
-        raise ValueError("--num-parts and --part-id split a folder of cases; the input is one case")
+        raise UsageError("--num-parts and --part-id split a folder of cases; the input is one case")
     if not _is_nifti_name(args.output):
         raise OutputError(f"output {args.output} must end in .nii or .nii.gz for one case")
     if explicit is not None:
@@ -176,7 +176,7 @@ def _part(args: argparse.Namespace) -> tuple[int, int] | None:
     if num_parts is None and part_id is None:
         return None
     if num_parts is None or part_id is None:
-        raise ValueError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id 0 .. 3)")
+        raise UsageError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id 0 .. 3)")
     batch.split([], num_parts, part_id, key=str)  # checks the values
     return num_parts, part_id
 
@@ -184,7 +184,7 @@ def _part(args: argparse.Namespace) -> tuple[int, int] | None:
 def _cases_in_memory(args: argparse.Namespace) -> int:
     value = getattr(args, "cases_in_memory", batch.CASES_IN_MEMORY)
     if value < 1:
-        raise ValueError(f"--cases-in-memory must be >= 1, got {value}")
+        raise UsageError(f"--cases-in-memory must be >= 1, got {value}")
     return value
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, UsageError
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def get(name: str) -> Convention:
     try:
         return CONVENTIONS[name]
     except KeyError:
-        raise ValueError(f"label convention must be one of {', '.join(NAMES)}; got {name!r}") from None
+        raise UsageError(f"label convention must be one of {', '.join(NAMES)}; got {name!r}") from None
 
 
 def header_mark(name: str) -> str:

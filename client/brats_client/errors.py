@@ -9,6 +9,11 @@ class BratsError(Exception):
     """Base class of every error the client raises on purpose."""
 
 
+class UsageError(BratsError, ValueError):
+    """An option value that no command accepts (exit 2); a ValueError too, for callers of the Python API.
+    Internal invariants raise plain ValueError: they are bugs, not usage errors."""
+
+
 class InputError(BratsError):
     """An input file or option is missing, unreadable or inconsistent."""
 
@@ -21,12 +26,14 @@ class ServerError(BratsError):
     """The Triton server is unreachable, does not serve the model, or answered with an error."""
 
 
-# Exit codes of brats-client: 0 success; 1 unexpected error; 2 usage error (and option values the stages reject);
+# Exit codes of brats-client: 0 success; 1 unexpected error; 2 usage error (UsageError: option values);
 # 3 bad input; 4 server error; 5 output error; 6 a batch finished with failed cases; 130 interrupted (Ctrl-C, as a
 # shell reports SIGINT).
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INPUT, EXIT_SERVER, EXIT_OUTPUT, EXIT_BATCH_FAILED = range(7)
 EXIT_INTERRUPTED = 130
-EXIT_CODES: dict[type[BratsError], int] = {InputError: EXIT_INPUT, ServerError: EXIT_SERVER, OutputError: EXIT_OUTPUT}
+EXIT_CODES: dict[type[BratsError], int] = {
+    UsageError: EXIT_USAGE, InputError: EXIT_INPUT, ServerError: EXIT_SERVER, OutputError: EXIT_OUTPUT,
+}
 
 
 def exit_code(error: BratsError) -> int:

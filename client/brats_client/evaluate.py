@@ -212,12 +212,12 @@ def score_pair(
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     """Mean and median over cases of each region's Dice and HD95."""
-    from .metrics import REGIONS
+    from .metrics import TABLE_ORDER
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for stat, fn in (("mean", statistics.fmean), ("median", statistics.median)):
         out[stat] = {
-            measure: {r: float(fn([row["regions"][r][measure] for row in rows])) for r in REGIONS}
+            measure: {r: float(fn([row["regions"][r][measure] for row in rows])) for r in TABLE_ORDER}
             for measure in ("dice", "hd95_mm")
         }
     return out
@@ -225,27 +225,27 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 def format_table(summary: dict, cases: int) -> str:
     """The seed's columns: Dice WT, ET, TC, then HD95 (mm) WT, ET, TC; one line per statistic."""
-    from .metrics import REGIONS
+    from .metrics import TABLE_ORDER
 
-    head = f"{f'{cases} case(s)':<12}" + "".join(f"{'Dice ' + r:>9}" for r in REGIONS)
-    head += "".join(f"{'HD95 ' + r:>9}" for r in REGIONS) + "  (HD95 in mm)"
+    head = f"{f'{cases} case(s)':<12}" + "".join(f"{'Dice ' + r:>9}" for r in TABLE_ORDER)
+    head += "".join(f"{'HD95 ' + r:>9}" for r in TABLE_ORDER) + "  (HD95 in mm)"
     lines = [head]
     for stat, values in summary.items():
-        line = f"{stat:<12}" + "".join(f"{values['dice'][r]:>9.3f}" for r in REGIONS)
-        lines.append(line + "".join(f"{values['hd95_mm'][r]:>9.2f}" for r in REGIONS))
+        line = f"{stat:<12}" + "".join(f"{values['dice'][r]:>9.3f}" for r in TABLE_ORDER)
+        lines.append(line + "".join(f"{values['hd95_mm'][r]:>9.2f}" for r in TABLE_ORDER))
     return "\n".join(lines)
 
 
 def to_csv(rows: list[dict]) -> str:
-    from .metrics import REGIONS
+    from .metrics import TABLE_ORDER
 
     columns = [("dice", "dice_{}"), ("hd95_mm", "hd95_{}_mm"), ("pred_ml", "pred_{}_ml"), ("truth_ml", "truth_{}_ml")]
-    header = ["case", *(name.format(r) for _, name in columns for r in REGIONS), "prediction", "truth"]
+    header = ["case", *(name.format(r) for _, name in columns for r in TABLE_ORDER), "prediction", "truth"]
     buffer = text_io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        values = [f"{row['regions'][r][key]:.6g}" for key, _ in columns for r in REGIONS]
+        values = [f"{row['regions'][r][key]:.6g}" for key, _ in columns for r in TABLE_ORDER]
         writer.writerow([row["case"], *values, row["prediction"], row["truth"]])
     return buffer.getvalue()
 

@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from .postprocess import dice, region_masks
 
-REGIONS = ("WT", "ET", "TC")  # the seed's table order
+TABLE_ORDER = ("WT", "ET", "TC")  # the seed's table order (the network's channels: contract.REGIONS)
 HD95_EMPTY_MM = 373.13  # sqrt(240^2 + 240^2 + 155^2) mm
 _SIX_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)
 
@@ -75,7 +75,7 @@ def region_scores(
     pred_convention: str = "brats2019",
     truth_convention: str = "brats2019",
 ) -> dict[str, RegionScore]:
-    """Dice, HD95 (mm) and both volumes (mL) per region of two label maps on one grid, in :data:`REGIONS` order."""
+    """Dice, HD95 (mm) and both volumes (mL) per region of two label maps on one grid, in :data:`TABLE_ORDER`."""
     if pred.shape != truth.shape:
         raise ValueError(f"label maps have different shapes {pred.shape} and {truth.shape}")
     voxel_ml = float(np.prod([float(s) for s in spacing_mm])) / 1000.0
@@ -87,5 +87,5 @@ def region_scores(
             pred_ml=int(np.count_nonzero(p[region])) * voxel_ml,
             truth_ml=int(np.count_nonzero(t[region])) * voxel_ml,
         )
-        for region in REGIONS
+        for region in TABLE_ORDER
     }

@@ -80,10 +80,12 @@ def write_real_tile(case_dir: Path, out_dir: Path, tile: int, *, nnunet_order: l
 
 def run_sweep(
     *, url: str, model: str, data_dir: Path, shape: tuple, concurrency: list[int], csv_path: Path,
-    request_count: int = 10, timeout_s: float = 1800.0,
+    request_count: int = 10, timeout_s: float = 1800.0, stability_percentage: float = 50.0,
 ) -> list[PerfRow]:
     """Run perf_analyzer once per concurrency level (a level that does not stabilise would otherwise end the
-    whole sweep early), merge the rows into ``csv_path`` and parse them."""
+    whole sweep early), merge the rows into ``csv_path`` and parse them. A level is measured in windows of
+    ``request_count`` requests until two consecutive windows agree within ``stability_percentage`` percent, at
+    most 6; a busy machine may need a larger percentage."""
     binary, env = find_perf_analyzer()
     header: list[str] = []
     records: list[dict] = []
@@ -94,7 +96,7 @@ def run_sweep(
             "--input-data", str(data_dir), "--shape", f"{INPUT_NAME}:{','.join(str(s) for s in shape)}",
             "--concurrency-range", f"{level}:{level}:1",
             "--measurement-mode", "count_windows", "--measurement-request-count", str(request_count),
-            "--max-trials", "6", "--stability-percentage", "50", "-f", str(level_csv),
+            "--max-trials", "6", "--stability-percentage", f"{stability_percentage:g}", "-f", str(level_csv),
         ]
         log.info("running %s", " ".join(cmd))
         try:

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import conventions, input_checks, io, modalities, postprocess, preprocess, server_flips, tiling, tta
 from .contract import OUT_CHANNELS
-from .errors import BratsError, InputError
+from .errors import BratsError, InputError, UsageError
 from .modalities import CaseFiles
 from .transport import ModelInfo, ServerOptions, TritonTransport
 
@@ -58,11 +58,11 @@ class SegmentOptions:
 
     def __post_init__(self) -> None:
         if self.tile is not None and (self.tile < 16 or self.tile % 16):
-            raise ValueError(f"tile must be a multiple of 16 and >= 16, or 'full'; got {self.tile}")
+            raise UsageError(f"tile must be a multiple of 16 and >= 16, or 'full'; got {self.tile}")
         if self.flips_per_request < 1:
-            raise ValueError(f"flips_per_request must be >= 1, got {self.flips_per_request}")
+            raise UsageError(f"flips_per_request must be >= 1, got {self.flips_per_request}")
         if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+            raise UsageError(f"overlap must be in [0, 1), got {self.overlap}")
         for name, value, choices in (
             ("tta", self.tta, TTA_CHOICES),
             ("labels", self.labels, LABEL_CHOICES),
@@ -70,7 +70,7 @@ class SegmentOptions:
             ("server_flips", self.server_flips, server_flips.MODES),
         ):
             if value not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+                raise UsageError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 @dataclass

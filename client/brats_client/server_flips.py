@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from .errors import ServerError
+from .errors import ServerError, UsageError
 from .transport import ModelInfo, ServerOptions, TritonTransport
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def open_for(transport: TritonTransport, tta: str, mode: str = "auto") -> Triton
     """``transport`` (checked), or one to its companion when ``mode`` is auto and the companion flips ``tta``;
     the transport not returned is closed."""
     if mode not in MODES:
-        raise ValueError(f"server flips must be one of {', '.join(MODES)}; got {mode!r}")
+        raise UsageError(f"server flips must be one of {', '.join(MODES)}; got {mode!r}")
     info = transport.info
     companion = info.parameters.get(COMPANION_KEY)
     if mode == "off" or not companion or applied_flips(info) is not None or tta == "none":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import shm
+from .errors import UsageError
 
 GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:")  # gRPC name-resolver targets that may stand for several servers
 
@@ -29,19 +30,19 @@ class ServerOptions:
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+            raise UsageError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+            raise UsageError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
+            raise UsageError(f"retries must be >= 0, got {self.retries}")
         if not self.urls or any(not u for u in self.urls):
-            raise ValueError(
+            raise UsageError(
                 f"url must be HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT; got {self.url!r}"
             )
         if self.shared_memory not in shm.CHOICES:
-            raise ValueError(f"shared_memory must be one of {', '.join(shm.CHOICES)}; got {self.shared_memory!r}")
+            raise UsageError(f"shared_memory must be one of {', '.join(shm.CHOICES)}; got {self.shared_memory!r}")
         if self.shared_memory == "on" and len(self.urls) > 1:
-            raise ValueError("--shared-memory on needs one server on this host; it cannot be used with several URLs")
+            raise UsageError("--shared-memory on needs one server on this host; it cannot be used with several URLs")
 
     @property
     def urls(self) -> tuple[str, ...]:

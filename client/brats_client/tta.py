@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UsageError
+
 TTA_CHOICES = ("none", "flip4", "flip8")
 
 
@@ -25,7 +27,7 @@ def flips(tta: str) -> list[tuple[int, ...]]:
         return [(), (0,), (1,), (0, 1)]
     if tta == "flip8":
         return [axes for n in range(4) for axes in combinations(range(3), n)]
-    raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}; got {tta!r}")
+    raise UsageError(f"tta must be one of {', '.join(TTA_CHOICES)}; got {tta!r}")
 
 
 def dims(axes: tuple[int, ...], leading: int) -> tuple[int, ...]:

@@ -46,3 +46,18 @@ def test_segment_defaults_are_the_api_defaults() -> None:
     for given in ("brats2019", "brats2023", "msd"):
         explicit = cli.build_parser().parse_args(["segment", "case", "-o", "seg.nii.gz", "--labels", given])
         assert commands._options(explicit).labels == given
+
+
+def test_usage_errors_exit_2_and_internal_errors_are_not_usage_errors(monkeypatch, capsys) -> None:
+    """Exit 2 means the options were wrong (UsageError); a ValueError from inside is a bug and surfaces as one."""
+    from brats_client.errors import EXIT_USAGE, UsageError
+
+    def broken(args, server):
+        raise ValueError("an internal invariant")
+
+    assert cli.main(["segment", "case", "-o", "seg.nii.gz", "--overlap", "1.5"]) == EXIT_USAGE
+    assert "overlap must be in [0, 1)" in capsys.readouterr().err
+    assert issubclass(UsageError, ValueError)  # callers of the Python API may still catch ValueError
+    monkeypatch.setattr(commands, "run_segment", broken)
+    with pytest.raises(ValueError, match="an internal invariant"):
+        cli.main(["segment", "case", "-o", "seg.nii.gz"])
