@@ -1,7 +1,7 @@
 """OpenVINO f32, the seed's four flips of one full BraTS crop, computed four ways side by side (issues 15 and 23):
 the plain model four times as the client sends it, with and without ``CPU_DENORMALS_OPTIMIZATION``, and the flip4
-companion's graph as exported now (the four passes one after another inside the graph) and as it was before
-issue 23 (one batch of four, which held four passes' activations at once).
+companion's graph as exported now (the four passes one after another: an ONNX Loop over the plain graph) and as
+it was before issue 23 (one batch of four, which held four passes' activations at once).
 
     .venv/bin/python benchmarks/bench_companion.py [--checkpoint demo/brats_demo_checkpoint.pth] [--repeats 2]
 
@@ -30,7 +30,7 @@ def main() -> int:
     import torch
     from brats_client import tta
     from brats_client.contract import OUT_CHANNELS
-    from brats_export import exporters
+    from brats_export import exporters, flip_loop
     from brats_export.checkpoint import load_model
     from brats_export.parity_inputs import FULL_SIZE, phantom_input
     from brats_export.server_flips import ServerFlips
@@ -51,10 +51,10 @@ def main() -> int:
     model = load_model(args.checkpoint)
     x = phantom_input(FULL_SIZE).array
     with tempfile.TemporaryDirectory() as tmp:
-        xml = {}
-        for name, net in (("plain", model), ("batch4", BatchFlips(model).eval()), ("seq", ServerFlips(model).eval())):
-            xml[name] = exporters.export_openvino(exporters.export_onnx(net, Path(tmp) / f"{name}.onnx"),
-                                                  Path(tmp) / f"{name}.xml")
+        onnx = {name: exporters.export_onnx(net, Path(tmp) / f"{name}.onnx")
+                for name, net in (("plain", model), ("batch4", BatchFlips(model).eval()))}
+        onnx["seq"] = flip_loop.loop_companion(onnx["plain"], Path(tmp) / "seq.onnx")  # as brats-export writes it
+        xml = {name: exporters.export_openvino(path, Path(tmp) / f"{name}.xml") for name, path in onnx.items()}
         ways = {
             "plain x4 (client flips)": client_flips(compiled(xml["plain"]), tta),
             "plain x4, denormals flushed": client_flips(compiled(xml["plain"], CPU_DENORMALS_OPTIMIZATION=True), tta),
