@@ -402,3 +402,15 @@ def test_no_output_appears_in_the_input_folder(tmp_path, dead_url, capsys):
     assert _segment(case, "-o", case / "seg.nii.gz", url=dead_url) == cli.EXIT_INPUT
     capsys.readouterr()
     assert sorted(os.listdir(case)) == before
+
+
+def test_a_flat_folder_of_one_nnunet_case_and_an_output_folder_is_a_batch(tmp_path, dead_url, capsys):
+    """nnU-Net's imagesTs holding one case, -o a folder: a batch of one (it reaches the server: exit 4), not a
+    single case refused for its folder output (exit 5, issue 22)."""
+    images = tmp_path / "imagesTs"
+    images.mkdir()
+    for i in range(4):
+        nib.save(nib.Nifti1Image(_volume(i), np.eye(4)), images / f"BRATS_001_000{i}.nii.gz")
+    code = _segment(images, "-o", tmp_path / "out", "--channel-order", "FLAIR,T1w,t1gd,T2w", url=dead_url)
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_SERVER and "no Triton server answers" in err, err
