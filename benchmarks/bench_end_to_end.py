@@ -368,7 +368,7 @@ def run_inprocess(raw: np.ndarray, backend: str, predictor, max_batch: int, opti
     pred = pipeline.predict(volume, transport, options, pad_value=record.pad_value)
     t2 = time.perf_counter()
     labels = postprocess.paste(
-        postprocess.labels_from_probabilities(postprocess.unpad(pred.probabilities, record), convention=options.labels),
+        postprocess.labels_from_probabilities(postprocess.unpad(pred.probabilities, record), convention="brats2019"),
         record)
     t3 = time.perf_counter()
     row = Row("in-process", backend, _tile_label(options), options.tta, tiles=pred.tiles, requests=pred.requests,

@@ -37,7 +37,7 @@ def labels_for(volume, record, transport, options) -> tuple[np.ndarray, pipeline
     pred = pipeline.predict(volume, transport, options, pad_value=record.pad_value)
     seconds = time.perf_counter() - t0
     prob = postprocess.unpad(pred.probabilities, record)
-    return postprocess.labels_from_probabilities(prob, convention=options.labels), pred, seconds
+    return postprocess.labels_from_probabilities(prob, convention="brats2019"), pred, seconds
 
 
 def main(argv: list[str] | None = None) -> int:
