@@ -808,12 +808,14 @@ def target_triton(res: Results) -> str:
         if ratio > t and tri.compute_s:
             outside_tri, outside_inp = tri.inference_s - tri.compute_s, inp.inference_s - inp.compute_s
             passes = tri.passes
-            batch = tri.tiles * passes // tri.requests
+            per_request = tri.tiles * passes // tri.requests  # network passes per request
+            batch = 1 if "/" not in tri.tta and passes > 1 else per_request  # the companion flips inside
             tile_voxels = tri.voxels_computed // (tri.tiles * passes)
             mb_in, mb_out = (batch * c * tile_voxels * 4 / 2**20 for c in (4, 3))
             serial = " (one request per tile: its transfer cannot overlap the computation)" \
                 if tri.requests == tri.tiles else ""
-            why.append(f"{backend}: {tri.requests} request(s) of batch {batch}, {mb_in:.0f} MB in and {mb_out:.0f} MB "
+            why.append(f"{backend}: {tri.requests} request(s) of {per_request} pass(es), tensors of batch {batch}, "
+                       f"{mb_in:.0f} MB in and {mb_out:.0f} MB "
                        f"out each{serial}; the server's compute is {tri.compute_s:.1f} s against {inp.compute_s:.1f} s "
                        f"in-process ({tri.compute_s - inp.compute_s:+.1f} s), time outside compute "
                        f"{outside_tri:.1f} s against {outside_inp:.1f} s ({outside_tri - outside_inp:+.1f} s: gRPC, "
