@@ -168,7 +168,7 @@ def test_brats2023_names_get_brats2023_labels_unless_told(cases, triton_server, 
     code = cli.main(["segment", str(case), "-o", str(auto), "--url", triton_server.grpc_url, "--model", MODEL,
                      "--tta", "none", "--tile", "full"])
     assert code == 0
-    assert "brats2023 labels (ET = 3) for brats2023 file names" in capsys.readouterr().err
+    assert "brats2023 (1 core, 2 edema, 3 enhancing) labels (BraTS 2023 file names)" in capsys.readouterr().err
     assert _segment(case, explicit, triton_server, "--tta", "none", "--tile", "full", "--labels", "brats2019") == 0
     labels_auto, labels_explicit = _labels(auto), _labels(explicit)
     assert set(np.unique(labels_auto)) == {0, 1, 2, 3}, "the checkpoint should find enhancing tumour"
