@@ -79,7 +79,7 @@ def _add_global_args(p: argparse.ArgumentParser, default: bool | str) -> None:
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
     from . import shm
-    from .transport import ServerOptions
+    from .server_options import ServerOptions
 
     d = ServerOptions()
     g = p.add_argument_group("server")
@@ -113,7 +113,7 @@ def _add_batch_args(p: argparse.ArgumentParser) -> None:
 
 
 def _server_options(args: argparse.Namespace):
-    from .transport import ServerOptions
+    from .server_options import ServerOptions
 
     return ServerOptions(
         url=args.url, model=args.model, model_version=args.model_version, concurrency=args.concurrency,
@@ -126,7 +126,7 @@ def _server_options(args: argparse.Namespace):
 def build_parser() -> argparse.ArgumentParser:
     from . import server_flips
     from .pipeline import BLEND_CHOICES, LABEL_CHOICES, TTA_CHOICES, SegmentOptions
-    from .transport import ServerOptions
+    from .server_options import ServerOptions
 
     d = SegmentOptions()
     parser = argparse.ArgumentParser(

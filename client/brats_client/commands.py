@@ -13,7 +13,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import batch, modalities, pipeline
 from .errors import EXIT_BATCH_FAILED, EXIT_OK, InputError, OutputError, ServerError, UsageError
-from .transport import ServerOptions
+from .server_options import ServerOptions
 
 log = logging.getLogger(__name__)
 

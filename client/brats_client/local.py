@@ -1,6 +1,6 @@
-"""A predictor in this process behind :class:`brats_client.pipeline.Transport`: the client's own sliding window
-and flips (:func:`brats_client.pipeline.predict`) without Triton, for the benchmarks' in-process rows and the
-tests against the eager reference."""
+"""A predictor in this process behind :class:`brats_client.protocol.Transport`: the client's whole ladder (sliding
+window, flips, labels, outputs; :mod:`brats_client.pipeline`) without Triton, for the benchmarks' in-process rows
+and the tests against the eager reference."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .contract import INPUT_NAME, OUTPUT_NAME, output_shape
+from .errors import ServerError
 from .model_info import ModelInfo
 
 
@@ -21,6 +22,24 @@ class LocalTransport:
     ) -> None:
         self.info = ModelInfo(name, "1", INPUT_NAME, OUTPUT_NAME, max_batch_size, "in-process")
         self._predict = predict
+
+    def __enter__(self) -> LocalTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": "in-process", "shared_memory": False, "concurrency": 1}
+
+    def statistics(self) -> None:
+        return None
+
+    def open_model(self, name: str) -> LocalTransport:
+        raise ServerError(f"an in-process predictor serves one model ({self.info.name}), not {name!r}")
+
+    def close(self) -> None:
+        pass
 
     def infer_stream(
         self, batches: Iterable[tuple[Any, np.ndarray]]

@@ -11,18 +11,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from . import conventions, input_checks, io, modalities, postprocess, preprocess, server_flips, tiling, tta
 from .contract import OUT_CHANNELS
-from .errors import BratsError, InputError, UsageError
+from .errors import InputError, UsageError
 from .modalities import CaseFiles
-from .transport import ModelInfo, ServerOptions, TritonTransport
+from .protocol import Transport
+from .server_options import ServerOptions
+from .transport import TritonTransport
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +104,6 @@ class Prediction:
     tiles: int
     requests: int
     voxels_computed: int
-
-
-class Transport(Protocol):
-    """What :func:`predict` needs of a server: the model's info and a stream of ``(key, batch)`` -> ``(key,
-    output)``, in any order; closing the stream ends it."""
-
-    @property
-    def info(self) -> ModelInfo: ...
-
-    def infer_stream(
-        self, batches: Iterable[tuple[Any, np.ndarray]]
-    ) -> Generator[tuple[Any, np.ndarray], None, None]: ...
 
 
 def predict(
@@ -245,23 +235,22 @@ class InferredCase:
 
 
 def infer_case(
-    prepared: PreparedCase, transport: TritonTransport, *, progress: Callable[[int, int], None] | None = None
+    prepared: PreparedCase, transport: Transport, *, progress: Callable[[int, int], None] | None = None
 ) -> InferredCase:
     """The server's part of one case: sliding window and flips over the prepared volume."""
     timer = Timer(dict(prepared.time_s))
     record, case, options = prepared.record, prepared.case, prepared.options
-    before = _stats_or_none(transport)
+    before = transport.statistics()
     with timer.stage("inference"):
         prediction = predict(prepared.volume, transport, options, pad_value=record.pad_value, progress=progress)
-    after = _stats_or_none(transport)
+    after = transport.statistics()
+    info = transport.info
     server = {
-        "url": transport.options.url,
-        "model": transport.info.name,
-        "version": transport.info.version,
-        "platform": transport.info.platform,
-        "shared_memory": transport.shared_memory_active,
-        "concurrency": transport.options.concurrency,
-        "server_flips": server_flips.applied_flips(transport.info),
+        **transport.describe(),
+        "model": info.name,
+        "version": info.version,
+        "platform": info.platform,
+        "server_flips": server_flips.applied_flips(info),
     }
     return InferredCase(
         prepared.files, record, case.affine, case.header, case.shape, case.voxel_volume_mm3, case.sha256,
@@ -318,7 +307,7 @@ def finish_case(inferred: InferredCase, outputs: CaseOutputs) -> dict[str, Any]:
 def segment_prepared(
     prepared: PreparedCase,
     outputs: CaseOutputs,
-    transport: TritonTransport,
+    transport: Transport,
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -331,7 +320,7 @@ def segment_prepared(
 def segment_case(
     files: CaseFiles,
     outputs: CaseOutputs,
-    transport: TritonTransport,
+    transport: Transport,
     options: SegmentOptions = SegmentOptions(),
     *,
     progress: Callable[[int, int], None] | None = None,
@@ -342,21 +331,13 @@ def segment_case(
     return segment_prepared(prepare_case(files, options, max_voxels=max_voxels), outputs, transport, progress=progress)
 
 
-def _stats_or_none(transport: TritonTransport) -> dict[str, int] | None:
-    try:
-        return transport.inference_statistics()
-    except BratsError as e:
-        log.debug("no statistics: %s", e)
-        return None
-
-
 def _compute_s(before: dict[str, int] | None, after: dict[str, int] | None) -> float | None:
     if before is None or after is None:
         return None
     return (after["compute_infer_ns"] - before["compute_infer_ns"]) / 1e9
 
 
-def open_transport(server: ServerOptions, options: SegmentOptions | None = None) -> TritonTransport:
+def open_transport(server: ServerOptions, options: SegmentOptions | None = None) -> Transport:
     """A checked transport to ``server.model``, or to its server-side-flip companion (:mod:`.server_flips`) when
     ``options`` ask for the flips it applies and allow it."""
     transport = TritonTransport(server)

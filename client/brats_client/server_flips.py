@@ -9,11 +9,11 @@ is missing, not ready or flips otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from .errors import ServerError, UsageError
-from .transport import ModelInfo, ServerOptions, TritonTransport
+from .model_info import ModelInfo
+from .protocol import Transport
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def check_tta(info: ModelInfo, tta: str) -> str | None:
     return applied
 
 
-def open_for(transport: TritonTransport, tta: str, mode: str = "auto") -> TritonTransport:
+def open_for(transport: Transport, tta: str, mode: str = "auto") -> Transport:
     """``transport`` (checked), or one to its companion when ``mode`` is auto and the companion flips ``tta``;
     the transport not returned is closed."""
     if mode not in MODES:
@@ -45,8 +45,7 @@ def open_for(transport: TritonTransport, tta: str, mode: str = "auto") -> Triton
     companion = info.parameters.get(COMPANION_KEY)
     if mode == "off" or not companion or applied_flips(info) is not None or tta == "none":
         return transport
-    options: ServerOptions = dataclasses.replace(transport.options, model=companion)
-    candidate = TritonTransport(options)
+    candidate = transport.open_model(companion)
     try:
         applied = applied_flips(candidate.info)
     except ServerError as e:

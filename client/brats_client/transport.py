@@ -13,6 +13,7 @@ prepared while earlier ones compute.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 class TritonTransport:
-    """Sends FP32 batches ``[N, 4, D, H, W]`` to one model and yields ``[N, 3, D, H, W]`` results."""
+    """Sends FP32 batches ``[N, 4, D, H, W]`` to one model and yields ``[N, 3, D, H, W]`` results
+    (a :class:`brats_client.protocol.Transport`)."""
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
@@ -90,6 +92,22 @@ class TritonTransport:
         if self._info is None:
             self._info = self.check_model()
         return self._info
+
+    def describe(self) -> dict[str, Any]:
+        o = self.options
+        return {"url": o.url, "shared_memory": self.shared_memory_active, "concurrency": o.concurrency}
+
+    def statistics(self) -> dict[str, int] | None:
+        """:meth:`inference_statistics`, or None (logged) when the server does not give them."""
+        try:
+            return self.inference_statistics()
+        except ServerError as e:
+            log.debug("no statistics: %s", e)
+            return None
+
+    def open_model(self, name: str) -> TritonTransport:
+        """A transport with these options to model ``name`` (checked when its ``info`` is first read)."""
+        return TritonTransport(dataclasses.replace(self.options, model=name))
 
     def inference_statistics(self) -> dict[str, int]:
         """Cumulative server-side counters of the model (nanoseconds and counts)."""

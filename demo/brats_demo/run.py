@@ -49,11 +49,10 @@ def run_demo(
     startup_timeout_s: float = 300.0,
 ) -> dict:
     """Run every stage; returns the summary (also written to ``out/summary.json``)."""
-    from brats_client import pipeline
+    from brats_client import ServerOptions, pipeline
     from brats_client.evaluate import format_table, summarise
     from brats_client.modalities import find_case_files
     from brats_client.preview import write_preview
-    from brats_client.transport import ServerOptions
     from brats_serve.launcher import TritonServer
 
     from .phantom import case_id as phantom_case_id

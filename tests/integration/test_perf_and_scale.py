@@ -78,7 +78,7 @@ def test_round_robin_target_reaches_two_servers(scheme, small_case_factory, mode
     spreads the requests over both. ``dns:///NAME:PORT`` is what a Kubernetes headless Service gives; here the
     name is answered by a small DNS server of the test (``dns://127.0.0.1:DNS_PORT/NAME:PORT``) with both
     addresses, and the ipv4 case lists both addresses directly."""
-    from brats_client.transport import ServerOptions, TritonTransport
+    from brats_client import ServerOptions, TritonTransport
     from brats_serve.launcher import TritonServer, free_port
 
     port = free_port()

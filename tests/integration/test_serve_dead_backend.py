@@ -126,8 +126,8 @@ def test_brats_serve_names_the_dead_model_stops_in_seconds_keeps_the_log_and_exi
 def test_a_request_names_the_model_and_stop_takes_seconds_without_a_prior_look(repository, tmp_path, caplog):
     """From Python, nobody polls: the client's request fails naming the model, and ``stop`` itself finds the dead
     stub (SIGTERM would wait Triton's 30 s exit timeout for the dead model), says so and keeps the log."""
+    from brats_client import ServerOptions
     from brats_client.errors import ServerError
-    from brats_client.server_options import ServerOptions
     from brats_client.transport import TritonTransport
     from brats_serve.launcher import TritonServer
 

@@ -50,9 +50,8 @@ def server_rss_mib(pgid: int) -> tuple[float, int]:
 
 
 def test_soak_parallel_clients(model_repository, small_case_factory, tmp_path):
-    from brats_client import pipeline
+    from brats_client import ServerOptions, pipeline
     from brats_client.modalities import find_case_files
-    from brats_client.transport import ServerOptions
     from brats_serve.launcher import TritonServer
 
     cases = [find_case_files(small_case_factory(seed, SHAPE, parent="soak")) for seed in (9301, 9302, 9303)]
@@ -146,7 +145,7 @@ def test_every_backend_answers_a_whole_crop_request(triton_server, serve_helpers
     """One whole-crop request to each served model, as ``brats-client segment`` sends by default (one tile for a
     BraTS-size case, shared memory auto, 2 in flight): answered, each model's stub still the same process (none
     lost: see ``brats_client.stream.lost_stub``), and the backends agree. The figures are printed (``-s``)."""
-    from brats_client.transport import ServerOptions, TritonTransport
+    from brats_client import ServerOptions, TritonTransport
     from brats_serve.launcher import running_in_group
 
     def stubs() -> set[int]:

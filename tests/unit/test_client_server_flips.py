@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from brats_client import server_flips
 from brats_client.errors import ServerError
-from brats_client.transport import ModelInfo, ServerOptions
+from brats_client.model_info import ModelInfo
 
 
 def _info(name: str, **parameters: str) -> ModelInfo:
@@ -13,55 +13,49 @@ def _info(name: str, **parameters: str) -> ModelInfo:
 
 
 class FakeTransport:
-    """What open_for uses of a TritonTransport: options, info (ServerError if the model is not there), close."""
+    """What open_for uses of a Transport: info (ServerError if the model is not there), open_model, close."""
 
-    served: dict[str, ModelInfo] = {}
-
-    def __init__(self, options: ServerOptions) -> None:
-        self.options, self.closed = options, False
+    def __init__(self, served: dict[str, ModelInfo], model: str) -> None:
+        self.served, self.model, self.closed = served, model, False
 
     @property
     def info(self) -> ModelInfo:
-        if self.options.model not in self.served:
-            raise ServerError(f"model {self.options.model!r} is not ready")
-        return self.served[self.options.model]
+        if self.model not in self.served:
+            raise ServerError(f"model {self.model!r} is not ready")
+        return self.served[self.model]
+
+    def open_model(self, name: str) -> FakeTransport:
+        return FakeTransport(self.served, name)
 
     def close(self) -> None:
         self.closed = True
 
 
-@pytest.fixture
-def serve(monkeypatch):
-    monkeypatch.setattr(server_flips, "TritonTransport", FakeTransport)
-
-    def with_models(*infos: ModelInfo) -> FakeTransport:
-        FakeTransport.served = {i.name: i for i in infos}
-        return FakeTransport(ServerOptions(model=infos[0].name))
-
-    return with_models
+def serve(*infos: ModelInfo) -> FakeTransport:
+    return FakeTransport({i.name: i for i in infos}, infos[0].name)
 
 
-def test_uses_the_companion_its_config_names(serve):
+def test_uses_the_companion_its_config_names():
     plain = serve(_info("m", brats_server_flips_model="m_flip4"), _info("m_flip4", brats_server_flips="flip4"))
     chosen = server_flips.open_for(plain, "flip4")
-    assert chosen.options.model == "m_flip4" and plain.closed and not chosen.closed
+    assert chosen.model == "m_flip4" and plain.closed and not chosen.closed
     assert server_flips.check_tta(chosen.info, "flip4") == "flip4"
 
 
 @pytest.mark.parametrize(("tta", "mode"), [("none", "auto"), ("flip8", "auto"), ("flip4", "off")])
-def test_keeps_the_plain_model_unless_flip4_is_asked_and_allowed(serve, tta, mode):
+def test_keeps_the_plain_model_unless_flip4_is_asked_and_allowed(tta, mode):
     plain = serve(_info("m", brats_server_flips_model="m_flip4"), _info("m_flip4", brats_server_flips="flip4"))
     assert server_flips.open_for(plain, tta, mode) is plain and not plain.closed
 
 
-def test_falls_back_when_the_companion_is_missing_or_flips_otherwise(serve):
+def test_falls_back_when_the_companion_is_missing_or_flips_otherwise():
     plain = serve(_info("m", brats_server_flips_model="m_flip4"))
     assert server_flips.open_for(plain, "flip4") is plain
     plain = serve(_info("m", brats_server_flips_model="m_flip4"), _info("m_flip4", brats_server_flips="flip8"))
     assert server_flips.open_for(plain, "flip4") is plain and not plain.closed
 
 
-def test_never_from_the_name_alone(serve):
+def test_never_from_the_name_alone():
     """A model called *_flip4 whose config says nothing is not taken for a flipping one."""
     plain = serve(_info("m"), _info("m_flip4"))
     assert server_flips.open_for(plain, "flip4") is plain
@@ -75,4 +69,4 @@ def test_a_flipping_model_refuses_another_tta():
 
 def test_bad_mode():
     with pytest.raises(ValueError, match="auto, off"):
-        server_flips.open_for(FakeTransport(ServerOptions(model="m")), "flip4", "sometimes")
+        server_flips.open_for(serve(_info("m")), "flip4", "sometimes")

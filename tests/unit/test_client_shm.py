@@ -6,9 +6,8 @@ import os
 
 import numpy as np
 import pytest
-from brats_client import shm
+from brats_client import ServerOptions, TritonTransport, shm
 from brats_client.errors import ServerError
-from brats_client.transport import ServerOptions, TritonTransport
 from tritonclient.utils import InferenceServerException
 
 

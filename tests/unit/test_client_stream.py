@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from brats_client import shm, stream
+from brats_client import ServerOptions, shm, stream
 from brats_client.endpoints import Endpoints
 from brats_client.errors import ServerError
 from brats_client.model_info import ModelInfo
-from brats_client.server_options import ServerOptions
 from tritonclient.grpc._utils import get_cancelled_error
 from tritonclient.utils import InferenceServerException
 
