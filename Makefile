@@ -13,8 +13,8 @@ NGC_STAMP := $(NGC_VENV)/.installed
 CLIENT_VENV := .venv-client
 CLIENT_BIN := $(CLIENT_VENV)/bin
 CLIENT_STAMP := $(CLIENT_VENV)/.installed
-CLIENT_TESTS := tests/unit/test_client_*.py tests/integration/test_client_segment.py \
-	tests/integration/test_bad_inputs.py tests/integration/test_client_evaluate.py
+CLIENT_TESTS := tests/unit/test_client_*.py tests/unit/test_local_ladder.py tests/cli/test_import_boundaries.py \
+	tests/cli/test_bad_inputs.py tests/integration/test_client_segment.py tests/integration/test_client_evaluate.py
 
 .PHONY: setup setup-client demo test test-unit test-client lint perf bench clean
 
@@ -57,7 +57,7 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 	$(MAKE) test-client
 
-# The fast suite alone (pure logic, no tritonserver): a few minutes.
+# The fast suite alone: in-process tests, no tritonserver and no child process (about a minute).
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
 

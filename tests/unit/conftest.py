@@ -1,8 +1,30 @@
-"""Shared fixtures of the unit tests."""
+"""Shared fixtures of the unit tests: pure logic, in this process (processes and commands: tests/cli; a real
+Triton server: tests/integration)."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+
+_PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec"}
+_guard = {"on": False}
+
+
+def _refuse_processes(event: str, args: tuple) -> None:
+    if _guard["on"] and event in _PROCESS_EVENTS:
+        raise AssertionError(f"a unit test started a process ({event} {args[:1]}): it belongs in tests/cli")
+
+
+sys.addaudithook(_refuse_processes)  # audit hooks stay for the interpreter's life: the flag scopes it
+
+
+@pytest.fixture(autouse=True)
+def no_processes():
+    """Unit tests start no process: every way Python starts one (its audit events) fails the test."""
+    _guard["on"] = True
+    yield
+    _guard["on"] = False
 
 
 @pytest.fixture

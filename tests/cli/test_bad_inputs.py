@@ -19,8 +19,6 @@ from brats_client import cli, io
 from brats_client.errors import InputError
 from brats_client.modalities import CHANNELS, find_case_files
 
-pytestmark = pytest.mark.integration
-
 SHAPE = (24, 24, 16)
 CASE = "Bad1"
 

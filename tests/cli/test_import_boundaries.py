@@ -1,4 +1,5 @@
-"""The client package must import without torch and without the export package: every module of it."""
+"""Import boundaries, each checked in a fresh interpreter: the client package imports without torch and without the
+export package (every module of it); brats_client.atomic needs only the standard library."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ EXPECTED = {
     "brats_client.contract", "brats_client.endpoints", "brats_client.errors", "brats_client.evaluate",
     "brats_client.io", "brats_client.local", "brats_client.metrics", "brats_client.modalities",
     "brats_client.model_info", "brats_client.perf", "brats_client.pipeline", "brats_client.postprocess",
+    "brats_client.protocol", "brats_client.conventions", "brats_client.dataset_json", "brats_client.input_checks",
     "brats_client.preprocess", "brats_client.preview", "brats_client.server_flips", "brats_client.server_options",
     "brats_client.shm", "brats_client.stream", "brats_client.tiling", "brats_client.transport", "brats_client.tta",
 }
@@ -57,3 +59,14 @@ def test_client_imports_neither_torch_nor_brats_export() -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["imported"] == modules
     assert report["heavy"] == [], f"the client imported {report['heavy']}"
+
+
+def test_the_atomic_module_imports_only_the_standard_library() -> None:
+    script = (
+        "import json, sys; import brats_client.atomic; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'numpy', 'nibabel', 'torch', 'tritonclient', 'brats_export', 'scipy', 'matplotlib'})))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
