@@ -1,8 +1,7 @@
 """``brats-client``: segment cases through Triton, preview a segmentation, score it against the truth, load-test
 a model.
 
-Exit codes (defined in :mod:`brats_client.errors`): 0 success; 1 unexpected error; 2 usage error; 3 bad input;
-4 server error; 5 output error; 6 a batch finished with failed cases.
+Exit codes: the table brats-client, brats-export and brats-serve share (:mod:`brats_client.exit_codes`).
 """
 
 from __future__ import annotations
@@ -13,32 +12,26 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import (
-    EXIT_BATCH_FAILED,
-    EXIT_CODES,
+from . import exit_codes
+from .errors import BratsError, UsageError, exit_code
+from .exit_codes import (
     EXIT_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OUTPUT,
+    EXIT_PARTIAL,
     EXIT_SERVER,
     EXIT_UNEXPECTED,
     EXIT_USAGE,
-    BratsError,
-    UsageError,
-    exit_code,
 )
 
-# The exit codes are defined in brats_client.errors; importable from here too (cli.EXIT_OK, ...).
-__all__ = ["EXIT_BATCH_FAILED", "EXIT_CODES", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_OUTPUT",
-           "EXIT_SERVER", "EXIT_UNEXPECTED", "EXIT_USAGE", "build_parser", "main"]
+# The exit codes are defined in brats_client.exit_codes; importable from here too (cli.EXIT_OK, ...).
+__all__ = ["EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_OUTPUT", "EXIT_PARTIAL", "EXIT_SERVER",
+           "EXIT_UNEXPECTED", "EXIT_USAGE", "build_parser", "main"]
 
 log = logging.getLogger("brats_client")
 
-EPILOG = """\
-exit codes: 0 success, 2 usage error, 3 bad input (the message names the file), 4 server unreachable or
-failing, 5 output not writable or already there (use --overwrite), 6 batch finished with failed cases,
-1 unexpected error.
-"""
+EPILOG = exit_codes.epilog() + "\n"
 
 SEGMENT_EXAMPLES = """\
 examples:
@@ -268,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     # keep one error line per problem. Set before the first import of grpc (build_parser imports the transport).
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse printed the help or the problem; a code, not an exception, to the caller
+        return EXIT_OK if e.code in (0, None) else EXIT_USAGE
     handler = _configure_logging(args)
     try:
         if args.command == "segment":
@@ -296,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         logging.getLogger().removeHandler(handler)
-    parser.error(f"unknown command {args.command}")  # exits
+    raise AssertionError(f"no handler for command {args.command!r}")  # argparse allows only the commands above
 
 
 if __name__ == "__main__":

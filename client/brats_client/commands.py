@@ -12,7 +12,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import batch, modalities, pipeline
-from .errors import EXIT_BATCH_FAILED, EXIT_OK, InputError, OutputError, ServerError, UsageError
+from .errors import InputError, OutputError, ServerError, UsageError
+from .exit_codes import EXIT_OK, EXIT_PARTIAL
 from .server_options import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -260,4 +261,4 @@ def _run_batch(
     log.info("batch: %d done, %d skipped, %d failed", len(done), len(skipped), len(failed))
     for case_id, message in failed:
         log.error("failed: %s: %s", case_id, message)
-    return EXIT_BATCH_FAILED if failed else EXIT_OK
+    return EXIT_PARTIAL if failed else EXIT_OK

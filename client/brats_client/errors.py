@@ -1,8 +1,10 @@
 """Errors of the client; each message names the file or value and says what to do.
 
-Each class has its own exit code of ``brats-client`` (:data:`EXIT_CODES`, :func:`exit_code`); every exit code of
-the client is defined here and only here.
+Each class has its own exit code (:data:`EXIT_CODES`, :func:`exit_code`), from the table that brats-client,
+brats-export and brats-serve share (:mod:`brats_client.exit_codes`).
 """
+
+from .exit_codes import EXIT_INPUT, EXIT_OUTPUT, EXIT_SERVER, EXIT_UNEXPECTED, EXIT_USAGE
 
 
 class BratsError(Exception):
@@ -26,11 +28,6 @@ class ServerError(BratsError):
     """The Triton server is unreachable, does not serve the model, or answered with an error."""
 
 
-# Exit codes of brats-client: 0 success; 1 unexpected error; 2 usage error (UsageError: option values);
-# 3 bad input; 4 server error; 5 output error; 6 a batch finished with failed cases; 130 interrupted (Ctrl-C, as a
-# shell reports SIGINT).
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INPUT, EXIT_SERVER, EXIT_OUTPUT, EXIT_BATCH_FAILED = range(7)
-EXIT_INTERRUPTED = 130
 EXIT_CODES: dict[type[BratsError], int] = {
     UsageError: EXIT_USAGE, InputError: EXIT_INPUT, ServerError: EXIT_SERVER, OutputError: EXIT_OUTPUT,
 }

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from . import conventions, dataset_json, io, modalities
-from .errors import EXIT_OK, InputError, OutputError
+from .errors import InputError, OutputError
+from .exit_codes import EXIT_OK
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,14 @@
 """``brats-serve``: run Triton (the nvidia-pytriton wheel's ``tritonserver``) on a model repository until stopped.
 
-Exit codes: 0 stopped by SIGINT/SIGTERM; 1 unexpected error; 2 usage error; 3 the server did not start (the
-message says why: repository, model files, port, binary, or a model that failed to load); 4 the server exited by
-itself; 5 a model's backend process died and the server was stopped.
+Exit codes (the table brats-client, brats-export and brats-serve share, :mod:`brats_client.exit_codes`): 0 stopped
+by SIGINT/SIGTERM; 2 usage error; 3 the repository is missing or its models have no files; 4 the server did not start
+(port, binary, a model that failed to load: the message says why) or exited by itself; 6 a model's backend process
+died and the server was stopped; 1 unexpected error.
 
 A dead backend process (the python backend stub of a model instance, killed by the kernel's OOM killer or crashed)
 stops the server: Triton 24.10 neither restarts the stub nor marks the model unready, and answers that model's
 requests with errors (after a stall, with other requests' outputs), so a reload inside the same server is not
-trusted. brats-serve logs which model died and how, stops the server within seconds, keeps its log and exits 5, for
+trusted. brats-serve logs which model died and how, stops the server within seconds, keeps its log and exits 6, for
 whatever supervises it (systemd, a Kubernetes restart policy, ``docker run --restart``) to start a fresh one.
 
 The help text is ``DESCRIPTION`` and ``EPILOG`` below (plain text, no markup: argparse prints them as they are).
@@ -20,11 +21,13 @@ import logging
 import signal
 import sys
 
-from .errors import ServeError
+from brats_client import exit_codes
+from brats_client.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_SERVER, EXIT_USAGE
+
+from .errors import RepositoryError, ServeError
 
 log = logging.getLogger("brats_serve")
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_START_FAILED, EXIT_SERVER_DIED, EXIT_BACKEND_DIED = range(6)
 POLL_S = 0.5  # how often the running server and its backend processes are looked at
 BF16_CONFIG = "bf16"
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16; without them OpenVINO emulates it on AVX-512
@@ -40,18 +43,15 @@ repository where no model has files is an error.
 
 A dead model: when the backend process of a model (its python backend stub) dies, killed by the kernel's OOM
 killer or crashed, brats-serve logs which model died and how, stops the server within seconds, keeps the
-server's log (its path is printed) and exits with code 5, so that whatever supervises it (systemd, Kubernetes,
+server's log (its path is printed) and exits with code 6, so that whatever supervises it (systemd, Kubernetes,
 docker run --restart) starts a fresh server. It does not reload the model in place: Triton 24.10 neither
 restarts the process nor marks the model unready.
 """
 
-EPILOG = """\
+EPILOG = f"""\
 arguments after -- go to tritonserver unchanged.
 
-exit codes: 0 stopped by Ctrl-C / SIGTERM, 2 usage error, 3 the server did not start (repository missing or
-empty, models without files, port in use, tritonserver not installed, a model failed to load: the message quotes
-Triton), 4 the server exited by itself, 5 a model's backend process died (the server was stopped, its log kept),
-1 unexpected error.
+{exit_codes.epilog()}
 
 examples:
   brats-serve --repository out/demo/model_repository           # after make demo
@@ -204,17 +204,17 @@ def main(argv: list[str] | None = None) -> int:
                 keep_log = True
                 _say(sys.stderr, f"brats-serve: tritonserver exited by itself (code {code}); log {server.log_path}:\n"
                      f"{log_tail(server.log_path)}")
-                return EXIT_SERVER_DIED
+                return EXIT_SERVER
             if dead := server.poll_backends():  # each is logged by the launcher as it is found
                 keep_log = True
                 what = "; ".join(f"{d.backend.model} ({d.how})" for d in dead)
                 _say(sys.stderr, f"brats-serve: a backend process died: {what}. Triton neither restarts it nor "
                      "marks the model unready, so brats-serve stops the server and exits with code "
-                     f"{EXIT_BACKEND_DIED} for its supervisor to start a fresh one. Server log kept: {server.log_path}")
-                return EXIT_BACKEND_DIED
+                     f"{EXIT_PARTIAL} for its supervisor to start a fresh one. Server log kept: {server.log_path}")
+                return EXIT_PARTIAL
     except ServeError as e:
         _say(sys.stderr, f"brats-serve: {e}")
-        return EXIT_START_FAILED
+        return EXIT_INPUT if isinstance(e, RepositoryError) else EXIT_SERVER
     except _Stop as e:
         _say(sys.stderr, f"brats-serve: {signal.Signals(e.signum).name} received, stopping")
         return EXIT_OK

@@ -290,7 +290,7 @@ def test_batch_server_back_late_fails_one_case_and_a_rerun_redoes_it(
     argv = [cases[0].parent, "-o", out, "--report", summary, *options(concurrency, shared_memory)]
     code = segment(*argv, "--retries", "2", url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_BATCH_FAILED, err
+    assert code == cli.EXIT_PARTIAL, err
     assert restarted, "the third case was never started"
     result = json.loads(summary.read_text())
     assert result["done"] == [first, third] and result["skipped"] == []
@@ -460,7 +460,7 @@ def test_a_stalled_stub_fails_the_case_and_the_server_gets_nothing_more(
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     code = segment(cases[0].parent, "-o", out, "--report", summary, *SMALL, url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_BATCH_FAILED, err
+    assert code == cli.EXIT_PARTIAL, err
     result = json.loads(summary.read_text())
     assert result["done"] == [cases[0].name]
     failed = {f["case"]: f["error"] for f in result["failed"]}

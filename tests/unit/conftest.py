@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy.testing  # noqa: F401  (its first import runs lscpu: done here, before the guard is on)
 import pytest
 
 _PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec"}

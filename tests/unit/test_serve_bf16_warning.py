@@ -39,5 +39,5 @@ def test_main_warns_before_starting(tmp_path, monkeypatch, caplog, config_name, 
     if config_name:
         argv += ["--model-config-name", config_name]
     with caplog.at_level(logging.WARNING, logger="brats_serve"):
-        assert cli.main(argv) == cli.EXIT_START_FAILED  # the repository is missing: nothing is launched
+        assert cli.main(argv) == cli.EXIT_INPUT  # the repository is missing: nothing is launched
     assert any("emulates bf16" in r.getMessage() for r in caplog.records) == warned

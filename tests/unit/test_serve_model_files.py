@@ -147,7 +147,7 @@ def test_cli_exit_code_and_message(tmp_path, launches, capsys):
     write_model(repo, "brats_onnx")
     code = cli.main(["--repository", str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_START_FAILED
+    assert code == cli.EXIT_INPUT
     assert err.startswith("brats-serve: no model files for brats_onnx in model repository")
     assert f"run brats-export --checkpoint CKPT --repository {repo}" in err
 

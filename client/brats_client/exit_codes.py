@@ -1,0 +1,37 @@
+"""The exit codes of brats-client, brats-export and brats-serve: one table, one meaning per code.
+
+Standard library only: brats-export and brats-serve import it without the client's dependencies.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1  # a bug: a traceback was printed
+EXIT_USAGE = 2  # an option value no command accepts
+EXIT_INPUT = 3  # what the command reads is missing or wrong: case files, the checkpoint, the model repository
+EXIT_SERVER = 4  # the Triton server is unreachable or answered an error; brats-serve: it did not start or it ended
+EXIT_OUTPUT = 5  # an output cannot be written (exists without --overwrite / --force, folder not writable)
+EXIT_PARTIAL = 6  # some items failed, the rest is done: cases of a batch; a served model's backend process died
+EXIT_CHECK = 7  # a check failed: an export differs from PyTorch beyond the tolerance
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+# (code, meaning, what each command means by it), for --help and the README
+TABLE = (
+    (EXIT_OK, "ok", "brats-serve: stopped by Ctrl-C or SIGTERM"),
+    (EXIT_UNEXPECTED, "unexpected error (a bug; a traceback is printed)", ""),
+    (EXIT_USAGE, "usage error", "an option value"),
+    (EXIT_INPUT, "bad input", "case files (client), the checkpoint (export), the repository or its model files "
+     "(serve)"),
+    (EXIT_SERVER, "server error", "unreachable or an error (client); did not start, or exited by itself (serve)"),
+    (EXIT_OUTPUT, "output error", "an output exists or cannot be written (client, export)"),
+    (EXIT_PARTIAL, "partly failed", "a batch with failed cases (client); a model's backend process died, the server "
+     "was stopped, its log kept (serve)"),
+    (EXIT_CHECK, "check failed", "an export differs from PyTorch beyond the tolerance (export)"),
+    (EXIT_INTERRUPTED, "interrupted", "Ctrl-C; nothing half-written is kept"),
+)
+
+
+def epilog() -> str:
+    """The table as the commands' --help prints it."""
+    rows = [f"  {code:>3}  {meaning}" + (f": {detail}" if detail else "") for code, meaning, detail in TABLE]
+    return "exit codes (shared by brats-client, brats-export and brats-serve):\n" + "\n".join(rows)
