@@ -78,7 +78,8 @@ class TreeMeter(CpuMeter):
 
 
 def write_cases(root: Path, count: int, first_seed: int) -> list[str]:
-    from brats_demo.phantom import make_phantom, write_case
+    from brats_demo.phantom import write_case
+    from brats_export.phantom import make_phantom
 
     ids = []
     for seed in range(first_seed, first_seed + count):

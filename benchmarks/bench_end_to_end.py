@@ -258,7 +258,8 @@ def write_phantom(seed: int, work: Path, quick_box: int | None) -> tuple[pipelin
     """Write the phantom as a BraTS 2019 case folder and load it back the way the client does (int16 on disk)."""
     from brats_client.modalities import find_case_files
     from brats_client.preview import tumour_centre
-    from brats_demo.phantom import make_phantom, write_case
+    from brats_demo.phantom import write_case
+    from brats_export.phantom import make_phantom
 
     ph = make_phantom(seed)
     if quick_box:  # keep only a box around the tumour: a small case for the smoke run
@@ -418,22 +419,22 @@ def export_repository(checkpoint: Path, repository: Path, formats: list[str]) ->
 
 
 def load_predictor(backend: str, model, repository: Path, work: Path):
-    from brats_export import exporters
+    from brats_export import parity
     from inprocess import predictors
 
     if backend == "torch":
         return predictors(model, ["torch"], work)["torch"]
     if backend == "torchscript":
-        return exporters.load_torchscript(repository / "brats_torchscript" / "1" / "model.pt")
+        return parity.load_torchscript(repository / "brats_torchscript" / "1" / "model.pt")
     if backend == "onnx":
-        return exporters.load_onnx(repository / "brats_onnx" / "1" / "model.onnx")
+        return parity.load_onnx(repository / "brats_onnx" / "1" / "model.onnx")
     xml = repository / "brats_openvino" / "1" / "model.xml"
-    return exporters.load_openvino(xml, "bf16" if backend == "openvino-bf16" else "f32")
+    return parity.load_openvino(xml, "bf16" if backend == "openvino-bf16" else "f32")
 
 
 def max_batch(backend: str) -> int:
     """The served config's max_batch_size, so that in-process and Triton send the same batches."""
-    from brats_export.repository import MODELS
+    from brats_export.catalogue import MODELS
 
     return MODELS[SERVED[backend][1]].max_batch_size if backend in SERVED else MODELS["torchscript"].max_batch_size
 

@@ -26,7 +26,7 @@ def main() -> int:
     args = checkpoint_parser(__doc__, repeats=3).parse_args()
 
     import torch
-    from brats_export import exporters
+    from brats_export import exporters, parity
     from brats_export.checkpoint import load_model
     from brats_export.parity_inputs import FULL_SIZE, phantom_input
 
@@ -44,9 +44,9 @@ def main() -> int:
         for graph, portable in (("old", False), ("new", True)):
             onnx_path = exporters.export_onnx(model, Path(tmp) / f"{graph}.onnx", portable=portable)
             xml = exporters.export_openvino(onnx_path, Path(tmp) / f"{graph}.xml")
-            predictors[(graph, "onnxruntime")] = exporters.load_onnx(onnx_path)
-            predictors[(graph, "openvino f32")] = exporters.load_openvino(xml, "f32")
-            predictors[(graph, "openvino bf16")] = exporters.load_openvino(xml, "bf16")
+            predictors[(graph, "onnxruntime")] = parity.load_onnx(onnx_path)
+            predictors[(graph, "openvino f32")] = parity.load_openvino(xml, "f32")
+            predictors[(graph, "openvino bf16")] = parity.load_openvino(xml, "bf16")
         times: dict[tuple[str, str], list[float]] = {k: [] for k in predictors}
         cpu: dict[tuple[str, str], list[float]] = {k: [] for k in predictors}
         accuracy = {}

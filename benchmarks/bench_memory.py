@@ -163,7 +163,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_memory.md")
     parser.add_argument("--skip-demo", action="store_true", help="no make-demo row")
     args = parser.parse_args()
-    from brats_demo.phantom import case_id, make_phantom, write_case
+    from brats_demo.phantom import case_id, write_case
+    from brats_export.phantom import make_phantom
 
     lines = ["| machine | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in machine().items()), ""]
     work = Path(tempfile.mkdtemp(prefix="bench_memory_"))

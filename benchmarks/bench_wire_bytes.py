@@ -38,8 +38,9 @@ def main() -> int:
     args = p.parse_args()
 
     from brats_client import cli
-    from brats_demo.phantom import make_phantom, write_case
+    from brats_demo.phantom import write_case
     from brats_export import cli as export_cli
+    from brats_export.phantom import make_phantom
     from brats_serve.launcher import TritonServer
 
     for key, value in machine().items():

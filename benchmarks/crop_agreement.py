@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from brats_client.postprocess import region_dice
-    from brats_demo.phantom import MODALITIES, make_phantom
     from brats_export.checkpoint import load_model
+    from brats_export.phantom import MODALITIES, make_phantom
     from brats_export.reference import reference_segment
 
     model = load_model(args.checkpoint)

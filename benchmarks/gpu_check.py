@@ -46,7 +46,7 @@ class Row:
 def phantom_crop(size: int | None) -> np.ndarray:
     """The preprocessed (cropped, padded, z-scored) phantom ``[4, X, Y, Z]``, or its central ``size``^3."""
     from brats_client import preprocess
-    from brats_demo.phantom import MODALITIES, make_phantom
+    from brats_export.phantom import MODALITIES, make_phantom
 
     phantom = make_phantom(PHANTOM_SEED)
     volume, _ = preprocess.preprocess(np.stack([phantom.images[m] for m in MODALITIES]))

@@ -13,7 +13,7 @@ import numpy as np
 def predictors(model, formats: Iterable[str], workdir: Path) -> dict[str, Callable]:
     """Export ``model`` to each format in ``workdir`` and load it back as a numpy predictor."""
     import torch
-    from brats_export import exporters
+    from brats_export import exporters, parity
 
     work = Path(workdir)
     out: dict[str, Callable] = {}
@@ -25,7 +25,7 @@ def predictors(model, formats: Iterable[str], workdir: Path) -> dict[str, Callab
             out[fmt] = eager
         elif fmt == "openvino":
             onnx_path = exporters.export_onnx(model, work / "model.onnx")
-            out[fmt] = exporters.load_openvino(exporters.export_openvino(onnx_path, work / "model.xml"))
+            out[fmt] = parity.load_openvino(exporters.export_openvino(onnx_path, work / "model.xml"))
         else:  # the benchmark loads the other formats from the repository that brats-export writes
             raise ValueError(f"unknown format {fmt!r}; choose torch or openvino")
     return out

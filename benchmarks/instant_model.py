@@ -3,7 +3,7 @@ the tensors of the served models (``INPUT__0 [N, 4, D, H, W]`` -> ``OUTPUT__0 [N
 Used by benchmarks/bench_batch.py and tests/integration/test_batch_segment.py.
 
 With ``server_flips`` it also writes a server-side-flip companion ``<name>_flip4``, configured as ``brats-export``
-configures the real ones (``export/brats_export/repository.py``): ``max_batch_size: 1``, parameter
+configures the real ones (``export/brats_export/configs.py``): ``max_batch_size: 1``, parameter
 ``brats_server_flips: flip4``, and the plain model's config names it with ``brats_server_flips_model``, so the client
 (``brats_client.server_flips.open_for``) sends one request per tile to it. It runs the same backend code: the map
 ``INPUT__0[:, :3] > 0`` commutes with flips and is 0/1, so the average of its four flipped-and-restored outputs is the
@@ -20,7 +20,7 @@ from brats_client.server_flips import COMPANION_KEY, SERVER_FLIPS_KEY
 
 NAME = "brats_instant"
 BACKEND = Path(__file__).resolve().parent / "instant_backend" / "model.py"
-SERVER_FLIPS = "flip4"  # what the companion applies (brats_export.repository.SERVER_FLIPS)
+SERVER_FLIPS = "flip4"  # what the companion applies (brats_export.catalogue.SERVER_FLIPS)
 
 CONFIG = """\
 # {name}: {output} = {input}[:, :{out_channels}] > 0 (benchmarks/instant_backend/model.py), after delay_s.

@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from brats_demo.phantom import MODALITIES, make_phantom
     from brats_export.checkpoint import load_model, sha256_file
+    from brats_export.phantom import MODALITIES, make_phantom
 
     model = load_model(args.checkpoint)
     work = tempfile.TemporaryDirectory(prefix="brats_tiling_")

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from brats_client import postprocess, preprocess
-from brats_demo.phantom import MODALITIES, make_phantom
 from brats_demo.seedformat import TrainingState, save_seed_checkpoint
 from brats_export.model import build_model
+from brats_export.phantom import MODALITIES, make_phantom
 from brats_export.reference import reference_segment
 from torch.nn import functional as F  # noqa: N812
 

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def _cmd_phantoms(args: argparse.Namespace) -> int:
-    from brats_demo.phantom import case_id, make_phantom, write_case
+    from brats_export.phantom import make_phantom
+
+    from brats_demo.phantom import case_id, write_case
 
     out = Path(args.out)
     for i in range(args.n):

@@ -53,10 +53,11 @@ def run_demo(
     from brats_client.evaluate import format_table, summarise
     from brats_client.modalities import find_case_files
     from brats_client.preview import write_preview
+    from brats_export.phantom import make_phantom
     from brats_serve.launcher import TritonServer
 
     from .phantom import case_id as phantom_case_id
-    from .phantom import make_phantom, write_case, write_msd_case
+    from .phantom import write_case, write_msd_case
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

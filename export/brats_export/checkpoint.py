@@ -23,7 +23,8 @@ the load with a :class:`CheckpointError` that names it. The state dict is then r
 (``_parameters``, ``_buffers``, ``_modules``), the ``module.`` prefix stripped, and every one of the 93 keys of
 :func:`brats_export.model.build_model` checked by name and shape.
 
-Public API: :func:`load_state_dict`, :func:`load_model`, :func:`sha256_file`.
+Public API: :func:`load_state_dict`, :func:`load_model`, :func:`load_checkpoint` (the model and the sha256 of the
+bytes it came from, the file read once), :func:`sha256_file`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import functools
+import hashlib
 import io
 import logging
 import os
@@ -45,9 +47,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from brats_client import atomic
 
-from .errors import CheckpointError
+from . import hashing
+from .errors import CheckpointError, ExportError
 from .model import UNet, build_model
 
 log = logging.getLogger(__name__)
@@ -366,13 +368,16 @@ def _file_kind(head: bytes) -> str:
     return "unknown"
 
 
-def _read_object(path: Path) -> Any:
-    """Unpickle ``path`` with the restricted pickle module (in memory: no tar detour, no mmap)."""
+def _read_bytes(path: Path) -> bytes:
     _checked_size(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"checkpoint {path} cannot be read: {e.strerror}") from e
+
+
+def _read_object(data: bytes, path: Path) -> Any:
+    """Unpickle ``path``'s bytes ``data`` with the restricted pickle module (in memory: no tar detour, no mmap)."""
     kind = _file_kind(data[:512])
     if kind == "zip":
         _check_zip(data, path)
@@ -546,7 +551,11 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     :data:`CONTAINER_KEYS`. Raises :class:`CheckpointError` naming the file and what to do.
     """
     path = Path(path)
-    obj = _read_object(path)
+    return _state_dict(_read_bytes(path), path)
+
+
+def _state_dict(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    obj = _read_object(data, path)
     weights = _find_weights(obj, path)
     if weights is None:
         raise CheckpointError(
@@ -561,7 +570,17 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def load_model(path: str | os.PathLike[str]) -> UNet:
     """:func:`build_model` with the weights of ``path`` (strict), in eval mode."""
-    state = load_state_dict(path)
+    return _model(load_state_dict(path), Path(path))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[UNet, str]:
+    """:func:`load_model` and the hex SHA-256 of the same bytes (the file is read once)."""
+    path = Path(path)
+    data = _read_bytes(path)
+    return _model(_state_dict(data, path), path), hashlib.sha256(data).hexdigest()
+
+
+def _model(state: dict[str, torch.Tensor], path: Path) -> UNet:
     model = build_model()
     try:
         model.load_state_dict(state, strict=True)
@@ -571,10 +590,10 @@ def load_model(path: str | os.PathLike[str]) -> UNet:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of the file's bytes (recorded in the export manifest)."""
+    """Hex SHA-256 of the checkpoint file's bytes; a :class:`CheckpointError` when it cannot be read."""
     path = Path(path)
     _check_path(path)
     try:
-        return atomic.sha256_file(path)
-    except OSError as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {e.strerror}") from e
+        return hashing.sha256_file(path, "checkpoint")
+    except ExportError as e:
+        raise CheckpointError(str(e)) from e.__cause__

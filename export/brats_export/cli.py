@@ -13,8 +13,8 @@ from pathlib import Path
 
 from brats_client.contract import SPATIAL_DIVISOR
 
+from .catalogue import FORMATS, model_keys
 from .errors import CheckpointError, ExportError, MissingDependencyError, ParityError, RepositoryError
-from .repository import FORMATS
 
 log = logging.getLogger("brats_export")
 
@@ -216,7 +216,7 @@ def _configure_logging(quiet: bool) -> logging.Handler | None:
 
 
 def _configs_only(args: argparse.Namespace) -> None:
-    from .repository import write_configs
+    from .configs import write_configs
 
     written = write_configs(args.repository, args.formats, args.threads, args.fixed_size,
                             server_flips=not args.no_server_flips)
@@ -253,21 +253,21 @@ def _export(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     _require_export_modules()  # before anything slow: a client-only install has no torch
     from . import repository
+    from .hashing import sha256_file
 
-    keys = repository.model_keys(args.formats, server_flips=not args.no_server_flips)
+    keys = model_keys(args.formats, server_flips=not args.no_server_flips)
     repository.check_writable(args.repository, keys, args.force)  # fail before the slow part
 
     log.info("loading checkpoint %s", args.checkpoint)
     try:
-        from . import exporters
-        from .checkpoint import load_model, sha256_file  # imports torch
+        from . import exporters, parity
+        from .checkpoint import load_checkpoint  # imports torch
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in EXPORT_MODULES:
             raise
         raise MissingDependencyError(f"exporting needs {e.name}, which cannot be imported here. {INSTALL_HINT}") from e
 
-    model = load_model(args.checkpoint)
-    digest = sha256_file(args.checkpoint)
+    model, digest = load_checkpoint(args.checkpoint)
     log.info("checkpoint sha256 %s", digest)
 
     warnings = []
@@ -283,13 +283,13 @@ def _export(args: argparse.Namespace) -> None:
             model, folders, fixed_size=args.fixed_size, check_spatial_sizes=args.check_sizes,
             tolerance=args.tolerance, full_size=full_size,
         )
-        table = exporters.format_parity_table(result.parity)
+        table = parity.format_parity_table(result.parity)
         if not args.quiet:
             sys.stdout.write(table + "\n")
-        files_sha = {fmt: {p.name: sha256_file(p) for p in paths} for fmt, paths in result.files.items()}
+        files_sha = {key: {p.name: sha256_file(p, "exported file") for p in paths}
+                     for key, paths in result.files.items()}
         manifest = repository.build_manifest(
-            keys, checkpoint=args.checkpoint, checkpoint_sha256=digest,
-            parity=[r.as_dict() for r in result.parity], opset=result.opset,
+            keys, checkpoint=args.checkpoint, checkpoint_sha256=digest, parity=result.parity, opset=result.opset,
             versions=exporters.library_versions(), tolerance=args.tolerance, fixed_size=args.fixed_size,
             files_sha256=files_sha, openvino_host_precision=result.openvino_host_precision,
         )

@@ -1,10 +1,8 @@
 """Export the network to TorchScript, ONNX and OpenVINO IR, and check each file against eager PyTorch.
 
-Each exporter takes a model (or the ONNX file, for OpenVINO) and writes files; :func:`check_files` loads
-the files back with the runtime that will serve them, one runtime at a time, and compares their outputs with eager
-PyTorch's (:func:`eager_outputs`, computed once) on realistic inputs (a normalised phantom at a full BraTS crop size
-and at small sizes, see :mod:`.parity_inputs`) and on random noise. :func:`export_formats` runs both and raises
-:class:`ParityError` before anything leaves the caller's (temporary) folder.
+Each exporter takes a model (or the ONNX file, for OpenVINO) and writes files; :func:`export_formats` writes every
+model key's files, then checks them with :mod:`.parity` and raises :class:`ParityError` before anything leaves the
+caller's (temporary) folder.
 
 Tensor names follow Triton's conventions in every format: input ``INPUT__0`` ``[N, 4, D, H, W]`` (t1, t1ce, t2,
 flair), output ``OUTPUT__0`` ``[N, 3, D, H, W]`` (sigmoid WT, TC, ET). N, D, H, W are dynamic unless a fixed
@@ -14,77 +12,49 @@ needs a dynamic first dimension.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
-import gc
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUTPUT_NAME, spatial_problem
+from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUTPUT_NAME
 
 from . import flip_loop
+from .catalogue import MODELS, SERVER_FLIPS
 from .errors import ExportError, ParityError
 from .model import UNet
-from .parity_inputs import FULL_SIZE, ParityInput, phantom_input, random_input
+from .parity import (
+    DEFAULT_TOLERANCE,
+    LOADERS,
+    ParityRow,
+    Predictor,
+    check_files,
+    check_spatial,
+    eager_outputs,
+    format_parity_table,
+    load_openvino,
+    openvino_host_precision,
+    parity_inputs,
+    release_memory,
+)
+from .parity_inputs import FULL_SIZE
 from .portable import portable_copy
-from .repository import MODELS, SERVER_FLIPS
 from .server_flips import ServerFlips
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17  # <= 20: ONNX Runtime 1.19.2 (NGC 24.10) lacks the opset-21 GroupNormalization
 DEFAULT_CHECK_SHAPES = ((64, 64, 64), (96, 112, 80))
-DEFAULT_TOLERANCE = 1e-4
 TRACE_SIZE = 32  # spatial size of the tracing example (any multiple of 8 works; small is fast)
-
-Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class ParityRow:
-    """One comparison of an exported file with eager PyTorch."""
-
-    format: str
-    input: str  # what was fed: "phantom" (a normalised case, as served) or "random" (standard normal noise)
-    shape: tuple[int, ...]  # input shape [N, 4, D, H, W]
-    max_abs_diff: float
-    tolerance: float
-    gated: bool = True  # False: measured for information, never fails the export
-
-    @property
-    def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
-
-    def as_dict(self) -> dict:
-        return {
-            "format": self.format,
-            "input": self.input,
-            "shape": list(self.shape),
-            "max_abs_diff": self.max_abs_diff,
-            "tolerance": self.tolerance,
-            "passed": self.passed,
-            "gated": self.gated,
-        }
 
 
 def _input_shape(spatial: Sequence[int], batch: int = 1) -> tuple[int, ...]:
     return (batch, IN_CHANNELS, *spatial)
-
-
-def check_spatial(spatial: Sequence[int]) -> tuple[int, int, int]:
-    """Validate a spatial size: three positive multiples of 8 (three stride-2 downsamplings)."""
-    dims = tuple(int(s) for s in spatial)
-    problem = spatial_problem(dims)
-    if problem is not None:
-        raise ValueError(problem)
-    return dims  # type: ignore[return-value]
 
 
 # --- exporters -----------------------------------------------------------------------------------------------
@@ -196,159 +166,12 @@ def export_openvino(onnx_path: Path, xml_path: Path) -> Path:
     return xml_path
 
 
-# --- loading the written files back ---------------------------------------------------------------------------
-
-
-def load_torchscript(path: Path) -> Predictor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy()
-
-    return predict
-
-
-def load_onnx(path: Path) -> Predictor:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-
-    return predict
-
-
-def load_openvino(xml_path: Path, precision: str | None = "f32") -> Predictor:
-    """Compile the IR for CPU; ``precision=None`` keeps this host's default (bf16 on CPUs with AVX512_BF16/AMX)."""
-    import openvino as ov
-
-    core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
-    compiled = core.compile_model(core.read_model(str(xml_path)), "CPU", config)
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return compiled({INPUT_NAME: x})[compiled.output(OUTPUT_NAME)]
-
-    return predict
-
-
-def openvino_host_precision() -> str:
-    """The CPU plugin's default inference precision on this host (``f32`` or ``bf16``)."""
-    import openvino as ov
-
-    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-
-
-LOADERS: dict[str, Callable[[Path], Predictor]] = {
-    "onnx": load_onnx,
-    "torchscript": load_torchscript,
-    "openvino": load_openvino,
-}
-
-
-# --- parity ---------------------------------------------------------------------------------------------------
-
-
-def parity_inputs(
-    spatial_sizes: Iterable[Sequence[int]], full_size: Sequence[int] | None = FULL_SIZE
-) -> list[ParityInput]:
-    """What the check feeds: a normalised phantom at ``full_size`` (batch 1; None skips it) and at each of
-    ``spatial_sizes`` (batch 1 for the first, batch 2 after: exercises dynamic N), and random noise at the first
-    small size."""
-    sizes = [check_spatial(s) for s in spatial_sizes]
-    inputs = [phantom_input(check_spatial(full_size))] if full_size is not None else []
-    inputs += [phantom_input(s, 1 if i == 0 else 2) for i, s in enumerate(sizes)]
-    if sizes:
-        inputs.append(random_input(sizes[0]))
-    return inputs
-
-
-def eager_outputs(model: torch.nn.Module, inputs: Sequence[ParityInput]) -> list[np.ndarray]:
-    """Eager ``model``'s output for each input: the references of the parity check, computed once."""
-    model = model.eval()
-    with torch.inference_mode():
-        return [model(torch.from_numpy(item.array)).numpy() for item in inputs]
-
-
-def check_parity(
-    model: torch.nn.Module,
-    predictors: dict[str, Predictor],
-    inputs: Sequence[ParityInput],
-    tolerance: float = DEFAULT_TOLERANCE,
-    ungated: Iterable[str] = (),
-) -> list[ParityRow]:
-    """Compare each predictor with eager ``model`` on each input (max |diff|), input by input."""
-    loaders = {name: (lambda predict=predict: predict) for name, predict in predictors.items()}
-    return check_files(loaders, inputs, eager_outputs(model, inputs), tolerance, ungated)
-
-
-def check_files(
-    loaders: dict[str, Callable[[], Predictor]],
-    inputs: Sequence[ParityInput],
-    expected: Sequence[np.ndarray],
-    tolerance: float = DEFAULT_TOLERANCE,
-    ungated: Iterable[str] = (),
-) -> list[ParityRow]:
-    """Compare each loaded predictor with the eager outputs ``expected`` (one per input); rows input by input.
-
-    One predictor at a time: it is loaded, fed every input, and released before the next one loads, so the
-    memory that a runtime keeps after a run (ONNX Runtime's arena, OpenVINO's buffers for the largest shape,
-    TorchScript's caches) is never held by two runtimes at once.
-    """
-    if len(expected) != len(inputs):
-        raise ValueError(f"{len(inputs)} inputs but {len(expected)} expected outputs")
-    ungated = set(ungated)
-    rows: dict[tuple[int, int], ParityRow] = {}
-    for p, (name, load) in enumerate(loaders.items()):
-        predict = load()
-        for i, (item, want) in enumerate(zip(inputs, expected, strict=True)):
-            start = time.perf_counter()
-            got = np.asarray(predict(item.array))
-            if got.shape != want.shape:
-                raise ParityError(f"{name} returned shape {got.shape} for input {item.shape}, expected {want.shape}")
-            diff = _max_abs_diff(got, want)
-            del got
-            rows[i, p] = ParityRow(name, item.name, item.shape, diff, tolerance, gated=name not in ungated)
-            log.info("parity %-16s %-8s %-20s max|diff| %.3g (%.1f s)", name, item.name,
-                     "x".join(map(str, item.shape)), diff, time.perf_counter() - start)
-        del predict
-        _release_memory()
-    return [rows[key] for key in sorted(rows)]
-
-
-def _max_abs_diff(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want|, computed in float64 one item at a time (no float64 copy of a whole batch)."""
-    return max((float(np.max(np.abs(g.astype(np.float64) - w))) for g, w in zip(got, want, strict=True)),
-               default=0.0)
-
-
-def _release_memory() -> None:
-    """Collect a released runtime's cycles and hand freed heap pages back to the system (glibc)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: the next runtime reuses the freed memory
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def format_parity_table(rows: Sequence[ParityRow]) -> str:
-    """A fixed-width table: format, input, input shape, max |diff|, pass."""
-    lines = [f"{'format':<18} {'input':<8} {'input shape':<20} {'max|diff|':>10}  pass", "-" * 66]
-    for r in rows:
-        verdict = ("yes" if r.passed else "NO") if r.gated else "info"
-        lines.append(f"{r.format:<18} {r.input:<8} {'x'.join(map(str, r.shape)):<20} {r.max_abs_diff:>10.3g}  "
-                     f"{verdict}")
-    return "\n".join(lines)
-
-
 # --- everything together --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    files: dict[str, tuple[Path, ...]]  # format -> files written into its folder
+    files: dict[str, tuple[Path, ...]]  # model key -> files written into its folder
     parity: tuple[ParityRow, ...]
     opset: int
     openvino_host_precision: str | None  # the CPU plugin's default precision here (None without openvino)
@@ -374,7 +197,7 @@ def export_formats(
     """
     unknown = sorted(set(folders) - set(MODELS))
     if unknown:
-        raise ExportError(f"unknown export format(s) {unknown}; choose from {list(MODELS)}")
+        raise ExportError(f"unknown model key(s) {unknown}; choose from {list(MODELS)}")
     if fixed_size is not None:
         check_spatial((fixed_size,) * 3)
         check_spatial_sizes = [(fixed_size,) * 3]
@@ -397,24 +220,23 @@ def export_formats(
     # eager references first, each computed once; then one runtime at a time (see check_files)
     expected = eager_outputs(model, inputs)
     flip_expected = eager_outputs(ServerFlips(model, SERVER_FLIPS), small)
-    _release_memory()
+    release_memory()
     log.info("eager PyTorch references computed (%.1f s)", time.perf_counter() - start)
-    loaders = {key: functools.partial(LOADERS[MODELS[key].format], files[key][0]) for key in plain}
+    loaders = {key: (key, _loader(key, files)) for key in plain}
     ungated = []
     if host_precision is not None and host_precision != "f32":
-        name = f"openvino[{host_precision}]"
-        loaders[name] = functools.partial(load_openvino, files["openvino"][0], precision=None)
-        ungated.append(name)
+        label = f"openvino[{host_precision}]"
+        loaders[label] = ("openvino", functools.partial(load_openvino, files["openvino"][0], precision=None))
+        ungated.append(label)
     rows = check_files(loaders, inputs, expected, tolerance, ungated=ungated)
     if flipping:
-        flip_loaders = {key: functools.partial(LOADERS[MODELS[key].format], files[key][0]) for key in flipping}
-        rows += check_files(flip_loaders, small, flip_expected, tolerance)
+        rows += check_files({key: (key, _loader(key, files)) for key in flipping}, small, flip_expected, tolerance)
     log.info("parity check took %.1f s", time.perf_counter() - start)
     failed = [r for r in rows if r.gated and not r.passed]
     if failed:
-        names = sorted({r.format for r in failed})
+        labels = sorted({r.label for r in failed})
         raise ParityError(
-            f"{', '.join(names)} differ from eager PyTorch by more than {tolerance:g}; "
+            f"{', '.join(labels)} differ from eager PyTorch by more than {tolerance:g}; "
             "nothing is written to the repository:\n"
             + format_parity_table(rows)
         )
@@ -427,6 +249,11 @@ def export_formats(
             host_precision, worst,
         )
     return ExportResult(files, tuple(rows), ONNX_OPSET, host_precision)
+
+
+def _loader(key: str, files: dict[str, tuple[Path, ...]]) -> Callable[[], Predictor]:
+    """Load ``key``'s written file with the runtime of its format (when called)."""
+    return functools.partial(LOADERS[MODELS[key].format], files[key][0])
 
 
 def _export_files(model: torch.nn.Module, folders: dict[str, Path], fixed_size: int | None,

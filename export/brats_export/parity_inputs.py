@@ -3,7 +3,7 @@
 A real input is a brain MRI crop normalised by the client: a large constant background (``-mean / std`` of each
 channel) around the brain, a tumour, and sizes up to a full BraTS crop. Random normal noise has none of that, and
 an export can pass on noise while it drifts on real volumes (issue 12: 50-150x the tolerance). So the check feeds
-:func:`phantom_input` (a synthetic case on the real T1 template of ``brats_demo.phantom``, preprocessed by
+:func:`phantom_input` (a synthetic case on the real T1 template of :mod:`.phantom`, preprocessed by
 ``brats_client.preprocess`` exactly as ``brats-client segment`` does) and keeps a random row as an extra.
 """
 
@@ -14,6 +14,9 @@ from functools import lru_cache
 
 import numpy as np
 from brats_client.contract import IN_CHANNELS
+from brats_client.preprocess import preprocess
+
+from .phantom import MODALITIES, make_phantom
 
 FULL_SIZE = (144, 176, 144)  # the padded seed crop of a BraTS brain (the demo phantom's, too)
 PHANTOM_SEED = 7
@@ -34,9 +37,6 @@ class ParityInput:
 @lru_cache(maxsize=1)
 def _normalised_phantom(seed: int) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The phantom's padded, z-scored crop ``[4, D, H, W]`` and its tumour centre (voxel indices)."""
-    from brats_client.preprocess import preprocess
-    from brats_demo.phantom import MODALITIES, make_phantom
-
     phantom = make_phantom(seed)
     volume = np.stack([phantom.images[m] for m in MODALITIES])
     padded, record = preprocess(volume)

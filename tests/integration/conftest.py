@@ -168,7 +168,7 @@ def write_small_phantom_case(root: Path, seed: int, shape=(112, 96, 80)) -> Path
     """A phantom cut around its tumour (non-cubic), written with a flipped, oblique, anisotropic affine
     (voxels 1 x 1 x 1.2 mm) under BraTS 2019 names, with its ``_seg`` truth."""
     import nibabel as nib
-    from brats_demo.phantom import make_phantom
+    from brats_export.phantom import make_phantom
 
     ph = make_phantom(seed)
     centre = np.argwhere(ph.seg > 0).mean(axis=0).round().astype(int)

@@ -14,7 +14,7 @@ import onnx
 import openvino as ov
 import pytest
 import torch
-from brats_export import exporters, repository
+from brats_export import catalogue, configs, parity
 from brats_export.cli import EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY, SKIPPED_FULL_SIZE, build_parser, main
 from brats_export.model import build_model
 from brats_export.parity_inputs import phantom_input, random_input
@@ -73,6 +73,7 @@ def test_cli_writes_all_files_and_manifest(exported, checkpoint, capsys):
 
     manifest = json.loads((exported / "manifest.json").read_text())
     from brats_export.checkpoint import sha256_file
+    from brats_export.hashing import sha256_file as sha256_exported
 
     assert manifest["checkpoint"]["sha256"] == sha256_file(checkpoint)
     assert manifest["onnx_opset"] == 17 and manifest["input"]["name"] == "INPUT__0"
@@ -84,14 +85,15 @@ def test_cli_writes_all_files_and_manifest(exported, checkpoint, capsys):
         ("phantom", (1, 4, 32, 32, 32)), ("phantom", (2, 4, 48, 32, 40)), ("random", (1, 4, 32, 32, 32))}
     assert manifest["warnings"] == [SKIPPED_FULL_SIZE]
     for model in ALL_FILES:
-        cfg = repository.parse_config((exported / model / "config.pbtxt").read_text())
+        cfg = configs.parse_config((exported / model / "config.pbtxt").read_text())
         assert cfg.name == model and cfg.parameters  # threads from --threads 2
-        assert (exported / model / "config.pbtxt").read_text() == repository.render_config(
-            repository.FORMATS[list(ALL_FILES).index(model)], threads=2)
-    trt = repository.parse_config((exported / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
+        assert (exported / model / "config.pbtxt").read_text() == configs.render_config(
+            catalogue.FORMATS[list(ALL_FILES).index(model)], threads=2)
+    trt = configs.parse_config((exported / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
     prefix = trt.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_prefix"]
-    onnx_sha = sha256_file(exported / "brats_onnx" / "1" / "model.onnx")
-    assert prefix == repository.engine_cache_prefix(manifest["checkpoint"]["sha256"], onnx_sha)
+    onnx_sha = sha256_exported(exported / "brats_onnx" / "1" / "model.onnx", "exported file")
+    assert manifest["models"]["brats_onnx"]["files_sha256"]["model.onnx"] == onnx_sha
+    assert prefix == configs.engine_cache_prefix(manifest["checkpoint"]["sha256"], onnx_sha)
 
 
 @pytest.mark.slow
@@ -100,13 +102,13 @@ def test_written_files_agree_with_eager_at_two_sizes(exported, checkpoint):
     model = build_model()
     model.load_state_dict(torch.load(checkpoint, weights_only=True))
     predictors = {
-        "onnx": exporters.load_onnx(exported / "brats_onnx" / "1" / "model.onnx"),
-        "torchscript": exporters.load_torchscript(exported / "brats_torchscript" / "1" / "model.pt"),
-        "openvino": exporters.load_openvino(exported / "brats_openvino" / "1" / "model.xml"),
+        "onnx": parity.load_onnx(exported / "brats_onnx" / "1" / "model.onnx"),
+        "torchscript": parity.load_torchscript(exported / "brats_torchscript" / "1" / "model.pt"),
+        "openvino": parity.load_openvino(exported / "brats_openvino" / "1" / "model.xml"),
     }
     inputs = [phantom_input((48, 32, 40)), random_input((16, 40, 24), batch=3, seed=5)]
-    rows = exporters.check_parity(model, predictors, inputs)
-    assert len(rows) == 6 and all(r.passed for r in rows), exporters.format_parity_table(rows)
+    rows = parity.check_parity(model, predictors, inputs)
+    assert len(rows) == 6 and all(r.passed for r in rows), parity.format_parity_table(rows)
 
 
 @pytest.mark.slow
@@ -114,7 +116,7 @@ def test_onnx_graph_matches_config(exported):
     """ORT backend: config dims must equal the model's (-1 for dynamic); standard ops, real trilinear Resize."""
     m = onnx.load(str(exported / "brats_onnx" / "1" / "model.onnx"))
     assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 17
-    cfg = repository.parse_config((exported / "brats_onnx" / "config.pbtxt").read_text())
+    cfg = configs.parse_config((exported / "brats_onnx" / "config.pbtxt").read_text())
 
     def dims(value_info):
         return [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
@@ -143,7 +145,7 @@ def test_openvino_ir_as_tritons_backend_loads_it(exported):
     ppp = ov.preprocess.PrePostProcessor(model)
     ppp.input("INPUT__0").tensor().set_layout(ov.Layout("N..."))
     model = ppp.build()
-    max_batch = repository.parse_config((exported / "brats_openvino" / "config.pbtxt").read_text()).max_batch_size
+    max_batch = configs.parse_config((exported / "brats_openvino" / "config.pbtxt").read_text()).max_batch_size
     ov.set_batch(model, max_batch)
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     out = compiled({"INPUT__0": np.zeros((max_batch, 4, 16, 24, 32), np.float32)})[compiled.output(0)]
@@ -178,13 +180,13 @@ def test_existing_version_error_names_path_and_force(tmp_path, checkpoint, capsy
 
 @pytest.mark.slow
 def test_parity_failure_writes_nothing(tmp_path, checkpoint, monkeypatch, capsys):
-    real = exporters.LOADERS["onnx"]
+    real = parity.LOADERS["onnx"]
 
     def perturbed(path):
         predict = real(path)
         return lambda x: predict(x) + 1e-3
 
-    monkeypatch.setitem(exporters.LOADERS, "onnx", perturbed)
+    monkeypatch.setitem(parity.LOADERS, "onnx", perturbed)
     repo = tmp_path / "repo"
     code = main(["--checkpoint", str(checkpoint), "--repository", str(repo), "--formats", "onnx,torchscript",
                  *TINY])
@@ -200,7 +202,7 @@ def test_fixed_size_export(tmp_path, checkpoint):
     code = main(["--checkpoint", str(checkpoint), "--repository", str(repo), "--formats", "onnx,openvino",
                  "--fixed-size", "32", "--quiet", "--threads", "2"])
     assert code == 0
-    cfg = repository.parse_config((repo / "brats_openvino" / "config.pbtxt").read_text())
+    cfg = configs.parse_config((repo / "brats_openvino" / "config.pbtxt").read_text())
     assert list(cfg.input[0].dims) == [4, 32, 32, 32]
     m = onnx.load(str(repo / "brats_onnx" / "1" / "model.onnx"))
     shape = [d.dim_value or d.dim_param for d in m.graph.input[0].type.tensor_type.shape.dim]

@@ -42,7 +42,7 @@ if mode == "export":
     from brats_export.cli import main
     rc = main(args)
 else:
-    from brats_export import exporters
+    from brats_export import parity
     from brats_export.checkpoint import load_model
     from brats_export.parity_inputs import phantom_input
     checkpoint, spatial, path = args[0], tuple(int(d) for d in args[1].split("x")), args[2:]
@@ -51,7 +51,7 @@ else:
         with torch.inference_mode():
             load_model(checkpoint).eval()(torch.from_numpy(x))
     else:
-        np.asarray(exporters.LOADERS[mode](path[0])(x))
+        np.asarray(parity.LOADERS[mode](path[0])(x))
     rc = 0
 print(json.dumps({"rc": rc, "peak_kib": peak_kib()}))
 '''

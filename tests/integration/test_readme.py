@@ -58,7 +58,8 @@ def test_readme_commands_of_this_project_all_start_with_the_venv() -> None:
 
 def _demo_layout(clone: Path, model_repository: Path) -> None:
     """What `make demo` leaves in the checkout (brats_demo.run writes the same files)."""
-    from brats_demo.phantom import case_id, make_phantom, write_case, write_msd_case
+    from brats_demo.phantom import case_id, write_case, write_msd_case
+    from brats_export.phantom import make_phantom
 
     (clone / ".venv").symlink_to(ROOT / ".venv")
     demo = clone / "out" / "demo"

@@ -216,7 +216,7 @@ def test_openvino_bf16_variant_loads_and_answers(model_repository, tmp_path, eag
         inp.set_data_from_numpy(tile)
         out = client.infer("brats_openvino", [inp]).as_numpy("OUTPUT__0")
         client.close()
-    from brats_export.exporters import openvino_host_precision
+    from brats_export.parity import openvino_host_precision
 
     diff = float(np.abs(out - eager(eager_model, tile)).max())
     if openvino_host_precision() == "bf16":  # the CPU computes bf16: about 5e-3 from PyTorch, not f32's 1e-6

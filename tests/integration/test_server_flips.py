@@ -33,7 +33,7 @@ def _segment(case: Path, folder: Path, url: str, model: str, *extra: str) -> tup
 
 
 def test_export_writes_checked_companions(model_repository):
-    from brats_export import repository
+    from brats_export import configs
 
     manifest = json.loads((model_repository / "manifest.json").read_text())
     for model in MODELS:
@@ -41,9 +41,9 @@ def test_export_writes_checked_companions(model_repository):
         assert companion["server_flips"] == "flip4" and companion["max_batch_size"] == 1
         rows = [r for r in companion["parity"] if r["gated"]]
         assert rows and all(r["input"] == "phantom" and r["max_abs_diff"] <= 1e-4 for r in rows)
-        plain = repository.parse_config((model_repository / model / "config.pbtxt").read_text())
+        plain = configs.parse_config((model_repository / model / "config.pbtxt").read_text())
         assert plain.parameters["brats_server_flips_model"].string_value == f"{model}_flip4"
-        flipping = repository.parse_config((model_repository / f"{model}_flip4" / "config.pbtxt").read_text())
+        flipping = configs.parse_config((model_repository / f"{model}_flip4" / "config.pbtxt").read_text())
         assert flipping.parameters["brats_server_flips"].string_value == "flip4"
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from brats_export import repository
+from brats_export import catalogue, configs
 from tritonclient.grpc import model_config_pb2 as mc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,15 +195,15 @@ def _profile_problems(cfg: mc.ModelConfig, params) -> list[str]:
     return found
 
 
-PREFIX = repository.engine_cache_prefix("0" * 64, "f" * 64)
+PREFIX = configs.engine_cache_prefix("0" * 64, "f" * 64)
 
 
 def _written() -> list[tuple[str, str]]:
     """(label, text) of every config the writer can produce: dynamic and fixed shapes, every variant."""
     out = []
     for fixed in (None, 128):
-        for fmt in repository.FORMATS:
-            for rel, text in repository.config_texts(fmt, 2, fixed, engine_prefix=PREFIX).items():
+        for fmt in catalogue.FORMATS:
+            for rel, text in configs.config_texts(fmt, 2, fixed, engine_prefix=PREFIX).items():
                 out.append((f"{fmt}{'' if fixed is None else f'@{fixed}'}:{rel}", text))
     return out
 
@@ -220,17 +220,17 @@ def test_every_variant_is_covered():
 
 @pytest.mark.parametrize(("label", "text"), WRITTEN, ids=[label for label, _ in WRITTEN])
 def test_written_config_uses_only_what_the_backend_reads(label, text):
-    assert problems(repository.parse_config(text)) == []
+    assert problems(configs.parse_config(text)) == []
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "model_repository").rglob("*.pbtxt")),
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_committed_config_uses_only_what_the_backend_reads(path):
-    assert problems(repository.parse_config(path.read_text(encoding="utf-8"))) == []
+    assert problems(configs.parse_config(path.read_text(encoding="utf-8"))) == []
 
 
 def _with(text: str, mutate) -> mc.ModelConfig:
-    cfg = repository.parse_config(text)
+    cfg = configs.parse_config(text)
     mutate(cfg)
     return cfg
 
@@ -258,6 +258,6 @@ def _with(text: str, mutate) -> mc.ModelConfig:
 ])
 def test_checker_catches_a_misspelt_or_unsupported_key(fmt, variant, mutate, expected):
     """The check itself can fail: one wrong key or value per backend."""
-    text = repository.render_config(fmt, 2, variant=variant, engine_prefix=PREFIX if variant == "trt" else None)
+    text = configs.render_config(fmt, 2, variant=variant, engine_prefix=PREFIX if variant == "trt" else None)
     found = problems(_with(text, mutate))
     assert any(expected in p for p in found), found

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from brats_export import exporters
+from brats_export import exporters, parity, repository
+from brats_export.catalogue import model_keys
 from brats_export.errors import ParityError
 from brats_export.model import build_model
 from brats_export.parity_inputs import ParityInput
-from brats_export.repository import model_keys
 from brats_export.server_flips import ServerFlips
 
 pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
@@ -60,17 +60,17 @@ def test_check_files_releases_each_runtime_before_loading_the_next():
     expected = [x.array[:, :3] for x in inputs]
     runtimes = Runtimes()
     loaders = {
-        "exact": runtimes.loader("exact", lambda x: x[:, :3].copy()),
-        "off": runtimes.loader("off", lambda x: x[:, :3] + np.float32(0.5)),
-        "bf16": runtimes.loader("bf16", lambda x: x[:, :3] - np.float32(0.25)),
+        "exact": ("onnx", runtimes.loader("exact", lambda x: x[:, :3].copy())),
+        "off": ("torchscript", runtimes.loader("off", lambda x: x[:, :3] + np.float32(0.5))),
+        "bf16": ("openvino", runtimes.loader("bf16", lambda x: x[:, :3] - np.float32(0.25))),
     }
-    rows = exporters.check_files(loaders, inputs, expected, tolerance=0.3, ungated=["bf16"])
+    rows = parity.check_files(loaders, inputs, expected, tolerance=0.3, ungated=["bf16"])
     assert runtimes.loaded == ["exact", "off", "bf16"]  # each loaded once
     assert runtimes.alive_at_load == [0, 0, 0]  # the previous one was gone when the next loaded
     assert runtimes.alive() == 0  # and none is kept after the check
-    # the table's order: input by input, formats in the loaders' order
-    assert [(r.format, r.input, r.shape) for r in rows] == [
-        (name, item.name, item.shape) for item in inputs for name in loaders]
+    # the table's order: input by input, formats in the loaders' order; each row names its model key
+    assert [(r.key, r.label, r.input, r.shape) for r in rows] == [
+        (key, label, item.name, item.shape) for item in inputs for label, (key, _) in loaders.items()]
     assert [r.max_abs_diff for r in rows] == [0.0, 0.5, 0.25] * 2
     assert [r.passed for r in rows] == [True, False, True] * 2
     assert [r.gated for r in rows] == [True, True, False] * 2
@@ -79,7 +79,7 @@ def test_check_files_releases_each_runtime_before_loading_the_next():
 def test_check_files_refuses_a_wrong_output_shape():
     inputs = _inputs()[:1]
     with pytest.raises(ParityError, match=r"short returned shape \(1, 2, 8, 8, 8\)"):
-        exporters.check_files({"short": lambda: (lambda x: x[:, :2])}, inputs, [inputs[0].array[:, :3]])
+        parity.check_files({"short": ("onnx", lambda: (lambda x: x[:, :2]))}, inputs, [inputs[0].array[:, :3]])
 
 
 def test_export_formats_computes_references_once_and_holds_one_runtime_at_a_time(monkeypatch, tmp_path):
@@ -89,7 +89,7 @@ def test_export_formats_computes_references_once_and_holds_one_runtime_at_a_time
     forward_calls = []
     model.register_forward_hook(lambda module, args, out: forward_calls.append(args[0].shape))
     references = []
-    real_eager_outputs = exporters.eager_outputs
+    real_eager_outputs = parity.eager_outputs
 
     def eager_outputs(net, inputs):
         before = len(forward_calls)
@@ -132,4 +132,11 @@ def test_export_formats_computes_references_once_and_holds_one_runtime_at_a_time
     assert runtimes.alive_at_load == [0] * 7 and runtimes.alive() == 0
     gated = [r for r in result.parity if r.gated]
     assert len(gated) == 3 * 4 + 3 * 2 and all(r.max_abs_diff == 0 for r in gated)
-    assert [r.format for r in result.parity if not r.gated] == ["openvino[bf16]"] * 4
+    assert [(r.key, r.label) for r in result.parity if not r.gated] == [("openvino", "openvino[bf16]")] * 4
+
+    # the manifest files each row under its model key
+    manifest = repository.build_manifest(keys, checkpoint=Path("c.pt"), checkpoint_sha256="0" * 64,
+                                         parity=result.parity, opset=17, versions={}, tolerance=1e-4)
+    labels = {name: [row["format"] for row in entry["parity"]] for name, entry in manifest["models"].items()}
+    assert labels["brats_openvino"] == ["openvino", "openvino[bf16]"] * 4
+    assert labels["brats_onnx"] == ["onnx"] * 4 and labels["brats_openvino_flip4"] == ["openvino_flip4"] * 2

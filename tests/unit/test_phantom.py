@@ -6,7 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from brats_demo.cli import main
-from brats_demo.phantom import MODALITIES, SHAPE, make_phantom, write_case
+from brats_demo.phantom import write_case
+from brats_export.phantom import MODALITIES, SHAPE, make_phantom
 
 
 @pytest.fixture(scope="module")

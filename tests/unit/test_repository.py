@@ -1,12 +1,13 @@
-"""The config.pbtxt writer and the repository layout: fast, no torch, no exports."""
+"""The config.pbtxt writer and the publisher (layout, manifest): fast, no torch, no exports."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
-from brats_export import repository
+from brats_export import catalogue, configs, repository
 from brats_export.errors import RepositoryError
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -33,15 +34,15 @@ def _committed_files() -> list[Path]:
     return sorted(p for p in COMMITTED.rglob("*.pbtxt") if p.name != "trt.pbtxt")
 
 
-@pytest.mark.parametrize("fmt", repository.FORMATS)
+@pytest.mark.parametrize("fmt", catalogue.FORMATS)
 @pytest.mark.parametrize("gpu", [False, True])
 def test_config_parses_back_with_names_dims_platform(fmt, gpu):
     name, platform, backend, max_batch = EXPECTED[fmt]
     if gpu and fmt == "openvino":
         with pytest.raises(RepositoryError, match="no gpu variant.*CPU only"):
-            repository.render_config(fmt, threads=3, variant="gpu")
+            configs.render_config(fmt, threads=3, variant="gpu")
         return
-    cfg = repository.parse_config(repository.render_config(fmt, threads=3, variant="gpu" if gpu else "cpu"))
+    cfg = configs.parse_config(configs.render_config(fmt, threads=3, variant="gpu" if gpu else "cpu"))
     assert (cfg.name, cfg.platform, cfg.backend, cfg.max_batch_size) == (name, platform, backend, max_batch)
     assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("INPUT__0", mc.TYPE_FP32, [4, -1, -1, -1])]
     assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [("OUTPUT__0", mc.TYPE_FP32, [3, -1, -1, -1])]
@@ -62,7 +63,7 @@ def test_config_parses_back_with_names_dims_platform(fmt, gpu):
 
 
 def test_onnx_gpu_variant_is_cuda_with_heuristic_search_and_exact_arena():
-    cfg = repository.build_config("onnx", threads=2, variant="gpu")
+    cfg = configs.build_config("onnx", threads=2, variant="gpu")
     assert not cfg.HasField("optimization")  # no TensorRT: that is the opt-in trt variant
     assert cfg.parameters["cudnn_conv_algo_search"].string_value == "1"  # HEURISTIC
     assert cfg.parameters["arena_extend_strategy"].string_value == "1"  # kSameAsRequested
@@ -72,22 +73,22 @@ def test_trt_variant_profile_covers_every_request_the_client_sends():
     from brats_client.pipeline import SegmentOptions
     from brats_client.tta import flips
 
-    prefix = repository.engine_cache_prefix(CKPT_A, "c" * 64)
-    cfg = repository.build_config("onnx", threads=2, variant="trt", engine_prefix=prefix)
+    prefix = configs.engine_cache_prefix(CKPT_A, "c" * 64)
+    cfg = configs.build_config("onnx", threads=2, variant="trt", engine_prefix=prefix)
     (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
     assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP32"
     p = acc.parameters
     assert p["trt_profile_min_shapes"] == "INPUT__0:1x4x16x16x16"
     assert p["trt_profile_opt_shapes"] == "INPUT__0:1x4x144x176x144"
     assert p["trt_profile_max_shapes"] == "INPUT__0:4x4x192x192x192"
-    assert SegmentOptions().tile == repository.TRT_MAX_SPATIAL  # the client's default tile bounds every axis
-    assert len(flips("flip4")) == repository.MAX_BATCH_SIZE  # one case's flips in one request
+    assert SegmentOptions().tile == configs.TRT_MAX_SPATIAL  # the client's default tile bounds every axis
+    assert len(flips("flip4")) == catalogue.MAX_BATCH_SIZE  # one case's flips in one request
     assert p["trt_engine_cache_enable"] == "1" and p["trt_timing_cache_enable"] == "1"
     assert p["trt_engine_cache_prefix"] == prefix == f"brats_onnx_{'a' * 16}_{'c' * 16}"
     assert p["trt_engine_cache_path"] == p["trt_timing_cache_path"] == "/tmp/brats_trt_cache"
     (warmup,) = cfg.model_warmup  # at the opt shape, so the first real request finds a built engine
     assert [warmup.batch_size, *warmup.inputs["INPUT__0"].dims] == [1, 4, 144, 176, 144]
-    fixed = repository.build_config("onnx", threads=2, fixed_size=128, variant="trt", engine_prefix=prefix)
+    fixed = configs.build_config("onnx", threads=2, fixed_size=128, variant="trt", engine_prefix=prefix)
     fp = fixed.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters
     assert (fp["trt_profile_min_shapes"], fp["trt_profile_opt_shapes"], fp["trt_profile_max_shapes"]) == (
         "INPUT__0:1x4x128x128x128", "INPUT__0:1x4x128x128x128", "INPUT__0:4x4x128x128x128")
@@ -95,58 +96,58 @@ def test_trt_variant_profile_covers_every_request_the_client_sends():
 
 def test_trt_variant_needs_a_sha256_prefix():
     with pytest.raises(RepositoryError, match="engine cache prefix"):
-        repository.build_config("onnx", variant="trt")
+        configs.build_config("onnx", variant="trt")
     with pytest.raises(RepositoryError, match="checkpoint sha256 must be 64"):
-        repository.engine_cache_prefix("abc", "c" * 64)
+        configs.engine_cache_prefix("abc", "c" * 64)
     with pytest.raises(RepositoryError, match="no trt variant"):
-        repository.build_config("torchscript", variant="trt", engine_prefix="x")
+        configs.build_config("torchscript", variant="trt", engine_prefix="x")
     with pytest.raises(RepositoryError, match="unknown config variant 'tpu'"):
-        repository.build_config("onnx", variant="tpu")
-    assert "configs/trt.pbtxt" not in repository.config_texts("onnx", threads=2)  # --configs-only: no sha256
+        configs.build_config("onnx", variant="tpu")
+    assert "configs/trt.pbtxt" not in configs.config_texts("onnx", threads=2)  # --configs-only: no sha256
 
 
 def test_no_config_exceeds_batch_4_or_sets_inter_op_threads():
-    prefix = repository.engine_cache_prefix(CKPT_A, CKPT_B)
-    texts = [t for fmt in repository.FORMATS for t in repository.config_texts(fmt, 2, engine_prefix=prefix).values()]
+    prefix = configs.engine_cache_prefix(CKPT_A, CKPT_B)
+    texts = [t for fmt in catalogue.FORMATS for t in configs.config_texts(fmt, 2, engine_prefix=prefix).values()]
     assert len(texts) == 7
     for text in texts:
-        cfg = repository.parse_config(text)
+        cfg = configs.parse_config(text)
         assert 1 <= cfg.max_batch_size <= 4
         assert "INTER_OP_THREAD_COUNT" not in cfg.parameters
 
 
 def test_openvino_bf16_variant_differs_only_by_hint_bf16():
-    plain = repository.build_config("openvino", threads=2)
-    bf16 = repository.build_config("openvino", threads=2, variant="bf16")
+    plain = configs.build_config("openvino", threads=2)
+    bf16 = configs.build_config("openvino", threads=2, variant="bf16")
     assert bf16.parameters["HINT_BF16"].string_value == "YES"
     del bf16.parameters["HINT_BF16"]
     assert bf16 == plain
-    texts = repository.config_texts("openvino", threads=2)
+    texts = configs.config_texts("openvino", threads=2)
     assert set(texts) == {"config.pbtxt", "configs/bf16.pbtxt"}
     assert "--model-config-name bf16" in texts["configs/bf16.pbtxt"]
     assert "emulate bf16" in texts["configs/bf16.pbtxt"]  # not "else f32": AVX-512 without bf16 emulates it
     with pytest.raises(RepositoryError, match="brats_onnx has no bf16 variant"):
-        repository.build_config("onnx", variant="bf16")
+        configs.build_config("onnx", variant="bf16")
 
 
 def test_fixed_size_fixes_dims_and_warmup():
-    cfg = repository.build_config("onnx", threads=2, fixed_size=128)
+    cfg = configs.build_config("onnx", threads=2, fixed_size=128)
     assert list(cfg.input[0].dims) == [4, 128, 128, 128] and list(cfg.output[0].dims) == [3, 128, 128, 128]
     assert list(cfg.model_warmup[0].inputs["INPUT__0"].dims) == [4, 128, 128, 128]
 
 
 def test_threads_default_to_cpu_count(monkeypatch):
-    monkeypatch.setattr(repository.os, "cpu_count", lambda: 7)
-    cfg = repository.build_config("torchscript")
+    monkeypatch.setattr(configs.os, "cpu_count", lambda: 7)
+    cfg = configs.build_config("torchscript")
     assert cfg.parameters["INTRA_OP_THREAD_COUNT"].string_value == "7"
 
 
 def test_committed_configs_are_what_the_writer_produces():
     """Golden test: regenerate with `brats-export --configs-only --repository model_repository --threads 2`."""
     expected = {}
-    for fmt, spec in repository.MODELS.items():
-        companion = repository.flip_companion(fmt) in repository.MODELS
-        for rel, text in repository.config_texts(fmt, threads=COMMITTED_THREADS, companion=companion).items():
+    for key, spec in catalogue.MODELS.items():
+        companion = catalogue.flip_companion(key) in catalogue.MODELS
+        for rel, text in configs.config_texts(key, threads=COMMITTED_THREADS, companion=companion).items():
             expected[COMMITTED / spec.name / rel] = text
     assert sorted(expected) == _committed_files()
     for path, text in expected.items():
@@ -155,7 +156,7 @@ def test_committed_configs_are_what_the_writer_produces():
 
 def test_committed_configs_parse():
     for path in _committed_files():
-        cfg = repository.parse_config(path.read_text(encoding="utf-8"))
+        cfg = configs.parse_config(path.read_text(encoding="utf-8"))
         assert cfg.name == path.relative_to(COMMITTED).parts[0]
 
 
@@ -170,19 +171,21 @@ def test_configs_only_cli_reproduces_committed(tmp_path):
         assert (repo / rel).read_text() == (COMMITTED / rel).read_text()
 
 
-def _stage_fake(stage: Path, formats, content: bytes = b"new") -> None:
-    for fmt in formats:
-        folder = repository.version_dir(stage, fmt)
+def _stage_fake(stage: Path, keys, content: bytes = b"new") -> None:
+    for key in keys:
+        folder = repository.version_dir(stage, key)
         folder.mkdir(parents=True)
-        for name in repository.MODELS[fmt].files:
+        for name in catalogue.MODELS[key].files:
             (folder / name).write_bytes(content)
 
 
-def _manifest(formats, sha="0" * 64):
+def _manifest(stage: Path, keys, sha="0" * 64):
+    """The manifest of the staged ``keys``, their files' sha256 included (the TensorRT prefix is made of them)."""
+    files_sha256 = {key: {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                          for p in repository.version_dir(stage, key).iterdir()} for key in keys}
     return repository.build_manifest(
-        formats, checkpoint=Path("ckpt.pt"), checkpoint_sha256=sha,
-        parity=[{"format": "onnx", "shape": [1, 4, 32, 32, 32], "max_abs_diff": 0.0}], opset=17,
-        versions={"torch": "x"}, tolerance=1e-4,
+        keys, checkpoint=Path("ckpt.pt"), checkpoint_sha256=sha, parity=(), opset=17,
+        versions={"torch": "x"}, tolerance=1e-4, files_sha256=files_sha256,
     )
 
 
@@ -190,11 +193,12 @@ def test_publish_layout_force_and_manifest_merge(tmp_path):
     repo = tmp_path / "repo"
     with repository.staging(repo) as stage:
         _stage_fake(stage, ["onnx", "openvino"])
-        repository.publish(stage, repo, ["onnx", "openvino"], threads=2, manifest=_manifest(["onnx", "openvino"]))
+        manifest = _manifest(stage, ["onnx", "openvino"])
+        repository.publish(stage, repo, ["onnx", "openvino"], threads=2, manifest=manifest)
     assert not stage.exists()
     assert (repo / "brats_onnx" / "1" / "model.onnx").read_bytes() == b"new"
     assert (repo / "brats_onnx" / "configs" / "gpu.pbtxt").is_file()
-    first_trt = repository.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
+    first_trt = configs.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
     assert [p.name for p in (repo / "brats_openvino" / "configs").iterdir()] == ["bf16.pbtxt"]  # no gpu.pbtxt
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging leftovers
 
@@ -207,9 +211,9 @@ def test_publish_layout_force_and_manifest_merge(tmp_path):
 
     with repository.staging(repo) as stage:
         _stage_fake(stage, ["onnx"], b"newer")
-        repository.publish(stage, repo, ["onnx"], threads=2, force=True, manifest=_manifest(["onnx"], "1" * 64))
+        repository.publish(stage, repo, ["onnx"], threads=2, force=True, manifest=_manifest(stage, ["onnx"], "1" * 64))
     assert (repo / "brats_onnx" / "1" / "model.onnx").read_bytes() == b"newer"
-    second_trt = repository.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
+    second_trt = configs.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
     prefixes = [c.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters[
         "trt_engine_cache_prefix"] for c in (first_trt, second_trt)]
     assert prefixes[0].startswith("brats_onnx_" + "0" * 16) and prefixes[1].startswith("brats_onnx_" + "1" * 16)
@@ -226,8 +230,8 @@ def _published_prefix(tmp_path, name, checkpoint_sha, onnx_bytes):
     repo = tmp_path / name
     with repository.staging(repo) as stage:
         _stage_fake(stage, ["onnx"], onnx_bytes)
-        repository.publish(stage, repo, ["onnx"], threads=2, manifest=_manifest(["onnx"], checkpoint_sha))
-    cfg = repository.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
+        repository.publish(stage, repo, ["onnx"], threads=2, manifest=_manifest(stage, ["onnx"], checkpoint_sha))
+    cfg = configs.parse_config((repo / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
     return cfg.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_prefix"]
 
 
@@ -268,5 +272,17 @@ def test_publish_with_a_malformed_checkpoint_sha256_writes_nothing(tmp_path):
     repo = tmp_path / "repo"
     with repository.staging(repo) as stage, pytest.raises(RepositoryError, match="checkpoint sha256 must be 64"):
         _stage_fake(stage, ["onnx", "torchscript"])
-        repository.publish(stage, repo, ["torchscript", "onnx"], threads=2, manifest=_manifest(["onnx"], "XYZ"))
+        repository.publish(stage, repo, ["torchscript", "onnx"], threads=2, manifest=_manifest(stage, ["onnx"], "XYZ"))
     assert not (repo / "brats_torchscript").exists()  # refused before the first model moved
+
+
+def test_publish_takes_the_onnx_sha256_from_the_manifest(tmp_path):
+    """model.onnx is hashed once, for the manifest; a manifest without that hash writes nothing."""
+    repo = tmp_path / "repo"
+    with repository.staging(repo) as stage:
+        _stage_fake(stage, ["onnx"])
+        manifest = _manifest(stage, ["onnx"], CKPT_A)
+        del manifest["models"]["brats_onnx"]["files_sha256"]["model.onnx"]
+        with pytest.raises(RepositoryError, match="model.onnx sha256 must be 64"):
+            repository.publish(stage, repo, ["onnx"], threads=2, manifest=manifest)
+    assert not repo.exists()
