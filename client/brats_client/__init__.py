@@ -17,6 +17,7 @@ _HOMES = {
     "CaseFiles": "modalities", "find_case_files": "modalities", "explicit_case": "modalities",
     "msd_case": "modalities",
     "ServerOptions": "server_options",
+    "BatchOptions": "batch",
     "ModelInfo": "model_info",
     "Transport": "protocol",
     "TritonTransport": "transport",

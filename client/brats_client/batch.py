@@ -6,10 +6,11 @@ Three stages per case, each on its own thread, in case order::
     calling thread: infer(job, prepared)    case k's requests to the server
     writer thread:  finish(job, inferred)   labels + atomic writes of case k-1
 
-``in_memory`` bounds the cases between the start of their loading and the end of their writing (1 runs one case
-after another). A case whose stage raises one of ``errors`` is a failed case and the batch goes on; any other
-exception stops the batch and is raised in the calling thread once the other threads have stopped (a write under
-way is finished, the cases waiting to be written are dropped). The transport is used by the calling thread only.
+``BatchOptions.cases_in_memory`` bounds the cases between the start of their loading and the end of their writing
+(1 runs one case after another). A case whose stage raises one of ``errors`` is a failed case and the batch goes
+on; any other exception stops the batch and is raised in the calling thread once the other threads have stopped
+(a write under way is finished, the cases waiting to be written are dropped). The transport is used by the
+calling thread only.
 """
 
 from __future__ import annotations
@@ -47,15 +48,37 @@ class _Crash:
 _END = object()
 
 
-def split(items: Sequence[Job], num_parts: int, part_id: int, key: Callable[[Job], str]) -> list[Job]:
-    """Part ``part_id`` of ``num_parts``: every ``num_parts``-th item in the order of ``key`` from the
-    ``part_id``-th on. The parts are disjoint, cover every item and differ in size by at most one, provided every
-    part sees the same items."""
-    if num_parts < 1:
-        raise UsageError(f"--num-parts must be >= 1, got {num_parts}")
-    if not 0 <= part_id < num_parts:
-        raise UsageError(f"--part-id must be in [0, {num_parts - 1}] for --num-parts {num_parts}, got {part_id}")
-    return sorted(items, key=key)[part_id::num_parts]
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a folder of cases runs: the cases held at once (``--cases-in-memory``) and the part of a split this
+    run takes (``--num-parts``, ``--part-id``; both or neither). Checked here, once."""
+
+    cases_in_memory: int = CASES_IN_MEMORY
+    num_parts: int | None = None
+    part_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cases_in_memory < 1:
+            raise UsageError(f"--cases-in-memory must be >= 1, got {self.cases_in_memory}")
+        if (self.num_parts is None) != (self.part_id is None):
+            raise UsageError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id 0 .. 3)")
+        if self.num_parts is not None and self.part_id is not None:
+            if self.num_parts < 1:
+                raise UsageError(f"--num-parts must be >= 1, got {self.num_parts}")
+            if not 0 <= self.part_id < self.num_parts:
+                raise UsageError(f"--part-id must be in [0, {self.num_parts - 1}] for --num-parts {self.num_parts}, "
+                                 f"got {self.part_id}")
+
+    @property
+    def is_part(self) -> bool:
+        return self.num_parts is not None
+
+    def split(self, items: Sequence[Job], key: Callable[[Job], str]) -> list[Job]:
+        """This run's part of ``items``: every ``num_parts``-th item in the order of ``key`` from the
+        ``part_id``-th on (all of them when there is no split). The parts are disjoint, cover every item and
+        differ in size by at most one, provided every part sees the same items."""
+        ordered = sorted(items, key=key)
+        return ordered if self.num_parts is None else ordered[self.part_id :: self.num_parts]
 
 
 class _Run(Generic[Job]):
@@ -163,14 +186,12 @@ def run(
     finish: Callable[[Job, Any], None],
     *,
     errors: tuple[type[BaseException], ...],
-    in_memory: int = CASES_IN_MEMORY,
+    options: BatchOptions = BatchOptions(),
     on_outcome: Callable[[Outcome], None] = lambda outcome: None,
 ) -> list[Outcome]:
     """Run every job through ``prepare`` -> ``infer`` -> ``finish`` (see the module docstring); returns one
     outcome per job, in job order. ``on_outcome`` is called as each case ends, from the thread that ended it."""
-    if in_memory < 1:
-        raise UsageError(f"--cases-in-memory must be >= 1, got {in_memory}")
-    state = _Run(jobs, prepare, infer, finish, errors, in_memory, on_outcome)
+    state = _Run(jobs, prepare, infer, finish, errors, options.cases_in_memory, on_outcome)
     loader = threading.Thread(target=state.load_all, name="brats-loader", daemon=True)
     writer = threading.Thread(target=state.write_all, name="brats-writer", daemon=True)
     loader.start()

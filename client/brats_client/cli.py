@@ -53,15 +53,13 @@ Cases must be skull-stripped with a zero background, as BraTS provides them; oth
 
 
 def _tile(value: str) -> int | None:
+    """``full`` or an integer; its value is checked by SegmentOptions."""
     if value == "full":
         return None
     try:
-        tile = int(value)
+        return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--tile takes a multiple of 16 or 'full', got {value!r}") from None
-    if tile < 16 or tile % 16:
-        raise argparse.ArgumentTypeError(f"--tile must be a multiple of 16 (>= 16) or 'full', got {tile}")
-    return tile
 
 
 def _add_global_args(p: argparse.ArgumentParser, default: bool | str) -> None:
@@ -106,6 +104,7 @@ def _add_batch_args(p: argparse.ArgumentParser) -> None:
 
 
 def _server_options(args: argparse.Namespace):
+    """The server options of ``args``: the one mapping from the command line; ServerOptions checks the values."""
     from .server_options import ServerOptions
 
     return ServerOptions(
@@ -114,6 +113,22 @@ def _server_options(args: argparse.Namespace):
         root_certificates=args.root_certificates, private_key=args.private_key,
         certificate_chain=args.certificate_chain,
     )
+
+
+def _segment_options(args: argparse.Namespace):
+    """``segment``'s SegmentOptions and BatchOptions from ``args``: the one mapping; the objects check the values."""
+    from .batch import BatchOptions
+    from .pipeline import SegmentOptions
+
+    if args.seed_crop:
+        log.warning("--seed-crop is deprecated and does nothing: the seed's crop is the default now "
+                    "(--keep-last-slice opts out)")
+    options = SegmentOptions(
+        tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta, labels=args.labels,
+        keep_last_slice=args.keep_last_slice, flips_per_request=args.flips_per_request,
+        server_flips=args.server_flips, allow_unprepared=args.allow_unprepared_input, max_voxels=args.max_voxels,
+    )
+    return options, BatchOptions(args.cases_in_memory, args.num_parts, args.part_id)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--probabilities", type=Path, help="also write WT/TC/ET probabilities (one case)")
     seg.add_argument("--report", type=Path, help="write a JSON report (one case; a batch writes one per case)")
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    seg.add_argument("--max-voxels", type=int, metavar="N",
-                     help="refuse modalities of more than N voxels (default 2**26 = 67108864, about 400^3)")
+    seg.add_argument("--max-voxels", type=int, default=d.max_voxels, metavar="N",
+                     help="refuse modalities of more than N voxels (default %(default)s = 2**26, about 400^3)")
     _add_batch_args(seg)
     _add_server_args(seg)
 
@@ -270,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "segment":
             from .commands import run_segment
 
-            return run_segment(args, _server_options(args))
+            options, batch_options = _segment_options(args)
+            return run_segment(args, _server_options(args), options, batch_options)
         if args.command == "preview":
             from .preview import write_preview
 

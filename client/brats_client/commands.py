@@ -19,17 +19,6 @@ from .server_options import ServerOptions
 log = logging.getLogger(__name__)
 
 
-def _options(args: argparse.Namespace) -> pipeline.SegmentOptions:
-    if args.seed_crop:
-        log.warning("--seed-crop is deprecated and does nothing: the seed's crop is the default now "
-                    "(--keep-last-slice opts out)")
-    return pipeline.SegmentOptions(
-        tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta, labels=args.labels,
-        keep_last_slice=args.keep_last_slice, flips_per_request=args.flips_per_request,
-        server_flips=args.server_flips, allow_unprepared=args.allow_unprepared_input,
-    )
-
-
 def _explicit(args: argparse.Namespace) -> modalities.CaseFiles | None:
     given = {ch: getattr(args, ch) for ch in modalities.CHANNELS}
     if not any(given.values()):
@@ -76,32 +65,16 @@ def _run_one(prepared: pipeline.PreparedCase, outputs: pipeline.CaseOutputs, tra
         close()
 
 
-def _max_voxels(args: argparse.Namespace) -> int:
-    from . import io
-
-    value = getattr(args, "max_voxels", None)
-    if value is None:
-        return io.MAX_VOXELS
-    if value < 1:
-        raise UsageError(f"--max-voxels must be >= 1, got {value}")
-    return value
-
-
 def _check_tls_files(server: ServerOptions) -> None:
-    """The certificate and key files exist (tritonclient would raise a bare OSError) and are used (--ssl)."""
+    """The certificate and key files exist (tritonclient would raise a bare OSError)."""
     given = {
         "--root-certificates": server.root_certificates,
         "--private-key": server.private_key,
         "--certificate-chain": server.certificate_chain,
     }
-    given = {flag: path for flag, path in given.items() if path is not None}
-    if given and not server.ssl:
-        raise UsageError(f"{', '.join(given)} given without --ssl: the connection would not use TLS; add --ssl")
     for flag, path in given.items():
-        if not Path(path).is_file():
+        if path is not None and not Path(path).is_file():
             raise InputError(f"{flag} {path} does not exist or is not a file")
-    if (server.private_key is None) != (server.certificate_chain is None):
-        raise UsageError("mutual TLS needs both --private-key and --certificate-chain")
 
 
 def _is_nifti_name(path: Path) -> bool:
@@ -113,34 +86,34 @@ def _is_folder_name(path: Path) -> bool:
     return path.is_dir() or (not path.exists() and not path.suffix)
 
 
-def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
+def run_segment(
+    args: argparse.Namespace, server: ServerOptions, options: pipeline.SegmentOptions,
+    batch_options: batch.BatchOptions,
+) -> int:
     """Check every input and output, then connect: a bad input or output is reported before any request.
 
     A batch of every case under INPUT into the folder ``-o`` when INPUT is a folder of cases, or any folder and
     ``-o`` a folder name (a folder holding one case is then a batch of one); else one case (explicit files, a 4-D
     file, or a case folder) written to the NIfTI file ``-o``."""
-    options = _options(args)
-    max_voxels = _max_voxels(args)
     _check_tls_files(server)
     explicit = _explicit(args)
     if explicit is None and args.input is None:
         raise InputError("give a case folder, a folder of cases, a 4-D case file, or --t1/--t1ce/--t2/--flair")
     if explicit is None and not args.input.exists():
         raise InputError(f"input {args.input} does not exist")
-    part = _part(args)
-    in_memory = _cases_in_memory(args)
     folder = explicit is None and args.input.is_dir()
     if folder and not _is_nifti_name(args.output) and (
         _is_folder_name(args.output) or not modalities.is_case_folder(args.input)
     ):
         cases, invalid = modalities.find_cases(args.input, nnunet_order=_order(args))
-        if part is not None:
+        if batch_options.is_part:
             total = len(cases) + len(invalid)
-            cases = batch.split(cases, *part, key=lambda c: c.case_id)
-            invalid = batch.split(invalid, *part, key=lambda c: c.name)
-            log.info("part %d of %d: %d of the %d cases", part[1], part[0], len(cases) + len(invalid), total)
-        return _run_batch(cases, invalid, args, server, options, max_voxels, in_memory, part)
-    if part is not None:
+            cases = batch_options.split(cases, key=lambda c: c.case_id)
+            invalid = batch_options.split(invalid, key=lambda c: c.name)
+            log.info("part %d of %d: %d of the %d cases", batch_options.part_id, batch_options.num_parts,
+                     len(cases) + len(invalid), total)
+        return _run_batch(cases, invalid, args, server, options, batch_options)
+    if batch_options.is_part:
         raise UsageError("--num-parts and --part-id split a folder of cases; the input is one case")
     if not _is_nifti_name(args.output):
         raise OutputError(f"output {args.output} must end in .nii or .nii.gz for one case")
@@ -160,7 +133,7 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
         log.info("%-5s <- %s%s", ch, path, index)
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
-    prepared = pipeline.prepare_case(files, options, max_voxels=max_voxels)
+    prepared = pipeline.prepare_case(files, options)
     with pipeline.open_transport(server, options) as transport:
         report = _run_one(prepared, outputs, transport, args.quiet)
     vols = report["region_volumes_ml"]
@@ -171,27 +144,9 @@ def run_segment(args: argparse.Namespace, server: ServerOptions) -> int:
     return EXIT_OK
 
 
-def _part(args: argparse.Namespace) -> tuple[int, int] | None:
-    """``(num_parts, part_id)`` when the batch is one part of a split, else None."""
-    num_parts, part_id = getattr(args, "num_parts", None), getattr(args, "part_id", None)
-    if num_parts is None and part_id is None:
-        return None
-    if num_parts is None or part_id is None:
-        raise UsageError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id 0 .. 3)")
-    batch.split([], num_parts, part_id, key=str)  # checks the values
-    return num_parts, part_id
-
-
-def _cases_in_memory(args: argparse.Namespace) -> int:
-    value = getattr(args, "cases_in_memory", batch.CASES_IN_MEMORY)
-    if value < 1:
-        raise UsageError(f"--cases-in-memory must be >= 1, got {value}")
-    return value
-
-
 def _run_batch(
-    cases: list[modalities.CaseFiles], invalid: list[modalities.InvalidCase], args, server: ServerOptions, options,
-    max_voxels: int, in_memory: int = batch.CASES_IN_MEMORY, part: tuple[int, int] | None = None,
+    cases: list[modalities.CaseFiles], invalid: list[modalities.InvalidCase], args: argparse.Namespace,
+    server: ServerOptions, options: pipeline.SegmentOptions, batch_options: batch.BatchOptions,
 ) -> int:
     """Segment ``cases`` into the output folder; ``invalid`` ones are reported as failed (exit 6) with their
     reason, and the others go on."""
@@ -226,7 +181,7 @@ def _run_batch(
 
     def prepare(job):
         pipeline.check_outputs(job[1])
-        return pipeline.prepare_case(job[0], options, max_voxels=max_voxels)
+        return pipeline.prepare_case(job[0], options)
 
     def infer(job, prepared):
         update, close = _tile_bar(args.quiet, job[0].case_id)
@@ -246,7 +201,7 @@ def _run_batch(
             with logging_redirect_tqdm(), pipeline.open_transport(server, options) as transport:
                 outcomes = batch.run(
                     todo, prepare, infer, lambda job, inferred: pipeline.finish_case(inferred, job[1]),
-                    errors=(InputError, OutputError, ServerError), in_memory=in_memory, on_outcome=ended,
+                    errors=(InputError, OutputError, ServerError), options=batch_options, on_outcome=ended,
                 )
     finally:
         bar.close()
@@ -254,8 +209,8 @@ def _run_batch(
     failed = [(case.name, case.reason) for case in invalid]
     failed += [(todo[o.index][0].case_id, o.error) for o in outcomes if o.error is not None]
     summary = {"done": done, "skipped": skipped, "failed": [{"case": c, "error": m} for c, m in failed]}
-    if part is not None:
-        summary["part"] = {"id": part[1], "of": part[0], "cases": len(cases)}
+    if batch_options.is_part:
+        summary["part"] = {"id": batch_options.part_id, "of": batch_options.num_parts, "cases": len(cases)}
     if args.report is not None:
         io.write_json_atomic(summary, args.report, overwrite=True)
     log.info("batch: %d done, %d skipped, %d failed", len(done), len(skipped), len(failed))

@@ -57,10 +57,14 @@ class SegmentOptions:
     server_flips: str = "auto"
     # True: segment a case whose background is not 0 or that does not look skull-stripped, with a warning
     allow_unprepared: bool = False
+    # refuse a modality with more voxels than this (read from the header, before the data)
+    max_voxels: int = io.MAX_VOXELS
 
     def __post_init__(self) -> None:
         if self.tile is not None and (self.tile < 16 or self.tile % 16):
-            raise UsageError(f"tile must be a multiple of 16 and >= 16, or 'full'; got {self.tile}")
+            raise UsageError(f"tile (--tile) must be a multiple of 16 (>= 16) or 'full'; got {self.tile}")
+        if self.max_voxels < 1:
+            raise UsageError(f"max_voxels (--max-voxels) must be >= 1, got {self.max_voxels}")
         if self.flips_per_request < 1:
             raise UsageError(f"flips_per_request must be >= 1, got {self.flips_per_request}")
         if not 0.0 <= self.overlap < 1.0:
@@ -182,7 +186,7 @@ class PreparedCase:
 
 
 def prepare_case(
-    files: CaseFiles, options: SegmentOptions = SegmentOptions(), *, max_voxels: int = io.MAX_VOXELS
+    files: CaseFiles, options: SegmentOptions = SegmentOptions()
 ) -> PreparedCase:
     """Load and check the four modalities (:func:`brats_client.io.load_case`), refuse an all-zero case and one
     that breaks the seed's input assumptions (:mod:`brats_client.input_checks`, unless
@@ -196,7 +200,7 @@ def prepare_case(
         options = replace(options, labels=labels)
     log.info("%s: %s labels (%s)", files.case_id, conventions.get(options.labels).describe(), labels_from)
     with timer.stage("load"):
-        case = io.load_case(files, max_voxels=max_voxels)
+        case = io.load_case(files, max_voxels=options.max_voxels)
     if case.is_empty:
         names = ", ".join(sorted({str(p) for p in files.paths.values()}))
         raise InputError(f"case {files.case_id}: every voxel is 0 in all four modalities ({names}); nothing to segment")
@@ -324,11 +328,10 @@ def segment_case(
     options: SegmentOptions = SegmentOptions(),
     *,
     progress: Callable[[int, int], None] | None = None,
-    max_voxels: int = io.MAX_VOXELS,
 ) -> dict[str, Any]:
     """Check the outputs, prepare, segment and write one case; returns the report."""
     check_outputs(outputs)
-    return segment_prepared(prepare_case(files, options, max_voxels=max_voxels), outputs, transport, progress=progress)
+    return segment_prepared(prepare_case(files, options), outputs, transport, progress=progress)
 
 
 def _compute_s(before: dict[str, int] | None, after: dict[str, int] | None) -> float | None:

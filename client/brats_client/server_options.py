@@ -43,6 +43,13 @@ class ServerOptions:
             raise UsageError(f"shared_memory must be one of {', '.join(shm.CHOICES)}; got {self.shared_memory!r}")
         if self.shared_memory == "on" and len(self.urls) > 1:
             raise UsageError("--shared-memory on needs one server on this host; it cannot be used with several URLs")
+        tls_files = {"--root-certificates": self.root_certificates, "--private-key": self.private_key,
+                     "--certificate-chain": self.certificate_chain}
+        given = [flag for flag, path in tls_files.items() if path is not None]
+        if given and not self.ssl:
+            raise UsageError(f"{', '.join(given)} given without --ssl: the connection would not use TLS; add --ssl")
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise UsageError("mutual TLS needs both --private-key and --certificate-chain")
 
     @property
     def urls(self) -> tuple[str, ...]:

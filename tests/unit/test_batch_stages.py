@@ -73,7 +73,7 @@ class Stages:
 def test_stages_overlap_on_their_own_threads_within_the_bound():
     stages = Stages(sleep_s=0.05)
     t0 = time.perf_counter()
-    outcomes = stages.run(list(range(8)), in_memory=3)
+    outcomes = stages.run(list(range(8)), options=batch.BatchOptions(3))
     elapsed_s = time.perf_counter() - t0
     assert outcomes == [batch.Outcome(i) for i in range(8)]
     assert stages.written == list(range(8)), "cases are written in order"
@@ -88,7 +88,7 @@ def test_stages_overlap_on_their_own_threads_within_the_bound():
 
 def test_one_case_in_memory_is_one_case_after_another():
     stages = Stages(sleep_s=0.01)
-    assert stages.run(list(range(4)), in_memory=1) == [batch.Outcome(i) for i in range(4)]
+    assert stages.run(list(range(4)), options=batch.BatchOptions(1)) == [batch.Outcome(i) for i in range(4)]
     assert stages.peak == 1
     for job in range(3):
         assert stages.spans["finish", job][1] <= stages.spans["prepare", job + 1][0]
@@ -97,7 +97,7 @@ def test_one_case_in_memory_is_one_case_after_another():
 def test_failed_cases_are_reported_in_order_and_the_rest_is_written():
     stages = Stages(sleep_s=0.01, fail={"prepare": {1}, "infer": {3}, "finish": {4}})
     seen: list[batch.Outcome] = []
-    outcomes = stages.run(list(range(6)), in_memory=2, on_outcome=seen.append)
+    outcomes = stages.run(list(range(6)), options=batch.BatchOptions(2), on_outcome=seen.append)
     assert [o.index for o in outcomes] == list(range(6))
     assert {o.index: o.error for o in outcomes if o.error} == {
         1: "case 1 failed in prepare", 3: "case 3 failed in infer", 4: "case 4 failed in finish"
@@ -120,7 +120,7 @@ def test_an_unexpected_error_stops_the_batch_and_is_raised(stage):
     setattr(stages, stage, broken)
     before = set(threading.enumerate())
     with pytest.raises(KeyError, match=f"bug in {stage}"):
-        stages.run(list(range(20)), in_memory=3)
+        stages.run(list(range(20)), options=batch.BatchOptions(3))
     assert set(threading.enumerate()) <= before, "the loader and writer threads have ended"
     assert 2 not in stages.written and len(stages.written) < 20
 
@@ -137,7 +137,7 @@ def test_an_interrupt_in_the_calling_thread_ends_the_threads():
     stages.infer = interrupted
     before = set(threading.enumerate())
     with pytest.raises(KeyboardInterrupt):
-        stages.run(list(range(10)), in_memory=3)
+        stages.run(list(range(10)), options=batch.BatchOptions(3))
     assert set(threading.enumerate()) <= before
     assert stages.written in ([], [0]), "at most the case already handed to the writer is finished"
 
@@ -145,7 +145,7 @@ def test_an_interrupt_in_the_calling_thread_ends_the_threads():
 def test_no_jobs_and_bad_bounds():
     assert Stages().run([]) == []
     with pytest.raises(ValueError, match="--cases-in-memory must be >= 1, got 0"):
-        Stages().run([1], in_memory=0)
+        batch.BatchOptions(0)
 
 
 # ------------------------------------------------------------------------------------------------ the split
@@ -156,14 +156,15 @@ def test_no_jobs_and_bad_bounds():
     num_parts=st.integers(1, 12),
 )
 def test_parts_cover_every_case_exactly_once_and_are_balanced(names, num_parts):
-    parts = [batch.split(names, num_parts, k, key=str) for k in range(num_parts)]
+    parts = [batch.BatchOptions(num_parts=num_parts, part_id=k).split(names, key=str) for k in range(num_parts)]
     flat = [name for part in parts for name in part]
     assert sorted(flat) == sorted(names) and len(flat) == len(names)
     sizes = [len(p) for p in parts]
     assert max(sizes) - min(sizes) <= 1
     # the same part whatever order the cases were listed in
     shuffled = list(reversed(names))
-    assert [batch.split(shuffled, num_parts, k, key=str) for k in range(num_parts)] == parts
+    split = [batch.BatchOptions(num_parts=num_parts, part_id=k).split(shuffled, key=str) for k in range(num_parts)]
+    assert split == parts
 
 
 @pytest.mark.parametrize(("num_parts", "part_id", "message"), [
@@ -173,4 +174,14 @@ def test_parts_cover_every_case_exactly_once_and_are_balanced(names, num_parts):
 ])
 def test_bad_part_values_are_named(num_parts, part_id, message):
     with pytest.raises(ValueError, match=message):
-        batch.split(["a"], num_parts, part_id, key=str)
+        batch.BatchOptions(num_parts=num_parts, part_id=part_id)
+
+
+@pytest.mark.parametrize(("num_parts", "part_id"), [(4, None), (None, 0)])
+def test_parts_go_together(num_parts, part_id):
+    with pytest.raises(ValueError, match="go together"):
+        batch.BatchOptions(num_parts=num_parts, part_id=part_id)
+
+
+def test_no_split_is_every_case_in_order():
+    assert batch.BatchOptions().split(["b", "a", "c"], key=str) == ["a", "b", "c"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from brats_client import cli, commands, pipeline
+from brats_client import BatchOptions, ServerOptions, cli, commands, pipeline
 
 SUBCOMMANDS = {
     "segment": ["case", "-o", "seg.nii.gz"],
@@ -41,18 +41,20 @@ def test_quiet_after_the_subcommand_sets_the_log_level() -> None:
 def test_segment_defaults_are_the_api_defaults() -> None:
     """The command's options and ``SegmentOptions()`` are one definition: parsing nothing gives the API's defaults."""
     args = cli.build_parser().parse_args(["segment", "case", "-o", "seg.nii.gz"])
-    assert commands._options(args) == pipeline.SegmentOptions()
+    assert cli._segment_options(args) == (pipeline.SegmentOptions(), BatchOptions())
+    assert cli._server_options(args) == ServerOptions()
     assert pipeline.SegmentOptions().labels == "auto"
     for given in ("brats2019", "brats2023", "msd"):
         explicit = cli.build_parser().parse_args(["segment", "case", "-o", "seg.nii.gz", "--labels", given])
-        assert commands._options(explicit).labels == given
+        assert cli._segment_options(explicit)[0].labels == given
 
 
 def test_usage_errors_exit_2_and_internal_errors_are_not_usage_errors(monkeypatch, capsys) -> None:
     """Exit 2 means the options were wrong (UsageError); a ValueError from inside is a bug and surfaces as one."""
-    from brats_client.errors import EXIT_USAGE, UsageError
+    from brats_client.errors import UsageError
+    from brats_client.exit_codes import EXIT_USAGE
 
-    def broken(args, server):
+    def broken(args, server, options, batch_options):
         raise ValueError("an internal invariant")
 
     assert cli.main(["segment", "case", "-o", "seg.nii.gz", "--overlap", "1.5"]) == EXIT_USAGE

@@ -174,7 +174,7 @@ def test_help_is_plain_text(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "``" not in out and "`" not in out, out
-    assert "exits with code 5" in out and "5 a model's backend process died" in out
+    assert "exits with code 6" in out and "6  partly failed" in out and "backend process died" in out
 
 
 def test_help_shows_a_default_for_every_option():
