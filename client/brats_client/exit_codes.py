@@ -5,8 +5,10 @@ Standard library only: brats-export and brats-serve import it without the client
 
 from __future__ import annotations
 
+import textwrap
+
 EXIT_OK = 0
-EXIT_UNEXPECTED = 1  # a bug: a traceback was printed
+EXIT_UNEXPECTED = 1  # a bug (a traceback was printed); brats-export: an exporter failed or a module is missing
 EXIT_USAGE = 2  # an option value no command accepts
 EXIT_INPUT = 3  # what the command reads is missing or wrong: case files, the checkpoint, the model repository
 EXIT_SERVER = 4  # the Triton server is unreachable or answered an error; brats-serve: it did not start or it ended
@@ -18,7 +20,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 # (code, meaning, what each command means by it), for --help and the README
 TABLE = (
     (EXIT_OK, "ok", "brats-serve: stopped by Ctrl-C or SIGTERM"),
-    (EXIT_UNEXPECTED, "unexpected error (a bug; a traceback is printed)", ""),
+    (EXIT_UNEXPECTED, "unexpected error", "a bug, with a traceback; brats-export: also an exporter that failed, or "
+     "torch, onnx, onnxruntime or openvino not installed"),
     (EXIT_USAGE, "usage error", "an option value"),
     (EXIT_INPUT, "bad input", "case files (client), the checkpoint (export), the repository or its model files "
      "(serve)"),
@@ -33,5 +36,9 @@ TABLE = (
 
 def epilog() -> str:
     """The table as the commands' --help prints it."""
-    rows = [f"  {code:>3}  {meaning}" + (f": {detail}" if detail else "") for code, meaning, detail in TABLE]
+    rows = [
+        textwrap.fill(f"{code:>3}  {meaning}" + (f" - {detail}" if detail else ""), width=100,
+                      initial_indent="  ", subsequent_indent=" " * 7)
+        for code, meaning, detail in TABLE
+    ]
     return "exit codes (shared by brats-client, brats-export and brats-serve):\n" + "\n".join(rows)

@@ -11,14 +11,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from brats_client import exit_codes
 from brats_client.contract import SPATIAL_DIVISOR
+from brats_client.exit_codes import EXIT_CHECK, EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_UNEXPECTED, EXIT_USAGE
 
 from .catalogue import FORMATS, model_keys
 from .errors import CheckpointError, ExportError, MissingDependencyError, ParityError, RepositoryError
 
 log = logging.getLogger("brats_export")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY = 0, 1, 2, 3, 4, 5
 DEFAULT_CHECK_SIZES = "64,96x112x80"
 DEFAULT_FULL_SIZE = "144x176x144"
 SKIPPED_FULL_SIZE = ("the full-size parity check was skipped (--skip-full-size-check): these files were not "
@@ -56,19 +57,13 @@ beside DIR and moved into place. The checkpoint may be the published brain-tumor
 or a plain state dict; it is loaded without running code from it.
 """
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   brats-export --checkpoint brain-tumor-segmentation-0002 --repository model_repository
   brats-export --checkpoint model.pth --repository model_repository --formats onnx --force
   brats-export --configs-only --repository model_repository --threads 2
 
-exit codes:
-  0  success
-  1  other export error (e.g. an exporter failed, or torch, onnx, onnxruntime or openvino is not installed)
-  2  usage error (bad option or value)
-  3  checkpoint error (missing, unreadable, unsafe, or not this network)
-  4  parity failure (an export differs from PyTorch by more than --tolerance; nothing written)
-  5  repository error (a model version exists without --force, or DIR cannot be written)
+{exit_codes.epilog()}
 """
 
 
@@ -186,13 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _export(args)
     except CheckpointError as e:
-        return _fail(e, EXIT_CHECKPOINT)
+        return _fail(e, EXIT_INPUT)
     except ParityError as e:
-        return _fail(e, EXIT_PARITY)
+        return _fail(e, EXIT_CHECK)
     except RepositoryError as e:
-        return _fail(e, EXIT_REPOSITORY)
+        return _fail(e, EXIT_OUTPUT)
     except ExportError as e:
-        return _fail(e, EXIT_ERROR)
+        return _fail(e, EXIT_UNEXPECTED)
     finally:
         if handler is not None:
             log.removeHandler(handler)

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from brats_client.exit_codes import EXIT_UNEXPECTED
 from brats_export import repository
-from brats_export.cli import EXIT_ERROR, EXPORT_MODULES, build_parser
+from brats_export.cli import EXPORT_MODULES, build_parser
 from brats_export.errors import RepositoryError
 
 pytestmark = pytest.mark.torch  # needs brats_export (not torch itself: the tests below block it)
@@ -42,7 +43,7 @@ def _run_without_export_extra(tmp_path: Path, *args: str) -> subprocess.Complete
 def test_export_without_torch_says_what_to_install(tmp_path):
     repo = tmp_path / "repo"
     done = _run_without_export_extra(tmp_path, "--checkpoint", str(tmp_path / "model.pth"), "--repository", str(repo))
-    assert done.returncode == EXIT_ERROR, done.stderr
+    assert done.returncode == EXIT_UNEXPECTED, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("brats-export: error: torch, onnx, onnxruntime, openvino are not installed here")
     assert "pip install torch==2.13.0" in done.stderr and "pip install '.[export]'" in done.stderr
@@ -63,7 +64,7 @@ def test_a_module_that_fails_to_import_is_named(tmp_path):
             "cli.missing_export_modules = lambda: []\n"
             f"sys.exit(cli.main(['--checkpoint', 'm.pth', '--repository', {str(tmp_path / 'repo')!r}]))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == EXIT_ERROR, done.stderr
+    assert done.returncode == EXIT_UNEXPECTED, done.stderr
     assert "Traceback" not in done.stderr
     assert "exporting needs torch, which cannot be imported here" in done.stderr
     assert "pip install '.[export]'" in done.stderr

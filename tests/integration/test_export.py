@@ -14,8 +14,9 @@ import onnx
 import openvino as ov
 import pytest
 import torch
+from brats_client.exit_codes import EXIT_CHECK, EXIT_INPUT, EXIT_OUTPUT
 from brats_export import catalogue, configs, parity
-from brats_export.cli import EXIT_CHECKPOINT, EXIT_PARITY, EXIT_REPOSITORY, SKIPPED_FULL_SIZE, build_parser, main
+from brats_export.cli import SKIPPED_FULL_SIZE, build_parser, main
 from brats_export.model import build_model
 from brats_export.parity_inputs import phantom_input, random_input
 
@@ -162,7 +163,7 @@ def test_existing_version_needs_force_and_force_replaces(tmp_path, checkpoint):
     marker = repo / "brats_onnx" / "1" / "stale.txt"
     marker.write_text("from the old version")
 
-    assert main(args) == EXIT_REPOSITORY
+    assert main(args) == EXIT_OUTPUT
     assert marker.exists() and onnx_file.stat().st_mtime_ns == before
 
     assert main([*args, "--force"]) == 0
@@ -173,7 +174,7 @@ def test_existing_version_needs_force_and_force_replaces(tmp_path, checkpoint):
 def test_existing_version_error_names_path_and_force(tmp_path, checkpoint, capsys):
     (tmp_path / "repo" / "brats_torchscript" / "1").mkdir(parents=True)
     code = main(["--checkpoint", str(checkpoint), "--repository", str(tmp_path / "repo"), *FAST])
-    assert code == EXIT_REPOSITORY
+    assert code == EXIT_OUTPUT
     err = capsys.readouterr().err
     assert "brats_torchscript/1" in err and "--force" in err
 
@@ -190,7 +191,7 @@ def test_parity_failure_writes_nothing(tmp_path, checkpoint, monkeypatch, capsys
     repo = tmp_path / "repo"
     code = main(["--checkpoint", str(checkpoint), "--repository", str(repo), "--formats", "onnx,torchscript",
                  *TINY])
-    assert code == EXIT_PARITY
+    assert code == EXIT_CHECK
     err = capsys.readouterr().err
     assert "onnx" in err and "NO" in err
     assert not repo.exists() and _siblings(repo) == []
@@ -221,7 +222,7 @@ def test_bad_checkpoint_exits_3_and_writes_nothing(tmp_path, checkpoint, case, c
         torch.save(torch.nn.Conv3d(4, 3, 1).state_dict(), bad)
     repo = tmp_path / "out" / "repo"
     repo.parent.mkdir()
-    assert main(["--checkpoint", str(bad), "--repository", str(repo), *FAST]) == EXIT_CHECKPOINT
+    assert main(["--checkpoint", str(bad), "--repository", str(repo), *FAST]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "bad.pt" in err
     assert not repo.exists() and _siblings(repo) == []
