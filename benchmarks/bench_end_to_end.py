@@ -935,7 +935,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     quiet_logs()
     started, load_before = time.perf_counter(), os.getloadavg()
     import torch
-    from brats_export.checkpoint import sha256_file
+    from brats_export.checkpoint import checkpoint_sha256
 
     torch.set_num_threads(THREADS)
     repeats = 2 if args.quick else 3
@@ -947,7 +947,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     model, counted = load_counted_model(args.checkpoint)
     work.mkdir(parents=True, exist_ok=True)
     case = prepare_case(args, work)
-    res = Results(case, load_before, peaks_start, [others], counted, sha256_file(args.checkpoint))
+    res = Results(case, load_before, peaks_start, [others], counted, checkpoint_sha256(args.checkpoint))
     bench = Bench(args, work, model, meter, case, export_models(args, work))
 
     seed_phase(bench, res)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from brats_export.checkpoint import load_model, sha256_file
+    from brats_export.checkpoint import checkpoint_sha256, load_model
     from brats_export.phantom import MODALITIES, make_phantom
 
     model = load_model(args.checkpoint)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "GroupNorm normalises over what the network is given, so a tile sees other statistics than the whole crop",
         "and tiled labels differ from `--tile full`. Measured with `benchmarks/tiling_agreement.py` on BraTS-size",
         f"phantoms (240x240x155, seeds {args.seeds}, held out from training), checkpoint `{args.checkpoint}`",
-        f"(sha256 {sha256_file(args.checkpoint)[:12]}...), TTA {args.tta}, Gaussian blending, OpenVINO f32",
+        f"(sha256 {checkpoint_sha256(args.checkpoint)[:12]}...), TTA {args.tta}, Gaussian blending, OpenVINO f32",
         f"in-process; {platform.machine()}, {os.cpu_count()} cores. Dice of each setting's labels against the",
         "full-crop labels (and against the phantom's truth); waste = voxels computed / crop voxels.",
         "",

@@ -14,6 +14,7 @@ REGIONS = ("WT", "TC", "ET")  # the output channels, in order
 IN_CHANNELS = len(CHANNELS)
 OUT_CHANNELS = len(REGIONS)
 SPATIAL_DIVISOR = 8  # three stride-2 downsamplings
+PAD_MULTIPLE = 16  # the client pads every axis of the crop to a multiple of this (the seed's padding); tiles too
 
 
 def output_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:

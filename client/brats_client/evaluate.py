@@ -273,7 +273,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for (name, source), count in sorted(used.items()):
             log.info("%s labels of %d case(s): %s (from %s)", role, count, name, source)
     summary = summarise(rows)
-    io.write_text_atomic(to_csv(rows), args.out, overwrite=args.overwrite)
+    io.save_text_atomic(to_csv(rows), args.out, overwrite=args.overwrite)
     if args.json is not None:
         doc = {"cases": rows, "summary": summary, "hd95_one_empty_mm": HD95_EMPTY_MM}
         io.write_json_atomic(doc, args.json, overwrite=args.overwrite)

@@ -351,8 +351,8 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def write_text_atomic(text: str, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``text`` (UTF-8) to ``path``, atomically."""
+def save_text_atomic(text: str, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path``, atomically, with the client's output checks and OutputError."""
     path = Path(path)
     with _atomic_path(path, overwrite=overwrite, suffix=path.suffix) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -362,4 +362,4 @@ def write_text_atomic(text: str, path: str | Path, overwrite: bool = False) -> P
 def write_json_atomic(obj: Any, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``obj`` as indented JSON (numpy values and paths converted) to ``path``, atomically."""
     text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
-    return write_text_atomic(text, path, overwrite)
+    return save_text_atomic(text, path, overwrite)

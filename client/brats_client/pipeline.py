@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import conventions, input_checks, io, modalities, postprocess, preprocess, server_flips, tiling, tta
-from .contract import OUT_CHANNELS
+from .contract import OUT_CHANNELS, PAD_MULTIPLE
 from .errors import InputError, UsageError
 from .modalities import CaseFiles
 from .protocol import Transport
@@ -61,8 +61,9 @@ class SegmentOptions:
     max_voxels: int = io.MAX_VOXELS
 
     def __post_init__(self) -> None:
-        if self.tile is not None and (self.tile < 16 or self.tile % 16):
-            raise UsageError(f"tile (--tile) must be a multiple of 16 (>= 16) or 'full'; got {self.tile}")
+        if self.tile is not None and (self.tile < PAD_MULTIPLE or self.tile % PAD_MULTIPLE):
+            raise UsageError(f"tile (--tile) must be a multiple of {PAD_MULTIPLE} (>= {PAD_MULTIPLE}) or 'full'; "
+                             f"got {self.tile}")
         if self.max_voxels < 1:
             raise UsageError(f"max_voxels (--max-voxels) must be >= 1, got {self.max_voxels}")
         if self.flips_per_request < 1:

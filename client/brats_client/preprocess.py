@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from .contract import PAD_MULTIPLE
 from .errors import InputError
 
-DIVISOR = 16
 VARIANCE_EPS = 1e-12  # relative to the mean square: below it, a channel counts as constant (std 1)
 
 
@@ -108,7 +108,7 @@ def bounding_box(
     return tuple(start), tuple(stop)  # type: ignore[return-value]
 
 
-def pad_widths(shape: tuple[int, ...], divisor: int = DIVISOR) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def pad_widths(shape: tuple[int, ...], divisor: int = PAD_MULTIPLE) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Zeros before and after each axis to reach the next multiple of ``divisor``; the extra voxel goes after."""
     if divisor < 1:
         raise ValueError(f"divisor must be >= 1, got {divisor}")
@@ -134,7 +134,7 @@ def seed_statistics(channel: np.ndarray) -> tuple[float, float]:
 
 
 def preprocess(
-    volume: np.ndarray, *, divisor: int = DIVISOR, keep_last_slice: bool = False
+    volume: np.ndarray, *, divisor: int = PAD_MULTIPLE, keep_last_slice: bool = False
 ) -> tuple[np.ndarray, PreprocessRecord]:
     """Crop, pad and normalise ``volume [C, X, Y, Z]`` (see the module docstring); returns a C-contiguous float32
     ``[C, *record.padded_shape]`` and the record. Raises InputError for an all-zero volume."""

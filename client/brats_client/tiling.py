@@ -17,8 +17,9 @@ from itertools import product
 
 import numpy as np
 
+from .contract import PAD_MULTIPLE
+
 BLEND_CHOICES = ("constant", "gaussian")
-MULTIPLE = 16
 MIN_GAUSSIAN_WEIGHT = 1e-4  # relative to the centre weight: border voxels still count, and every weight is > 0
 
 
@@ -115,7 +116,7 @@ def plan_tiles(
     shape: Sequence[int],
     tile: int | Sequence[int] | None,
     overlap: float = 0.0,
-    multiple: int = MULTIPLE,
+    multiple: int = PAD_MULTIPLE,
     *,
     shrink: bool = True,
     exact: bool = False,

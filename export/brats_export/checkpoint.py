@@ -24,7 +24,7 @@ the load with a :class:`CheckpointError` that names it. The state dict is then r
 :func:`brats_export.model.build_model` checked by name and shape.
 
 Public API: :func:`load_state_dict`, :func:`load_model`, :func:`load_checkpoint` (the model and the sha256 of the
-bytes it came from, the file read once), :func:`sha256_file`.
+bytes it came from, the file read once), :func:`checkpoint_sha256`.
 """
 
 from __future__ import annotations
@@ -589,11 +589,11 @@ def _model(state: dict[str, torch.Tensor], path: Path) -> UNet:
     return model.eval()
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
+def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the checkpoint file's bytes; a :class:`CheckpointError` when it cannot be read."""
     path = Path(path)
     _check_path(path)
     try:
-        return hashing.sha256_file(path, "checkpoint")
+        return hashing.exported_sha256(path, "checkpoint")
     except ExportError as e:
         raise CheckpointError(str(e)) from e.__cause__

@@ -248,10 +248,10 @@ def _export(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     _require_export_modules()  # before anything slow: a client-only install has no torch
     from . import repository
-    from .hashing import sha256_file
+    from .hashing import exported_sha256
 
     keys = model_keys(args.formats, server_flips=not args.no_server_flips)
-    repository.check_writable(args.repository, keys, args.force)  # fail before the slow part
+    repository.check_versions_writable(args.repository, keys, args.force)  # fail before the slow part
 
     log.info("loading checkpoint %s", args.checkpoint)
     try:
@@ -281,7 +281,7 @@ def _export(args: argparse.Namespace) -> None:
         table = parity.format_parity_table(result.parity)
         if not args.quiet:
             sys.stdout.write(table + "\n")
-        files_sha = {key: {p.name: sha256_file(p, "exported file") for p in paths}
+        files_sha = {key: {p.name: exported_sha256(p, "exported file") for p in paths}
                      for key, paths in result.files.items()}
         manifest = repository.build_manifest(
             keys, checkpoint=args.checkpoint, checkpoint_sha256=digest, parity=result.parity, opset=result.opset,

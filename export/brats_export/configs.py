@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from brats_client.atomic import write_text_atomic
-from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
+from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME, PAD_MULTIPLE
 from brats_client.server_flips import COMPANION_KEY, SERVER_FLIPS_KEY
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -56,7 +56,7 @@ MAX_QUEUE_DELAY_US = 2000
 WARMUP_SIZE = 32  # CPU warm-up tile: cheap, runs every code path once
 CROP_SPATIAL = (144, 176, 144)  # a typical BraTS 2019 crop padded to 16: GPU warm-up and TensorRT opt shape
 TORCHSCRIPT_GPU_WARMUPS = 2  # the profiling executor optimises after two runs of a shape
-TRT_MIN_SPATIAL = 16  # the client pads every axis to a multiple of 16
+TRT_MIN_SPATIAL = PAD_MULTIPLE  # the client pads every axis to a multiple of it
 TRT_MAX_SPATIAL = 192  # the client's default --tile: no axis of a request is longer
 TRT_WORKSPACE_BYTES = 4 << 30
 TRT_CACHE_PATH = "/tmp/brats_trt_cache"  # one level under /tmp: ORT creates only the last folder of the path

@@ -10,7 +10,7 @@ from brats_client import atomic
 from .errors import ExportError
 
 
-def sha256_file(path: str | os.PathLike[str], what: str) -> str:
+def exported_sha256(path: str | os.PathLike[str], what: str) -> str:
     """Hex SHA-256 of the file's bytes; an :class:`ExportError` naming the file and ``what`` it is (e.g.
     "exported file") when it cannot be read."""
     path = Path(path)

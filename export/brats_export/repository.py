@@ -45,7 +45,7 @@ def version_dir(root: Path, key: str) -> Path:
     return Path(root) / MODELS[key].name / VERSION
 
 
-def check_writable(repository: Path, keys: Iterable[str], force: bool = False) -> None:
+def check_versions_writable(repository: Path, keys: Iterable[str], force: bool = False) -> None:
     """Refuse early: the repository's parent must exist, and no model version may be replaced without force."""
     repository = Path(repository)
     if not repository.absolute().parent.is_dir():
@@ -93,7 +93,7 @@ def publish(stage: Path, repository: Path, keys: Iterable[str], *, threads: int 
         missing = [f for f in MODELS[key].files if not (version_dir(stage, key) / f).is_file()]
         if missing:
             raise RepositoryError(f"staged {MODELS[key].name} lacks {missing} in {version_dir(stage, key)}")
-    check_writable(repository, keys, force)
+    check_versions_writable(repository, keys, force)
     published = []
     try:
         configs = {key: config_texts(key, threads, fixed_size, _engine_prefix(key, manifest),

@@ -85,9 +85,9 @@ def test_help_states_every_default_without_rst_markup():
 def test_refusal_to_replace_a_version_reads_as_a_cli_instruction(tmp_path):
     (tmp_path / "repo" / "brats_onnx" / "1").mkdir(parents=True)
     with pytest.raises(RepositoryError) as caught:
-        repository.check_writable(tmp_path / "repo", ["onnx", "torchscript"])
+        repository.check_versions_writable(tmp_path / "repo", ["onnx", "torchscript"])
     assert str(caught.value).endswith("already exists; run brats-export again with --force to replace it "
                                       "(from Python: force=True)")
     (tmp_path / "repo" / "brats_torchscript" / "1").mkdir(parents=True)
     with pytest.raises(RepositoryError, match="exist; run brats-export again with --force to replace them"):
-        repository.check_writable(tmp_path / "repo", ["onnx", "torchscript"])
+        repository.check_versions_writable(tmp_path / "repo", ["onnx", "torchscript"])

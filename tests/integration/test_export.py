@@ -73,10 +73,10 @@ def test_cli_writes_all_files_and_manifest(exported, checkpoint, capsys):
     assert _siblings(exported) == ["model_repository"]  # the staging folder is gone
 
     manifest = json.loads((exported / "manifest.json").read_text())
-    from brats_export.checkpoint import sha256_file
-    from brats_export.hashing import sha256_file as sha256_exported
+    from brats_export.checkpoint import checkpoint_sha256
+    from brats_export.hashing import exported_sha256
 
-    assert manifest["checkpoint"]["sha256"] == sha256_file(checkpoint)
+    assert manifest["checkpoint"]["sha256"] == checkpoint_sha256(checkpoint)
     assert manifest["onnx_opset"] == 17 and manifest["input"]["name"] == "INPUT__0"
     assert set(manifest["libraries"]) >= {"torch", "onnx", "onnxruntime", "openvino"}
     assert set(manifest["models"]) == set(ALL_FILES)
@@ -92,7 +92,7 @@ def test_cli_writes_all_files_and_manifest(exported, checkpoint, capsys):
             catalogue.FORMATS[list(ALL_FILES).index(model)], threads=2)
     trt = configs.parse_config((exported / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
     prefix = trt.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_prefix"]
-    onnx_sha = sha256_exported(exported / "brats_onnx" / "1" / "model.onnx", "exported file")
+    onnx_sha = exported_sha256(exported / "brats_onnx" / "1" / "model.onnx", "exported file")
     assert manifest["models"]["brats_onnx"]["files_sha256"]["model.onnx"] == onnx_sha
     assert prefix == configs.engine_cache_prefix(manifest["checkpoint"]["sha256"], onnx_sha)
 

@@ -24,9 +24,9 @@ import torch
 from brats_demo import seedformat
 from brats_export import checkpoint, hashing
 from brats_export import model as net_module
-from brats_export.checkpoint import load_checkpoint, load_model, load_state_dict, sha256_file
+from brats_export.checkpoint import checkpoint_sha256, load_checkpoint, load_model, load_state_dict
 from brats_export.errors import CheckpointError, ExportError
-from brats_export.hashing import sha256_file as sha256_exported
+from brats_export.hashing import exported_sha256
 from torch import nn
 
 SEED_GLOBALS = (b"cmodel\nUNet\n", b"cmodel\nResidual\n", b"cmodel\nconv\n", b"cmodel\nTrilinear\n",
@@ -297,7 +297,7 @@ def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_state_dict(tmp_path / "nope.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
-        sha256_file(tmp_path / "nope.pth")
+        checkpoint_sha256(tmp_path / "nope.pth")
 
 
 def test_directory(tmp_path):
@@ -427,18 +427,18 @@ def test_no_weights_inside(tmp_path, obj, described):
 # ------------------------------------------------------------------------------------------------ sha256
 
 
-def test_sha256_file(tmp_path):
+def test_checkpoint_sha256(tmp_path):
     path = tmp_path / "blob.bin"
     data = random.Random(2).randbytes(3 << 20)
     path.write_bytes(data)
-    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
-    assert sha256_file(str(path)) == hashlib.sha256(data).hexdigest()
+    assert checkpoint_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert checkpoint_sha256(str(path)) == hashlib.sha256(data).hexdigest()
 
 
 def test_load_checkpoint_gives_the_model_and_the_sha256_of_the_bytes_it_read(seed_files, x_and_y):
     path = seed_files[True, "torch2"]
     model, digest = load_checkpoint(path)
-    assert digest == hashlib.sha256(path.read_bytes()).hexdigest() == sha256_file(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest() == checkpoint_sha256(path)
     x, y = x_and_y
     with torch.no_grad():
         torch.testing.assert_close(model(x), y, atol=1e-6, rtol=0)
@@ -447,7 +447,7 @@ def test_load_checkpoint_gives_the_model_and_the_sha256_of_the_bytes_it_read(see
 def test_an_unreadable_exported_file_is_not_called_a_checkpoint(tmp_path, monkeypatch):
     missing = tmp_path / "brats_onnx" / "1" / "model.onnx"
     with pytest.raises(ExportError, match=r"exported file .*model\.onnx cannot be read") as caught:
-        sha256_exported(missing, "exported file")
+        exported_sha256(missing, "exported file")
     assert not isinstance(caught.value, CheckpointError)
 
     def refuse(path):
@@ -457,4 +457,4 @@ def test_an_unreadable_exported_file_is_not_called_a_checkpoint(tmp_path, monkey
     path.write_bytes(b"weights")
     monkeypatch.setattr(hashing.atomic, "sha256_file", refuse)
     with pytest.raises(CheckpointError, match=r"checkpoint .*ckpt\.pth cannot be read: Permission denied"):
-        sha256_file(path)
+        checkpoint_sha256(path)

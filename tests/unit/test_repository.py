@@ -203,7 +203,7 @@ def test_publish_layout_force_and_manifest_merge(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging leftovers
 
     with pytest.raises(RepositoryError, match=r"brats_onnx/1.*--force"):
-        repository.check_writable(repo, ["onnx"], force=False)
+        repository.check_versions_writable(repo, ["onnx"], force=False)
     with repository.staging(repo) as stage, pytest.raises(RepositoryError, match="--force"):
         _stage_fake(stage, ["onnx"], b"newer")
         repository.publish(stage, repo, ["onnx"], threads=2)
@@ -265,7 +265,7 @@ def test_publish_refuses_incomplete_stage(tmp_path):
 
 def test_missing_parent_is_a_repository_error(tmp_path):
     with pytest.raises(RepositoryError, match="does not exist"):
-        repository.check_writable(tmp_path / "nope" / "repo", ["onnx"])
+        repository.check_versions_writable(tmp_path / "nope" / "repo", ["onnx"])
 
 
 def test_publish_with_a_malformed_checkpoint_sha256_writes_nothing(tmp_path):

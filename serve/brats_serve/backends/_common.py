@@ -50,7 +50,7 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ServedConfig:
     """What a stand-in reads from the model config."""
 
     input: TensorSpec
@@ -76,10 +76,10 @@ def _tensor_spec(entries: list[dict], kind: str) -> TensorSpec:
     return TensorSpec(entry["name"], DTYPES[data_type], tuple(int(d) for d in entry.get("dims", [])))
 
 
-def parse_config(config: dict, default_filename: str) -> ModelSpec:
+def parse_config(config: dict, default_filename: str) -> ServedConfig:
     """Read the fields the stand-ins honour from Triton's JSON model config (``args["model_config"]``)."""
     parameters = {key: str(value.get("string_value", "")) for key, value in config.get("parameters", {}).items()}
-    return ModelSpec(
+    return ServedConfig(
         input=_tensor_spec(config.get("input", []), "input"),
         output=_tensor_spec(config.get("output", []), "output"),
         max_batch_size=int(config.get("max_batch_size", 0)),
@@ -88,7 +88,7 @@ def parse_config(config: dict, default_filename: str) -> ModelSpec:
     )
 
 
-def int_parameter(spec: ModelSpec, key: str) -> int | None:
+def int_parameter(spec: ServedConfig, key: str) -> int | None:
     """An integer config parameter, ``None`` when absent or empty; a clear error when not an integer."""
     value = spec.parameters.get(key, "").strip()
     if not value:
@@ -99,7 +99,7 @@ def int_parameter(spec: ModelSpec, key: str) -> int | None:
         raise ValueError(f"config parameter {key!r} must be an integer, got {value!r}") from None
 
 
-def check_names(path, spec: ModelSpec, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+def check_names(path, spec: ServedConfig, inputs: Sequence[str], outputs: Sequence[str]) -> None:
     """The model file must have the tensors the config names."""
     if spec.input.name not in inputs or spec.output.name not in outputs:
         raise ValueError(
@@ -108,7 +108,7 @@ def check_names(path, spec: ModelSpec, inputs: Sequence[str], outputs: Sequence[
         )
 
 
-def check_request(array: np.ndarray, spec: ModelSpec) -> str | None:
+def check_request(array: np.ndarray, spec: ServedConfig) -> str | None:
     """Why the model cannot take ``array`` (a message naming the value), or ``None`` when it can."""
     name = spec.input.name
     if array.dtype != spec.input.dtype:
@@ -130,7 +130,7 @@ def check_request(array: np.ndarray, spec: ModelSpec) -> str | None:
     return None
 
 
-def run_batched(arrays: Sequence[np.ndarray], spec: ModelSpec, predict: Predict) -> list[np.ndarray | Failure]:
+def run_batched(arrays: Sequence[np.ndarray], spec: ServedConfig, predict: Predict) -> list[np.ndarray | Failure]:
     """Answer each request: its output array, or a ``Failure``.
 
     Valid requests with the same shape after N are concatenated along N and run in one ``predict`` call; a model
@@ -176,7 +176,7 @@ class StandInModel:
     backend = ""  # the native backend this stands in for
     default_filename = ""
 
-    def load(self, path: Path, spec: ModelSpec, use_gpu: bool, device_id: int) -> tuple[Predict, str]:
+    def load(self, path: Path, spec: ServedConfig, use_gpu: bool, device_id: int) -> tuple[Predict, str]:
         """Load the model file; return a function from a batch to its output, and the device it runs on."""
         raise NotImplementedError
 
