@@ -171,17 +171,9 @@ def file_convention(labels: io.LabelMap, option: str | None, role: str, flag: st
 
 
 def _check_grid(pred: io.LabelMap, truth: io.LabelMap) -> None:
-    if pred.labels.shape != truth.labels.shape:
-        raise InputError(
-            f"prediction {pred.path} has shape {pred.labels.shape} but truth {truth.path} has {truth.labels.shape}; "
-            f"both must be on one grid (segment the truth's own images)"
-        )
-    diff = float(np.max(np.abs(pred.affine - truth.affine)))
-    if diff > io.AFFINE_ATOL:
-        raise InputError(
-            f"prediction {pred.path} and truth {truth.path} have affines differing by up to {diff:.4g} "
-            f"(> {io.AFFINE_ATOL}); both must be on one grid (segment the truth's own images)"
-        )
+    if problem := io.grid_problem(pred.labels.shape, pred.affine, truth.labels.shape, truth.affine):
+        raise InputError(f"prediction {pred.path} and truth {truth.path} have {problem}; both must be on one "
+                         f"grid (segment the truth's own images)")
 
 
 def score_pair(

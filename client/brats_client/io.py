@@ -85,7 +85,7 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _open_nifti(
+def open_nifti(
     channel: str, path: Path, max_voxels: int, *, channels: int = 0, labels: bool = False
 ) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     """Open the header of a NIfTI image and check it is 3-D (``channels`` 0) or 3-D with ``channels`` on its
@@ -134,7 +134,7 @@ def _read_data(channel: str, path: Path, img: nib.Nifti1Image, shape: tuple[int,
 def _load_4d(files: CaseFiles, max_voxels: int) -> LoadedCase:
     """The MSD layout: one file, the channels on its 4th axis at ``files.channel_index``."""
     path = files.paths[CHANNELS[0]]
-    img, shape = _open_nifti("4-D", path, max_voxels, channels=len(CHANNELS))
+    img, shape = open_nifti("4-D", path, max_voxels, channels=len(CHANNELS))
     data = _read_data("4-D", path, img, shape)
     index = files.channel_index or {}
     volume = np.stack([data[..., index[ch]] for ch in CHANNELS])
@@ -157,23 +157,15 @@ def load_case(files: CaseFiles, *, max_voxels: int = MAX_VOXELS, affine_atol: fl
         return _load_4d(files, max_voxels)
     ref_channel = CHANNELS[0]
     ref_path = files.paths[ref_channel]
-    ref_img, ref_shape = _open_nifti(ref_channel, ref_path, max_voxels)
+    ref_img, ref_shape = open_nifti(ref_channel, ref_path, max_voxels)
     ref_affine = np.asarray(ref_img.affine, dtype=np.float64)
     images = {ref_channel: ref_img}
     for ch in CHANNELS[1:]:
         path = files.paths[ch]
-        img, shape = _open_nifti(ch, path, max_voxels)
-        if shape != ref_shape:
-            raise InputError(
-                f"{ch} file {path} has shape {shape} but {ref_channel} file {ref_path} has {ref_shape}; "
-                f"the modalities must be co-registered on one grid"
-            )
-        diff = float(np.max(np.abs(np.asarray(img.affine, dtype=np.float64) - ref_affine)))
-        if diff > affine_atol:
-            raise InputError(
-                f"{ch} file {path} and {ref_channel} file {ref_path} have affines differing by up to {diff:.4g} "
-                f"(> {affine_atol}); the modalities must be co-registered on one grid"
-            )
+        img, shape = open_nifti(ch, path, max_voxels)
+        if problem := grid_problem(shape, img.affine, ref_shape, ref_affine, affine_atol):
+            raise InputError(f"{ch} file {path} and {ref_channel} file {ref_path} have {problem}; "
+                             f"the modalities must be co-registered on one grid")
         images[ch] = img
     volume = np.empty((len(CHANNELS), *ref_shape), dtype=np.float32)
     sha = {}
@@ -184,6 +176,20 @@ def load_case(files: CaseFiles, *, max_voxels: int = MAX_VOXELS, affine_atol: fl
     header = ref_img.header.copy()
     log.debug("loaded %s: shape %s, zooms %s", files.case_id, ref_shape, header.get_zooms()[:3])
     return LoadedCase(volume, ref_affine, header, ref_path, sha)
+
+
+def grid_problem(
+    shape: tuple[int, ...], affine: np.ndarray, ref_shape: tuple[int, ...], ref_affine: np.ndarray,
+    atol: float = AFFINE_ATOL,
+) -> str | None:
+    """How two images' grids differ (shape, or affines more than ``atol`` mm apart), or None: the one same-grid
+    rule of the client (modalities, prediction against truth, preview layers)."""
+    if tuple(shape) != tuple(ref_shape):
+        return f"shapes {tuple(shape)} and {tuple(ref_shape)}"
+    diff = float(np.max(np.abs(np.asarray(affine, dtype=np.float64) - np.asarray(ref_affine, dtype=np.float64))))
+    if diff > atol:
+        return f"affines differing by up to {diff:.4g} mm (more than {atol})"
+    return None
 
 
 @dataclass
@@ -200,7 +206,7 @@ class LabelMap:
 def load_label_map(path: str | Path, what: str = "segmentation", *, max_voxels: int = MAX_VOXELS) -> LabelMap:
     """Read a 3-D label NIfTI; ``what`` names it in errors (e.g. "prediction"). Non-integer values are refused."""
     path = Path(path)
-    img, shape = _open_nifti(what, path, max_voxels, labels=True)
+    img, shape = open_nifti(what, path, max_voxels, labels=True)
     data = _read_data(what, path, img, shape)
     fractional = data != np.rint(data)
     if fractional.any():

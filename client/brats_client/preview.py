@@ -18,10 +18,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from . import conventions
+from . import conventions, io
 from .atomic import TargetExistsError, atomic_path
 from .errors import InputError, OutputError
-from .io import AFFINE_ATOL
 
 DISPLAY_NOTE = "radiological convention: the patient's right is on the image's left"
 KINDS = {  # region kind -> (legend name, RGB)
@@ -57,38 +56,19 @@ class Preview:
     legend: tuple[tuple[str, tuple[float, float, float]], ...]  # ("<value>: <name>", RGB) per label present
 
 
-def _load(path: Path, what: str) -> nib.Nifti1Image:
-    try:
-        img = nib.load(str(path))
-    except FileNotFoundError as e:
-        raise InputError(f"{what} {path} does not exist") from e
-    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as e:
-        raise InputError(f"{what} {path} is not a readable NIfTI file: {e}") from e
-    if not isinstance(img, nib.Nifti1Image):
-        raise InputError(f"{what} {path} is a {type(img).__name__}, not a NIfTI file (.nii or .nii.gz)")
-    img = nib.squeeze_image(img)
-    if img.ndim != 3:
-        raise InputError(f"{what} {path} has shape {img.shape}; a 3-D volume is needed")
-    return img
-
-
 def _canonical(path: Path, what: str) -> nib.Nifti1Image:
-    """``path`` reoriented to RAS+ (voxel axes towards the patient's Right, Anterior, Superior)."""
-    return nib.as_closest_canonical(_load(path, what))
+    """``path`` (checked by :func:`brats_client.io.open_nifti`) reoriented to RAS+ (voxel axes towards the
+    patient's Right, Anterior, Superior)."""
+    img, _ = io.open_nifti(what, Path(path), io.MAX_VOXELS, labels=what != "image")
+    return nib.as_closest_canonical(nib.squeeze_image(img))
 
 
 def _check_grid(img: nib.Nifti1Image, path: Path, what: str, ref: nib.Nifti1Image, image: Path) -> None:
     """Both reoriented to RAS+: the same shape, affines within :data:`brats_client.io.AFFINE_ATOL` mm."""
-    differs = []
-    if img.shape != ref.shape:
-        differs.append(f"shape {img.shape} against {ref.shape}")
-    if not np.allclose(img.affine, ref.affine, rtol=0, atol=AFFINE_ATOL):
-        differs.append(f"affine {np.round(img.affine, 3).tolist()} against {np.round(ref.affine, 3).tolist()} "
-                       f"(more than {AFFINE_ATOL} mm apart)")
-    if differs:
+    if problem := io.grid_problem(img.shape, img.affine, ref.shape, ref.affine):
         raise InputError(
-            f"{what} {path} is not on the grid of image {image} (reoriented to RAS: {'; '.join(differs)}): pass the "
-            f"image the {what} was drawn on, or resample one onto the other"
+            f"{what} {path} is not on the grid of image {image} (reoriented to RAS, they have {problem}): pass "
+            f"the image the {what} was drawn on, or resample one onto the other"
         )
 
 
