@@ -13,16 +13,7 @@ import pytest
 from brats_serve import launcher
 from brats_serve.errors import ServeError
 from brats_serve.launcher import TritonServer, port_in_use
-
-
-@pytest.fixture
-def repo(tmp_path) -> Path:
-    """A repository with one model folder, a config and a model file (enough for the pre-flight checks)."""
-    (tmp_path / "repo" / "m" / "1").mkdir(parents=True)
-    (tmp_path / "repo" / "m" / "config.pbtxt").write_text('backend: "onnxruntime"\n')
-    (tmp_path / "repo" / "m" / "1" / "model.onnx").write_bytes(b"")
-    return tmp_path / "repo"
-
+from fake_tritonserver import SERVE_READY
 
 # -- life cycle with a fake tritonserver -------------------------------------------------------------------------
 
@@ -44,15 +35,7 @@ if mode == "stub":  # a child like a python backend stub, which watches nothing
     import subprocess
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
-class Ready(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-
-http.server.HTTPServer((args["http-address"], int(args["http-port"])), Ready).serve_forever()
-"""
+""" + SERVE_READY
 
 
 def _fake(tmp_path: Path, monkeypatch, mode: str) -> None:

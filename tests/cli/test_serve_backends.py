@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from brats_serve import launcher
 from brats_serve.launcher import DeadBackend, TritonServer, describe_wait_status
+from fake_tritonserver import SERVE_READY
 
 WAIT_S = 20.0  # generous: only a hang reaches it
 
@@ -37,15 +38,7 @@ stubs = [  # kept referenced and never waited for: a dead one stays a zombie, as
     for name in sorted(os.listdir(repo))
 ]
 
-class Ready(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-
-http.server.HTTPServer((args["http-address"], int(args["http-port"])), Ready).serve_forever()
-"""
+""" + SERVE_READY
 
 SLEEPS = "import time; time.sleep(120)\n"
 EXITS_0 = "import time; time.sleep(1)\n"  # a stub that ends by itself, cleanly, after its start
