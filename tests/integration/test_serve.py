@@ -153,10 +153,26 @@ def test_metrics_endpoint_answers(triton_server, grpc_client, infer, tiles):
     assert 'model="brats_onnx"' in text
 
 
+def _listening(port: int) -> set[str]:
+    """The local addresses of the sockets listening on ``port``, as the kernel lists them (/proc/net/tcp, tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
 def test_server_listens_on_loopback_only(triton_server):
-    assert triton_server.grpc_url.startswith("127.0.0.1:")
-    assert triton_server.http_url.startswith("127.0.0.1:")
-    assert triton_server.metrics_url.startswith("http://127.0.0.1:")
+    """The bound sockets themselves, not the URLs: each of the three ports listens on 127.0.0.1 alone."""
+    # 127.0.0.1 as /proc/net/tcp writes it (little-endian hex), and as tcp6 writes ::ffff:127.0.0.1 (gRPC's
+    # socket); a server bound to all addresses shows 00000000 or 32 zeros instead
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}
+    for kind, port in triton_server.ports.items():
+        bound = _listening(port)
+        assert bound and bound <= loopback, f"{kind} port {port} listens on {bound}"
 
 
 # -- a server of its own: explicit model control, a named config, stop -----------------------------------------

@@ -153,8 +153,38 @@ def test_demo_seed_writer_is_read(net, tmp_path):
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
 
 
-def test_expected_shapes_are_the_models(net):
-    assert checkpoint.expected_shapes() == {k: tuple(v.shape) for k, v in net.state_dict().items()}
+def _spec_state_dict_shapes() -> dict[str, tuple[int, ...]]:
+    """The 93 names and shapes listed in shared/spec/seed-model-and-pipeline.md, written out from the spec (not
+    from the network), so the loader's table is checked against the published checkpoint's layout."""
+    c = (16, 32, 64, 128)
+    shapes: dict[str, tuple[int, ...]] = {"conv_input.weight": (16, 4, 3, 3, 3)}
+
+    def block(prefix: str, ch: int) -> None:
+        for conv in ("conv1", "conv2"):
+            shapes[f"{prefix}.{conv}.conv1.weight"] = (ch, ch, 3, 3, 3)
+        for norm in ("norm1", "norm2"):
+            shapes[f"{prefix}.{norm}.weight"] = shapes[f"{prefix}.{norm}.bias"] = (ch,)
+
+    shapes["norm_input.weight"] = shapes["norm_input.bias"] = (16,)
+    block("conv_first.0", 16)
+    for level, blocks in enumerate((2, 2, 4)):
+        shapes[f"encoder_convs.{level}.0.downsample.0.weight"] = (c[level + 1], c[level], 2, 2, 2)
+        for b in range(blocks):
+            block(f"encoder_convs.{level}.{b}", c[level + 1])
+    for i in range(3):
+        shapes[f"upsampling.{i}.1.weight"] = (c[i], c[i + 1], 1, 1, 1)
+    for i in range(4):
+        block(f"decoder_convs.{i}.0", c[i])
+        shapes[f"decoder_convs1x1.{i}.weight"] = (c[i], 2 * c[i], 1, 1, 1)
+    shapes["conv_output.weight"], shapes["conv_output.bias"] = (3, 16, 3, 3, 3), (3,)
+    return shapes
+
+
+def test_expected_shapes_are_the_spec_layout(net):
+    spec = _spec_state_dict_shapes()
+    assert len(spec) == 93
+    assert checkpoint.expected_shapes() == spec
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == spec
 
 
 # ------------------------------------------------------------------------------------------------ plain state dicts
