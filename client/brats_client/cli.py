@@ -69,8 +69,7 @@ def _add_global_args(p: argparse.ArgumentParser, default: bool | str) -> None:
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
-    from . import shm
-    from .server_options import ServerOptions
+    from .server_options import SHARED_MEMORY_CHOICES, ServerOptions
 
     d = ServerOptions()
     g = p.add_argument_group("server")
@@ -82,7 +81,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout-s", type=float, default=d.timeout_s,
                    help="deadline per request in seconds (default %(default)s)")
     g.add_argument("--retries", type=int, default=d.retries, help="retries on UNAVAILABLE (default %(default)s)")
-    g.add_argument("--shared-memory", nargs="?", const="on", default=d.shared_memory, choices=shm.CHOICES,
+    g.add_argument("--shared-memory", nargs="?", const="on", default=d.shared_memory, choices=SHARED_MEMORY_CHOICES,
                    help="pass tensors through system shared memory: auto (default) when the server is on a loopback "
                    "URL and can open this host's /dev/shm, else inside the gRPC messages; on: required")
     g.add_argument("--ssl", action="store_true", help="use TLS for gRPC")

@@ -18,6 +18,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from .errors import ServerError
+from .model_info import ModelInfo, validate_metadata
 from .server_options import GRPC_SCHEMES, ServerOptions
 
 log = logging.getLogger(__name__)
@@ -159,3 +160,48 @@ class Endpoints:
     def close(self) -> None:
         for e in self.all:
             e.client.close()
+
+
+def read_model_info(endpoint: Endpoint, o: ServerOptions) -> ModelInfo:
+    """Check that ``endpoint`` answers and serves ``o.model`` in a form this client can use."""
+    client, url = endpoint.client, endpoint.url
+    where = f"model {o.model!r} at {url}"
+    try:
+        live = client.is_server_live(client_timeout=o.connect_timeout_s)
+    except InferenceServerException as e:
+        raise ServerError(unreachable(url, o, e)) from e
+    if not live:
+        raise ServerError(f"the Triton server at {url} is not live")
+    try:
+        if not client.is_model_ready(o.model, o.model_version, client_timeout=o.connect_timeout_s):
+            index = client.get_model_repository_index(client_timeout=o.connect_timeout_s)
+            names = sorted({m.name for m in index.models})
+            raise ServerError(f"{where} is not ready; the server knows: {', '.join(names) or 'no models'}")
+        meta = client.get_model_metadata(o.model, o.model_version, client_timeout=o.connect_timeout_s)
+        config = client.get_model_config(o.model, o.model_version, client_timeout=o.connect_timeout_s).config
+    except InferenceServerException as e:
+        raise ServerError(f"cannot read {where}: {describe(e)}") from e
+    return validate_metadata(meta, config, where)
+
+
+def unreachable(url: str, o: ServerOptions, error: InferenceServerException) -> str:
+    """Why the first call to ``url`` failed, with what to do: TLS problems are told apart from no server."""
+    desc = describe(error)
+    text = desc.lower()
+    if o.ssl and any(word in text for word in ("handshake", "certificate", "ssl_error")):
+        return (
+            f"the TLS handshake with {url} failed ({desc}); pass the CA that signed the server's certificate with "
+            "--root-certificates (and for mutual TLS a client certificate the server trusts: --private-key, "
+            "--certificate-chain)"
+        )
+    if "socket closed" in text:
+        hint = (
+            "it may want a client certificate signed by its CA (mutual TLS): pass --private-key and "
+            "--certificate-chain" if o.ssl else "it may expect TLS: pass --ssl --root-certificates CA.pem"
+        )
+        return f"the server at {url} closed the connection ({desc}); {hint}"
+    return (
+        f"no Triton server answers at {url} within {o.connect_timeout_s:g} s ({desc}); "
+        "start one on a repository that brats-export wrote (`make demo` writes out/demo/model_repository: "
+        "`.venv/bin/brats-serve --repository out/demo/model_repository`) or pass --url HOST:PORT"
+    )

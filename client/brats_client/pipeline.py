@@ -24,7 +24,6 @@ from .errors import InputError, UsageError
 from .modalities import CaseFiles
 from .protocol import Transport
 from .server_options import ServerOptions
-from .transport import TritonTransport
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +343,9 @@ def _compute_s(before: dict[str, int] | None, after: dict[str, int] | None) -> f
 def open_transport(server: ServerOptions, options: SegmentOptions | None = None) -> Transport:
     """A checked transport to ``server.model``, or to its server-side-flip companion (:mod:`.server_flips`) when
     ``options`` ask for the flips it applies and allow it."""
-    transport = TritonTransport(server)
+    from .transport import TritonTransport  # here: the rest of the pipeline runs without tritonclient (served.py)
+
+    transport: Transport = TritonTransport(server)
     try:
         transport.check_model()
         if options is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import shm
 from .errors import UsageError
 
+SHARED_MEMORY_CHOICES = ("auto", "on", "off")
 GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:")  # gRPC name-resolver targets that may stand for several servers
 
 
@@ -39,8 +39,9 @@ class ServerOptions:
             raise UsageError(
                 f"url must be HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT; got {self.url!r}"
             )
-        if self.shared_memory not in shm.CHOICES:
-            raise UsageError(f"shared_memory must be one of {', '.join(shm.CHOICES)}; got {self.shared_memory!r}")
+        if self.shared_memory not in SHARED_MEMORY_CHOICES:
+            raise UsageError(f"shared_memory must be one of {', '.join(SHARED_MEMORY_CHOICES)}; "
+                             f"got {self.shared_memory!r}")
         if self.shared_memory == "on" and len(self.urls) > 1:
             raise UsageError("--shared-memory on needs one server on this host; it cannot be used with several URLs")
         tls_files = {"--root-certificates": self.root_certificates, "--private-key": self.private_key,

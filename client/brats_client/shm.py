@@ -22,7 +22,6 @@ from .errors import ServerError
 
 log = logging.getLogger(__name__)
 
-CHOICES = ("auto", "on", "off")
 SHM_DIR = "/dev/shm"
 MiB = 1 << 20
 

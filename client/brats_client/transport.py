@@ -23,9 +23,9 @@ from tritonclient.utils import InferenceServerException
 
 from . import shm
 from .contract import IN_CHANNELS, OUT_CHANNELS
-from .endpoints import Endpoints, describe
+from .endpoints import Endpoints, describe, read_model_info
 from .errors import ServerError
-from .model_info import ModelInfo, read_model_info
+from .model_info import ModelInfo
 from .server_options import ServerOptions
 from .stream import Stream
 
