@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import batch, modalities, pipeline
+from . import batch, modalities, pipeline, served_client
 from .errors import InputError, OutputError, ServerError, UsageError
 from .exit_codes import EXIT_OK, EXIT_PARTIAL
 from .server_options import ServerOptions
@@ -86,6 +86,34 @@ def _is_folder_name(path: Path) -> bool:
     return path.is_dir() or (not path.exists() and not path.suffix)
 
 
+def _run_served(files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, server: ServerOptions,
+                options: pipeline.SegmentOptions) -> int:
+    """One case through a served pipeline model: the four files go as they are, the segmentation comes back."""
+    from . import atomic, io
+
+    if outputs.probabilities is not None:
+        raise UsageError(f"model {server.model!r} is a served pipeline, which returns labels only; "
+                         "--probabilities needs a network model (e.g. --model brats_openvino)")
+    log.info("%s: model %s is a served pipeline: sending the four files", files.case_id, server.model)
+    segmentation, report = served_client.segment(files, server, options)
+    gzipped = outputs.segmentation.name.lower().endswith(".gz")
+    try:
+        atomic.write_bytes_atomic(served_client.nifti_bytes(segmentation, gzipped), outputs.segmentation,
+                                  overwrite=outputs.overwrite)
+    except (OSError, atomic.TargetExistsError) as e:
+        raise OutputError(f"cannot write {outputs.segmentation}: {e}") from e
+    report["inputs"] = {ch: str(p) for ch, p in files.paths.items()}
+    report["outputs"] = {"segmentation": str(outputs.segmentation)}
+    report["case"] = files.case_id
+    report["server"]["pipeline"] = {"url": server.url, "model": server.model}
+    if outputs.report is not None:
+        io.write_json_atomic(report, outputs.report, overwrite=outputs.overwrite)
+    vols = report["region_volumes_ml"]
+    log.info("%s: WT %.1f mL, TC %.1f mL, ET %.1f mL in %.1f s (served pipeline) -> %s", files.case_id,
+             vols["WT"], vols["TC"], vols["ET"], report["time_s"]["total"], outputs.segmentation)
+    return EXIT_OK
+
+
 def run_segment(
     args: argparse.Namespace, server: ServerOptions, options: pipeline.SegmentOptions,
     batch_options: batch.BatchOptions,
@@ -133,6 +161,8 @@ def run_segment(
         log.info("%-5s <- %s%s", ch, path, index)
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
+    if served_client.is_pipeline(server):
+        return _run_served(files, outputs, server, options)
     prepared = pipeline.prepare_case(files, options)
     with pipeline.open_transport(server, options) as transport:
         report = _run_one(prepared, outputs, transport, args.quiet)
@@ -153,6 +183,9 @@ def _run_batch(
     from . import io
 
     out_dir: Path = args.output
+    if served_client.is_pipeline(server):
+        raise UsageError(f"model {server.model!r} is a served pipeline, which this command sends one case at a time; "
+                         f"segment the folder with a network model (e.g. --model brats_openvino) or each case alone")
     if _is_nifti_name(out_dir):
         raise OutputError(f"a folder of cases needs an output folder, got the file name {out_dir}")
     if args.probabilities is not None:

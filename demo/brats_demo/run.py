@@ -28,7 +28,7 @@ def _export(checkpoint: Path, repository: Path, model_format: str) -> None:
     from brats_export import cli as export_cli
 
     code = export_cli.main(["--checkpoint", str(checkpoint), "--repository", str(repository),
-                            "--formats", model_format, "--force"])
+                            "--formats", model_format, "--force", "--pipeline"])
     if code != 0:
         raise RuntimeError(f"brats-export failed with exit code {code} (see the messages above)")
 

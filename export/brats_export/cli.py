@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs-only", action="store_true",
                    help="write only config.pbtxt files (no checkpoint, no torch needed): what model_repository/ "
                         "commits (default: export the models and write their configs)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="also write brats_segment, the whole pipeline as one model (python backend: four NIfTI files "
+                        "in, the segmentation out; needs numpy, scipy and nibabel in the backend's Python, which "
+                        "the NGC container lacks; docs/pipeline.md) (default: not written)")
     p.add_argument("--quiet", action="store_true",
                    help="log warnings and errors only, no parity table (default: progress and the table)")
     return p
@@ -217,6 +221,16 @@ def _configs_only(args: argparse.Namespace) -> None:
                             server_flips=not args.no_server_flips)
     for path in written:
         log.info("wrote %s", path)
+    if args.pipeline:
+        _write_pipeline(args)
+
+
+def _write_pipeline(args: argparse.Namespace) -> None:
+    from . import pipeline_model
+
+    folder = pipeline_model.write(args.repository, model_keys(args.formats, server_flips=not args.no_server_flips),
+                                  force=args.force)
+    log.info("wrote the pipeline model %s", folder)
 
 
 def missing_export_modules() -> list[str]:
@@ -291,6 +305,8 @@ def _export(args: argparse.Namespace) -> None:
         manifest["warnings"] = warnings
         repository.publish(stage, args.repository, keys, threads=args.threads,
                            fixed_size=args.fixed_size, force=args.force, manifest=manifest)
+    if args.pipeline:
+        _write_pipeline(args)
     log.info("repository %s ready (%s) in %.1f s", args.repository, ", ".join(args.formats),
              time.perf_counter() - start)
 

@@ -16,6 +16,7 @@ EXPECTED = {
     "brats_client.io", "brats_client.local", "brats_client.metrics", "brats_client.modalities",
     "brats_client.model_info", "brats_client.perf", "brats_client.pipeline", "brats_client.postprocess",
     "brats_client.protocol", "brats_client.conventions", "brats_client.dataset_json", "brats_client.input_checks",
+    "brats_client.served", "brats_client.served_client", "brats_client.exit_codes",
     "brats_client.preprocess", "brats_client.preview", "brats_client.server_flips", "brats_client.server_options",
     "brats_client.shm", "brats_client.stream", "brats_client.tiling", "brats_client.transport", "brats_client.tta",
 }

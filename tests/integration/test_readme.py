@@ -1,7 +1,8 @@
 """The README's first hour, verbatim: every ``.venv/bin/brats-serve`` and ``.venv/bin/brats-client`` command of its
-code blocks and every Python example, run as written in a folder laid out as ``make demo`` leaves it (the phantom
-case in BraTS files and in the Decathlon's layout, a repository of ``brats_openvino`` and its companion), with
-``.venv`` a link to this checkout's.
+code blocks, its ``bash examples/segment_with_curl.sh`` line and every Python example, run as written in a folder
+laid out as ``make demo`` leaves it (the phantom case in BraTS files and in the Decathlon's layout, a repository of
+``brats_openvino``, its companion and the pipeline model), with ``.venv`` and ``examples`` links to this
+checkout's.
 
 Not run here: ``brats-export`` of the published checkpoint (users download it; tests/integration/test_export.py
 exports the demo checkpoint), ``docker`` (no Docker here), ``make`` and ``pip`` lines, and the commands that name
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 SERVE, CLIENT = ".venv/bin/brats-serve", ".venv/bin/brats-client"
+CURL_EXAMPLE = "examples/segment_with_curl.sh"  # plain HTTP against the served pipeline
 READY_TIMEOUT_S = 300.0
 COMMAND_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 60.0
@@ -59,6 +61,7 @@ def test_readme_commands_of_this_project_all_start_with_the_venv() -> None:
 def _demo_layout(clone: Path, model_repository: Path) -> None:
     """What `make demo` leaves in the checkout (brats_demo.run writes the same files)."""
     from brats_demo.phantom import case_id, write_case, write_msd_case
+    from brats_export import pipeline_model
     from brats_export.phantom import make_phantom
 
     (clone / ".venv").symlink_to(ROOT / ".venv")
@@ -68,6 +71,8 @@ def _demo_layout(clone: Path, model_repository: Path) -> None:
     write_msd_case(phantom, demo / "Task01_BrainTumour", "BRATS_9001")
     for model in ("brats_openvino", "brats_openvino_flip4"):
         shutil.copytree(model_repository / model, demo / "model_repository" / model)
+    pipeline_model.write(demo / "model_repository", ["openvino", "openvino_flip4"])  # brats-export --pipeline
+    (clone / "examples").symlink_to(ROOT / "examples")
 
 
 def _wait_ready(server: subprocess.Popen, url: str, log: Path) -> None:
@@ -119,7 +124,7 @@ def test_readme_first_hour_verbatim(model_repository, tmp_path) -> None:
     text = README.read_text()
     commands = _commands(text)
     serves = list(dict.fromkeys(shlex.join(a) for a in commands if a[0] == SERVE))
-    clients = [a for a in commands if a[0] == CLIENT]
+    clients = [a for a in commands if a[0] == CLIENT or a[:2] == ["bash", CURL_EXAMPLE]]
     python = [body for language, body in _blocks(text) if language == "python"]
     assert serves and len(clients) >= 8 and len(python) >= 2, "the README lost its examples"
     clone = tmp_path / "clone"
@@ -149,6 +154,7 @@ def test_readme_first_hour_verbatim(model_repository, tmp_path) -> None:
 
     out = clone / "out"
     for produced in ("seg/Phantom_9001.nii.gz", "seg/Phantom_9001.png", "seg/metrics.csv", "msd/BRATS_9001.nii.gz",
-                     "msd.csv", "explicit.nii.gz", "api/Phantom_9001.nii.gz", "perf/perf_brats_openvino.csv"):
+                     "msd.csv", "explicit.nii.gz", "api/Phantom_9001.nii.gz", "perf/perf_brats_openvino.csv",
+                     "Phantom_9001_served.nii.gz", "Phantom_9001_curl.nii.gz"):
         assert (out / produced).is_file(), f"the README's commands did not write out/{produced}"
     assert os.path.islink(clone / ".venv")

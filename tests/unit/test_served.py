@@ -1,0 +1,131 @@
+"""The served pipeline's own logic without Triton (brats_client.served): request parameters, the stages on bytes
+against the same stages on files, and the BLS transport with a stand-in for triton_python_backend_utils."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from brats_client import pipeline, server_flips
+from brats_client.errors import InputError, ServerError, UsageError
+from brats_client.local import LocalTransport
+from brats_client.served import BlsTransport, options_from_parameters, segment_files
+
+
+def test_parameters_set_the_options_and_the_rest_keep_the_commands_defaults():
+    options, model = options_from_parameters({})
+    assert (options, model) == (pipeline.SegmentOptions(), None)
+    options, model = options_from_parameters({"tta": "none", "tile": "full", "overlap": "0.5", "labels": "msd",
+                                              "allow_unprepared": "true", "model": "brats_onnx"})
+    assert options == pipeline.SegmentOptions(tta="none", tile=None, overlap=0.5, labels="msd", allow_unprepared=True)
+    assert model == "brats_onnx"
+    assert options_from_parameters({"tile": 64})[0].tile == 64
+
+
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"tiles": 64}, "unknown request parameter.*tiles.*known: model, labels"),
+    ({"tile": "big"}, "tile must be a int, got 'big'"),
+    ({"tile": 20}, r"tile \(--tile\) must be a multiple of 16"),
+    ({"tta": "flip3"}, "tta must be one of none, flip4, flip8"),
+    ({"keep_last_slice": "maybe"}, "keep_last_slice must be true or false"),
+])
+def test_bad_parameters_are_usage_errors_naming_them(parameters, message):
+    with pytest.raises(UsageError, match=message):
+        options_from_parameters(parameters)
+
+
+def test_bytes_in_give_the_labels_of_the_files_path(brain_case, above_mean, tmp_path):
+    """The same stages as segment_case; only where the files come from differs."""
+    options = pipeline.SegmentOptions(tta="flip4", labels="brats2019")
+    data = {ch: path.read_bytes() for ch, path in brain_case.paths.items()}
+    (tmp_path / "work").mkdir()
+    segmentation, report = segment_files(data, options, LocalTransport(above_mean), tmp_path / "work")
+    (tmp_path / "served.nii.gz").write_bytes(segmentation)
+    expected = pipeline.segment_case(brain_case, pipeline.CaseOutputs(tmp_path / "files.nii.gz"),
+                                     LocalTransport(above_mean), options)
+    import nibabel as nib
+
+    served, files = nib.load(tmp_path / "served.nii.gz"), nib.load(tmp_path / "files.nii.gz")
+    np.testing.assert_array_equal(np.asarray(served.dataobj), np.asarray(files.dataobj))
+    np.testing.assert_array_equal(served.affine, files.affine)
+    assert report["region_volumes_ml"] == expected["region_volumes_ml"] and report["region_volumes_ml"]["WT"] > 0
+    assert report["inputs"]["t2"].startswith("request input t2") and str(tmp_path) not in str(report)
+
+
+def test_a_bad_file_names_the_request_input_not_the_temporary_folder(brain_case, above_mean, tmp_path):
+    data = {ch: path.read_bytes() for ch, path in brain_case.paths.items()}
+    data["t2"] = b"\x1f\x8bnot nifti"
+    (tmp_path / "work").mkdir()
+    with pytest.raises(InputError, match="t2 file request input t2.nii.gz is not a readable NIfTI") as caught:
+        segment_files(data, pipeline.SegmentOptions(), LocalTransport(above_mean), tmp_path / "work")
+    assert str(tmp_path) not in str(caught.value)
+    with pytest.raises(InputError, match="flair missing or empty"):
+        segment_files({**data, "flair": b""}, pipeline.SegmentOptions(), LocalTransport(above_mean), tmp_path / "work")
+
+
+class FakeBackendUtils:
+    """What BlsTransport uses of triton_python_backend_utils: requests to named models of 'this server'."""
+
+    def __init__(self, ready: set[str], fail: str | None = None) -> None:
+        self.ready, self.fail, self.sent = ready, fail, []
+
+    def is_model_ready(self, model_name: str) -> bool:
+        return model_name in self.ready
+
+    class Tensor:
+        def __init__(self, name, array):
+            self.name, self.array = name, array
+
+        def as_numpy(self):
+            return self.array
+
+    def InferenceRequest(self, model_name, requested_output_names, inputs):  # noqa: N802 (the real API's name)
+        utils = self
+
+        class Request:
+            def exec(self):
+                utils.sent.append(model_name)
+                return Response(None if utils.fail is None else utils.fail, inputs[0].array[:, :3] * 2)
+
+        return Request()
+
+    def get_output_tensor_by_name(self, response, name):
+        return self.Tensor(name, response.output)
+
+
+class Response:
+    def __init__(self, error, output):
+        self.error_message, self.output = error, output
+
+    def has_error(self):
+        return self.error_message is not None
+
+    def error(self):
+        return type("E", (), {"message": lambda _: self.error_message})()
+
+
+NETWORKS = {"net": {"max_batch_size": 4, "companion": "net_flip4"}, "net_flip4": {"max_batch_size": 1,
+                                                                                   "server_flips": "flip4"}}
+
+
+def test_bls_transport_streams_to_the_model_and_opens_its_companion_from_the_table():
+    utils = FakeBackendUtils({"net", "net_flip4"})
+    plain = BlsTransport(utils, "net", NETWORKS)
+    assert plain.info.max_batch_size == 4
+    chosen = server_flips.open_for(plain, "flip4", "auto")
+    assert chosen.info.name == "net_flip4" and server_flips.applied_flips(chosen.info) == "flip4"
+    batch = np.ones((1, 4, 8, 8, 8), np.float32)
+    assert [k for k, _ in chosen.infer_stream([("a", batch), ("b", batch)])] == ["a", "b"]
+    assert utils.sent == ["net_flip4", "net_flip4"]
+    assert server_flips.open_for(BlsTransport(utils, "net", NETWORKS), "flip4", "off").info.name == "net"
+
+
+def test_bls_transport_errors_name_the_model():
+    with pytest.raises(UsageError, match="'other' is not a network this pipeline calls; choose from net, net_flip4"):
+        BlsTransport(FakeBackendUtils(set()), "other", NETWORKS)
+    with pytest.raises(ServerError, match="model 'net' is not ready"):
+        BlsTransport(FakeBackendUtils(set()), "net", NETWORKS).info  # noqa: B018
+    failing = BlsTransport(FakeBackendUtils({"net"}, fail="out of memory"), "net", NETWORKS)
+    with pytest.raises(ServerError, match="model 'net': out of memory"):
+        list(failing.infer_stream([(0, np.ones((1, 4, 8, 8, 8), np.float32))]))
+    # a companion that is not loaded: the plain model keeps the flips (open_for's fallback)
+    assert server_flips.open_for(BlsTransport(FakeBackendUtils({"net"}), "net", NETWORKS), "flip4").info.name == "net"
