@@ -2,7 +2,7 @@
 overlapped (the default, 3), with the client's own test-time flips (``--server-flips off``) and with the server's
 (``auto``: the plain model's flip4 companion, one request per tile), on BraTS-grid phantoms.
 
-By default against instant stand-in models (benchmarks/instant_model.py, each with its flip4 companion): served by
+By default against instant stand-in models (benchmarks/instant.py, each with its flip4 companion): served by
 the real ``tritonserver`` on free loopback ports, they answer at once, so what is measured is the client's ceiling:
 loading, preprocessing, the tensors to and from the server (shared memory, the default on loopback), the flips and
 blending, labels and the gzip writes, plus the server's own handling of the tensors. With ``--repository`` the same
@@ -42,10 +42,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import instant_model  # noqa: E402
 from bench_end_to_end import CpuMeter, machine  # noqa: E402
 from brats_client.atomic import write_text_atomic  # noqa: E402
 from brats_client.server_flips import COMPANION_KEY  # noqa: E402
+from brats_serve import instant  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = "brats_slow"  # the instant model with --server-delay-s per request
@@ -109,7 +109,7 @@ def check_weights(repository: Path, models: list[str]) -> None:
                              f"{model.removeprefix('brats_')}")
 
 
-def run_batch(cases: Path, out: Path, url: str, in_memory: int, model: str = instant_model.NAME,
+def run_batch(cases: Path, out: Path, url: str, in_memory: int, model: str = instant.NAME,
               server_flips: str = "auto") -> dict:
     argv = ["--quiet", "segment", str(cases), "-o", str(out), "--url", url, "--model", model,
             "--cases-in-memory", str(in_memory), "--server-flips", server_flips,
@@ -146,7 +146,7 @@ def check_flips(run: dict, companion: str | None) -> None:
     """The run used what its row says: the companion and one request per tile (auto), the client's flips (off)."""
     what = f"{run['model']} --server-flips {run['flips']} --cases-in-memory {run['in_memory']}"
     if run["flips"] == "auto" and companion:
-        assert run["served"] == [companion] and run["server_flips"] == [instant_model.SERVER_FLIPS], (what, run)
+        assert run["served"] == [companion] and run["server_flips"] == [instant.SERVER_FLIPS], (what, run)
         assert run["one_request_per_tile"], (what, run)
     else:
         assert run["served"] == [run["model"]] and run["server_flips"] == ["None"], (what, run)
@@ -218,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         ids = write_cases(work / "cases", args.cases, args.first_seed)
         shutil.copytree(work / "cases" / ids[0], work / "warm_cases" / ids[0])  # a one-case batch, for warm-ups
         if args.repository is None:
-            repo = instant_model.write_repository(work / "repository", server_flips=True)
-            models = [instant_model.NAME]
+            repo = instant.write_repository(work / "repository", server_flips=True)
+            models = [instant.NAME]
             if args.server_delay_s > 0:
                 models.append(SLOW)
-                instant_model.write_repository(repo, SLOW, delay_s=args.server_delay_s, server_flips=True,
+                instant.write_repository(repo, SLOW, delay_s=args.server_delay_s, server_flips=True,
                                                companion_delay_s=4 * args.server_delay_s)
             exact = True
             companions = {m: companion_of(repo, m) for m in models}
@@ -318,8 +318,8 @@ def render(args, runs: list[dict], companions: dict[str, str | None], exact: boo
     ]
     if args.repository is None:
         title = "## Batch throughput: cases overlapped, the client's ceiling (`benchmarks/bench_batch.py`)"
-        served = (f"the instant model `{instant_model.NAME}` (python backend, `INPUT__0[:, :3] > 0`) and its "
-                  f"companion `{companions[instant_model.NAME]}` (the same map, batch 1, config parameter "
+        served = (f"the instant model `{instant.NAME}` (python backend, `INPUT__0[:, :3] > 0`) and its "
+                  f"companion `{companions[instant.NAME]}` (the same map, batch 1, config parameter "
                   "`brats_server_flips: flip4`: the flip average of a 0/1 map that commutes with flips is the map)")
         labels = "The labels of every run are equal (checked)."
     else:

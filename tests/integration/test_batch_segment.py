@@ -1,7 +1,7 @@
 """Batches through the real ``tritonserver``: overlapped cases (``--cases-in-memory``) write what one case after
 another writes, keep resume and failure behaviour, and ``--num-parts/--part-id`` split a folder over machines.
 
-They use an instant stand-in model (benchmarks/instant_model.py, a python-backend model answering
+They use an instant stand-in model (benchmarks/instant.py, a python-backend model answering
 ``INPUT__0[:, :3] > 0``) in a server of this module, with the client's defaults (whole-crop tile, four flips, two
 requests in flight, shared memory auto); one test also uses its server-side-flip companion. The default batch
 through the exported network is in test_client_segment.py; the stages' threads and bounds are unit-tested with
@@ -11,16 +11,13 @@ fakes in tests/unit/test_batch_stages.py.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 from brats_client import cli
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import instant_model  # noqa: E402
+from brats_serve import instant
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +29,8 @@ FLIPPING = "brats_instant_sf"  # the instant model with a server-side-flip compa
 def instant_server(tmp_path_factory):
     from brats_serve.launcher import TritonServer
 
-    repo = instant_model.write_repository(tmp_path_factory.mktemp("instant") / "repository")
-    instant_model.write_repository(repo, FLIPPING, server_flips=True)  # and its companion FLIPPING_flip4
+    repo = instant.write_repository(tmp_path_factory.mktemp("instant") / "repository")
+    instant.write_repository(repo, FLIPPING, server_flips=True)  # and its companion FLIPPING_flip4
     with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
         yield server
 
@@ -60,7 +57,7 @@ def without_timing(report: dict) -> dict:
 
 
 def test_overlapped_batch_writes_what_the_sequential_one_writes(batch_dir, instant_server, tmp_path):
-    url, model = instant_server.grpc_url, instant_model.NAME
+    url, model = instant_server.grpc_url, instant.NAME
     seq, overlapped = tmp_path / "sequential", tmp_path / "overlapped"
     assert segment(batch_dir, seq, url, model, "--cases-in-memory", "1") == cli.EXIT_OK
     assert segment(batch_dir, overlapped, url, model) == cli.EXIT_OK  # the default overlaps
@@ -86,7 +83,7 @@ def test_a_batch_uses_the_instant_companion_for_server_flips(batch_dir, instant_
     the client's own flips; --server-flips off keeps the client's four."""
     url = instant_server.grpc_url
     client, server, off = tmp_path / "client", tmp_path / "server", tmp_path / "off"
-    assert segment(batch_dir, client, url, instant_model.NAME) == cli.EXIT_OK  # no companion: the client flips
+    assert segment(batch_dir, client, url, instant.NAME) == cli.EXIT_OK  # no companion: the client flips
     assert segment(batch_dir, server, url, FLIPPING) == cli.EXIT_OK
     assert segment(batch_dir, off, url, FLIPPING, "--server-flips", "off") == cli.EXIT_OK
     names = files_in(client)
@@ -100,9 +97,9 @@ def test_a_batch_uses_the_instant_companion_for_server_flips(batch_dir, instant_
             continue
         a, b, c = (json.loads((d / name).read_text()) for d in (client, server, off))
         assert (a["server"]["model"], a["server"]["server_flips"], a["requests"]) == (
-            instant_model.NAME, None, 4 * a["tiles"])
+            instant.NAME, None, 4 * a["tiles"])
         assert (b["server"]["model"], b["server"]["server_flips"], b["requests"]) == (
-            instant_model.companion_name(FLIPPING), "flip4", b["tiles"])
+            instant.companion_name(FLIPPING), "flip4", b["tiles"])
         assert (c["server"]["model"], c["server"]["server_flips"], c["requests"]) == (FLIPPING, None, 4 * c["tiles"])
 
 
@@ -120,7 +117,7 @@ def test_failed_cases_are_reported_and_a_rerun_redoes_only_them(batch_dir, insta
     t2.write_bytes(original[: len(original) // 2])
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     (out / f"{bad_output}.json").mkdir(parents=True)
-    url, model = instant_server.grpc_url, instant_model.NAME
+    url, model = instant_server.grpc_url, instant.NAME
 
     code = segment(source, out, url, model, "--report", str(summary))
     err = capsys.readouterr().err
@@ -147,7 +144,7 @@ def test_failed_cases_are_reported_and_a_rerun_redoes_only_them(batch_dir, insta
 
 
 def test_parts_cover_the_batch_once_and_resume_per_part(batch_dir, instant_server, tmp_path, capsys):
-    url, model = instant_server.grpc_url, instant_model.NAME
+    url, model = instant_server.grpc_url, instant.NAME
     out = tmp_path / "out"
     ids = sorted(p.name for p in batch_dir.iterdir())
     parts = []

@@ -293,20 +293,19 @@ def test_no_model_files_is_refused_before_triton_starts(tmp_path):
 def test_models_without_files_are_left_out_and_named_once(tmp_path, caplog):
     """Without --models, a repository where only some models have files (a config-only brats_onnx beside the
     instant model): those with files are served, the others named in one warning; a real server, real gRPC."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import instant_model
+    from brats_serve import instant
 
-    repo = instant_model.write_repository(tmp_path / "repo")
+    repo = instant.write_repository(tmp_path / "repo")
     (repo / "brats_onnx" / "1").mkdir(parents=True)  # a config and an empty version folder, as in a fresh clone
     (repo / "brats_onnx" / "config.pbtxt").write_text('name: "brats_onnx"\nplatform: "onnxruntime_onnx"\n')
     caplog.set_level(logging.WARNING, logger="brats_serve.launcher")
     with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
-        assert server.served_models == [instant_model.NAME]
+        assert server.served_models == [instant.NAME]
         client = grpcclient.InferenceServerClient(server.grpc_url)
         x = np.ones((1, 4, 8, 8, 8), np.float32)
         tensor = grpcclient.InferInput("INPUT__0", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
-        assert client.infer(instant_model.NAME, [tensor]).as_numpy("OUTPUT__0").shape == (1, 3, 8, 8, 8)
+        assert client.infer(instant.NAME, [tensor]).as_numpy("OUTPUT__0").shape == (1, 3, 8, 8, 8)
         assert not client.is_model_ready("brats_onnx")
         client.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

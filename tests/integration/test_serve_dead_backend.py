@@ -3,7 +3,7 @@ kernel's OOM killer picks it: ``brats-serve`` names the model and the signal, st
 Triton's 30 s exit timeout), keeps the server's log and exits 5; a client's request to that model fails with a
 message naming the model; ``TritonServer.stop`` takes seconds too when nobody looked for the dead stub before.
 
-The servers serve two instant stand-in models (benchmarks/instant_model.py: python-backend models, no network, no
+The servers serve two instant stand-in models (benchmarks/instant.py: python-backend models, no network, no
 export needed), so the test can tell that the right one is named. Deadlines are generous (a hang fails the test,
 a slow machine does not); the one bound on time is the behaviour under test: a stop in seconds, not 30 s.
 """
@@ -22,22 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from brats_serve import instant
 from tritonclient.utils import InferenceServerException
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import instant_model  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-VICTIM, BYSTANDER = instant_model.NAME, f"{instant_model.NAME}_b"
+VICTIM, BYSTANDER = instant.NAME, f"{instant.NAME}_b"
 STOP_BOUND_S = 10.0  # a dead stub made every stop take Triton's 30 s exit timeout
 WAIT_S = 60.0  # generous: only a hang reaches it
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    repo = instant_model.write_repository(tmp_path_factory.mktemp("dead_backend") / "repository", VICTIM)
-    return instant_model.write_repository(repo, BYSTANDER)
+    repo = instant.write_repository(tmp_path_factory.mktemp("dead_backend") / "repository", VICTIM)
+    return instant.write_repository(repo, BYSTANDER)
 
 
 def _children(pid: int) -> list[int]:

@@ -1,6 +1,7 @@
 """A model repository with one instant stand-in model (``instant_backend/model.py``) for the real ``tritonserver``:
 the tensors of the served models (``INPUT__0 [N, 4, D, H, W]`` -> ``OUTPUT__0 [N, 3, D, H, W]``, FP32), no network.
-Used by benchmarks/bench_batch.py and tests/integration/test_batch_segment.py.
+For measuring the client and the server's own handling: benchmarks/bench_batch.py and the tests that need a
+served model without a network (tests/integration/test_batch_segment.py, test_serve_dead_backend.py).
 
 With ``server_flips`` it also writes a server-side-flip companion ``<name>_flip4``, configured as ``brats-export``
 configures the real ones (``export/brats_export/configs.py``): ``max_batch_size: 1``, parameter
@@ -23,7 +24,7 @@ BACKEND = Path(__file__).resolve().parent / "instant_backend" / "model.py"
 SERVER_FLIPS = "flip4"  # what the companion applies (brats_export.catalogue.SERVER_FLIPS)
 
 CONFIG = """\
-# {name}: {output} = {input}[:, :{out_channels}] > 0 (benchmarks/instant_backend/model.py), after delay_s.
+# {name}: {output} = {input}[:, :{out_channels}] > 0 (brats_serve/instant_backend/model.py), after delay_s.
 name: "{name}"
 backend: "python"
 max_batch_size: {max_batch_size}

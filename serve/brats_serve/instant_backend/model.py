@@ -4,7 +4,7 @@ The client's ceiling is measured against it (benchmarks/bench_batch.py): no netw
 handling of the tensors. The map depends on the input, so different cases get different labels, and it commutes
 with flips. The config parameter ``delay_s`` (default 0) makes each execution wait that long first, without using
 a CPU: a stand-in for a remote GPU server's compute and transfer time. Tensor names and the output's channels come
-from the config (benchmarks/instant_model.py writes them from ``brats_client.contract``).
+from the config (brats_serve/instant.py writes them from ``brats_client.contract``).
 """
 
 import json
