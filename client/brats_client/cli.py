@@ -213,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser(
         "perf", help="perf_analyzer concurrency sweep on real tiles of a case: CSV, table and plot", parents=[common],
         description="Write a real tile of CASE as perf_analyzer input data, sweep concurrency against MODEL at URL, "
-        "keep the CSV, print a summary table and write a plot of throughput and latency percentiles.",
+        "keep the CSV, print a summary table and write a plot of throughput and latency percentiles. When MODEL "
+        "is a served pipeline (its config says brats_pipeline: segment), the input data is CASE's four files and "
+        "each request segments the whole case (--tile does not apply).",
         epilog="example (after make demo and brats-serve --repository out/demo/model_repository):\n"
         "  brats-client perf out/demo/cases/Phantom_9001 --model brats_openvino --concurrency 1,2,4 "
         "--out out/perf\n\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -237,24 +239,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_perf(args: argparse.Namespace) -> int:
-    from . import perf
+    from . import modalities, perf, served_client
+    from .pipeline import SegmentOptions
+    from .server_options import ServerOptions
 
-    if args.tile is None:
-        raise UsageError("perf needs a fixed tile edge, not 'full'")
     try:
         levels = sorted({int(v) for v in args.concurrency.split(",")})
     except ValueError:
         raise UsageError(f"--concurrency takes integers like 1,2,4; got {args.concurrency!r}") from None
     if not levels or levels[0] < 1:
         raise UsageError(f"--concurrency values must be >= 1; got {args.concurrency!r}")
-    args.out.mkdir(parents=True, exist_ok=True)
     order = args.channel_order.split(",") if args.channel_order else None
-    shape = perf.write_real_tile(args.case, args.out / "input_data", args.tile, nnunet_order=order)
+    if served_client.is_pipeline(ServerOptions(url=args.url, model=args.model)):  # from its live config
+        files = modalities.find_case_files(args.case, nnunet_order=order)
+        args.out.mkdir(parents=True, exist_ok=True)
+        inputs = perf.write_case_files(files, args.out / "input_data.json")
+        title = f"{args.model}, the whole case {files.case_id} (its four files)"
+    else:
+        if args.tile is None:
+            raise UsageError("perf needs a fixed tile edge, not 'full'")
+        SegmentOptions(tile=args.tile)  # the one check of a tile edge
+        args.out.mkdir(parents=True, exist_ok=True)
+        shape = perf.write_real_tile(args.case, args.out / "input_data", args.tile, nnunet_order=order)
+        inputs = perf.tile_inputs(args.out / "input_data", shape)
+        title = f"{args.model}, tile {shape[1:]}"
     csv_path = args.out / f"perf_{args.model}.csv"
-    rows = perf.run_sweep(url=args.url, model=args.model, data_dir=args.out / "input_data", shape=shape,
-                          concurrency=levels, csv_path=csv_path, request_count=args.request_count,
-                          stability_percentage=args.stability_percentage)
-    png = perf.plot(rows, args.out / f"perf_{args.model}.png", f"{args.model}, tile {shape[1:]}")
+    rows = perf.run_sweep(url=args.url, model=args.model, inputs=inputs, concurrency=levels, csv_path=csv_path,
+                          request_count=args.request_count, stability_percentage=args.stability_percentage)
+    png = perf.plot(rows, args.out / f"perf_{args.model}.png", title)
     sys.stdout.write(perf.table(rows) + "\n")
     log.info("CSV %s, plot %s", csv_path, png)
     return EXIT_OK

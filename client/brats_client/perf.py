@@ -6,11 +6,14 @@ perf_analyzer 2.51 ships in the ``tritonclient[all]==2.51.0`` wheel (the venv's 
 
 from __future__ import annotations
 
+import base64
 import csv
 import importlib.util
+import json
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from . import io, modalities, preprocess, tiling
 from .atomic import atomic_path
 from .contract import INPUT_NAME
 from .errors import BratsError, InputError, ServerError
+from .modalities import CaseFiles
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +82,28 @@ def write_real_tile(case_dir: Path, out_dir: Path, tile: int, *, nnunet_order: l
     return patch.shape
 
 
+def tile_inputs(data_dir: Path, shape: tuple) -> list[str]:
+    """perf_analyzer's arguments for the tile :func:`write_real_tile` wrote (a network model)."""
+    return ["--input-data", str(data_dir), "--shape", f"{INPUT_NAME}:{','.join(str(s) for s in shape)}"]
+
+
+def write_case_files(files: CaseFiles, path: Path) -> list[str]:
+    """Write the case's four files as perf_analyzer input data for the served pipeline (``brats_segment``: one
+    BYTES element each, as the files are on disk) to the JSON file ``path``; returns perf_analyzer's arguments."""
+    if files.channel_index is not None:
+        raise InputError(f"{files.paths['t1']} holds the four channels in one file; the served pipeline takes "
+                         "one file per modality")
+    entry = {}
+    for ch, file in files.paths.items():
+        data = file.read_bytes()  # a BYTES tensor's raw form: each element behind its 32-bit little-endian length
+        entry[ch] = {"b64": base64.b64encode(struct.pack("<I", len(data)) + data).decode("ascii"), "shape": [1]}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"data": [entry]}))
+    return ["--input-data", str(path)]
+
+
 def run_sweep(
-    *, url: str, model: str, data_dir: Path, shape: tuple, concurrency: list[int], csv_path: Path,
+    *, url: str, model: str, inputs: list[str], concurrency: list[int], csv_path: Path,
     request_count: int = 10, timeout_s: float = 1800.0, stability_percentage: float = 50.0,
 ) -> list[PerfRow]:
     """Run perf_analyzer once per concurrency level (a level that does not stabilise would otherwise end the
@@ -92,8 +116,7 @@ def run_sweep(
     for level in concurrency:
         level_csv = csv_path.with_name(f"{csv_path.stem}_c{level}.csv")
         cmd = [
-            binary, "-m", model, "-u", url, "-i", "grpc", "-b", "1",
-            "--input-data", str(data_dir), "--shape", f"{INPUT_NAME}:{','.join(str(s) for s in shape)}",
+            binary, "-m", model, "-u", url, "-i", "grpc", "-b", "1", *inputs,
             "--concurrency-range", f"{level}:{level}:1",
             "--measurement-mode", "count_windows", "--measurement-request-count", str(request_count),
             "--max-trials", "6", "--stability-percentage", f"{stability_percentage:g}", "-f", str(level_csv),

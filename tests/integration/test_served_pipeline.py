@@ -166,3 +166,17 @@ def test_a_batch_or_probabilities_with_the_pipeline_are_refused_with_what_to_do(
                      "--model", PIPELINE])
     assert code == cli.EXIT_USAGE and "one case at a time" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_perf_analyzer_sweeps_the_pipeline_with_the_case_files(pipeline_server, oblique_case, tmp_path, capsys):
+    """brats-client perf on a pipeline model: the case's four files as input data, one whole case per request."""
+    out = tmp_path / "perf"
+    code = cli.main(["perf", str(oblique_case), "--url", pipeline_server.grpc_url, "--model", PIPELINE,
+                     "--concurrency", "1", "--request-count", "2", "--stability-percentage", "10000",
+                     "--out", str(out)])
+    assert code == cli.EXIT_OK, capsys.readouterr().err
+    data = json.loads((out / "input_data.json").read_text())
+    assert sorted(data["data"][0]) == ["flair", "t1", "t1ce", "t2"]
+    rows = (out / f"perf_{PIPELINE}.csv").read_text().splitlines()
+    assert rows[0].startswith("Concurrency,Inferences/Second") and rows[1].startswith("1,")
+    assert float(rows[1].split(",")[1]) > 0

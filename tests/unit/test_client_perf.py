@@ -39,3 +39,18 @@ def test_a_crop_smaller_than_the_tile_is_padded_with_the_background_and_said(tmp
     assert np.all(past == past[:, :1, :1, :1])
     assert not np.allclose(past[:, 0, 0, 0], 0)  # the normalised background (-mean / std), not raw zeros
     assert "48x64x48" in caplog.text and "padded" in caplog.text
+
+
+def test_case_files_as_pipeline_input_data(brain_case, tmp_path):
+    """Each file as one BYTES element in perf_analyzer's raw form: its 32-bit little-endian length, then itself."""
+    import base64
+    import json
+    import struct
+
+    args = perf.write_case_files(brain_case, tmp_path / "data.json")
+    assert args == ["--input-data", str(tmp_path / "data.json")]
+    entry = json.loads((tmp_path / "data.json").read_text())["data"][0]
+    for ch, path in brain_case.paths.items():
+        raw = base64.b64decode(entry[ch]["b64"])
+        assert struct.unpack("<I", raw[:4])[0] == path.stat().st_size and raw[4:] == path.read_bytes()
+        assert entry[ch]["shape"] == [1]
