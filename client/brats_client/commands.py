@@ -161,7 +161,9 @@ def run_segment(
         log.info("%-5s <- %s%s", ch, path, index)
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
-    if served_client.is_pipeline(server):
+    served = served_client.pipeline_parameters(server)
+    if served is not None:
+        served_client.check_code(served, server)
         return _run_served(files, outputs, server, options)
     prepared = pipeline.prepare_case(files, options)
     with pipeline.open_transport(server, options) as transport:

@@ -9,7 +9,13 @@ differs: :class:`BlsTransport` calls the network model in the same server throug
 is imported in :meth:`TritonPythonModel.initialize` and handed to the transport.
 
 The model's config says what it is (parameter ``brats_pipeline: segment``); clients detect it from there, never
-from the model's name. ``brats-export --pipeline`` writes it (:mod:`brats_export.pipeline_model`).
+from the model's name, and compare the client code it records (:mod:`brats_client.identity`) with their own. The
+network models it calls are read as the server loaded them, at load time (:mod:`brats_client.served_networks`).
+``brats-export --pipeline`` writes it (:mod:`brats_export.pipeline_model`).
+
+Many clients: several instances run requests side by side, the dynamic batcher's queue policy bounds those
+waiting (refused at once past it: UNAVAILABLE / HTTP 503, busy, retry), and a request whose client cancelled it
+(a gRPC client gone or past its deadline) or whose ``timeout`` passed stops between tiles (:class:`RequestWatch`).
 """
 
 from __future__ import annotations
@@ -18,15 +24,16 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Generator, Iterable, Mapping
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import modalities, pipeline, server_flips
-from .contract import CHANNELS, INPUT_NAME, OUTPUT_NAME, output_shape
+from . import identity, modalities, pipeline, served_networks, server_flips
+from .contract import CHANNELS, output_shape
 from .errors import BratsError, InputError, ServerError, UsageError
 from .model_info import ModelInfo
 
@@ -35,7 +42,8 @@ log = logging.getLogger(__name__)
 PIPELINE_KEY = "brats_pipeline"  # config parameter of a pipeline model; its value says what it does
 PIPELINE = "segment"
 NETWORK_KEY = "brats_network_model"  # the network model it calls by default
-NETWORKS_KEY = "brats_networks"  # JSON: {model: {"max_batch_size": N, "companion": M} | {"server_flips": F}}
+# JSON list: the network models it may call; their configs are read from the repository at load time
+NETWORKS_KEY = "brats_network_models"
 OUTPUT_SEGMENTATION = "segmentation"
 OUTPUT_REPORT = "report"
 # request parameters and what they set; the rest of SegmentOptions keeps the command's defaults
@@ -77,10 +85,12 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def segment_files(
-    data: Mapping[str, bytes], options: pipeline.SegmentOptions, transport: Any, workdir: Path
+    data: Mapping[str, bytes], options: pipeline.SegmentOptions, transport: Any, workdir: Path,
+    watch: RequestWatch | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Segment the four modalities given as NIfTI bytes (``.nii`` or gzipped) with the client's stages; returns the
-    segmentation's bytes (``.nii.gz``, the input's geometry) and the report. Files live in ``workdir``."""
+    segmentation's bytes (``.nii.gz``, the input's geometry) and the report. Files live in ``workdir``; ``watch``
+    is checked between the stages (and by the transport between tiles)."""
     missing = [ch for ch in CHANNELS if not data.get(ch)]
     if missing:
         raise InputError(f"request input(s) {', '.join(missing)} missing or empty; send all of "
@@ -93,7 +103,10 @@ def segment_files(
     outputs = pipeline.CaseOutputs(workdir / "segmentation.nii.gz")
     try:
         prepared = pipeline.prepare_case(files, options)
-        report = pipeline.finish_case(pipeline.infer_case(prepared, transport), outputs)
+        inferred = pipeline.infer_case(prepared, transport)
+        if watch is not None:
+            watch.check("before writing the labels")
+        report = pipeline.finish_case(inferred, outputs)
     except BratsError as e:  # name the request's inputs, not this folder
         raise type(e)(str(e).replace(f"{workdir}{os.sep}", "request input ")) from e
     report["inputs"] = {ch: f"request input {ch} ({len(data[ch])} bytes)" for ch in CHANNELS}
@@ -102,23 +115,44 @@ def segment_files(
     return outputs.segmentation.read_bytes(), report
 
 
+class CancelledError(BratsError):
+    """The request's client cancelled it (gone, or past its gRPC deadline) or its timeout passed: stop."""
+
+
+class BusyError(ServerError):
+    """A network model refused a tile because its queue is full: the pipeline answers busy too."""
+
+
+class RequestWatch:
+    """Whether a request should stop: its client cancelled it (Triton's request cancellation: a gRPC client
+    that is gone or past its deadline), or its own ``timeout`` (microseconds, the KServe ``timeout`` parameter;
+    0: none), counted from the start of its execution, has passed. Checked between tiles."""
+
+    def __init__(self, is_cancelled: Callable[[], bool], timeout_us: int = 0) -> None:
+        self._is_cancelled = is_cancelled
+        self._deadline = time.monotonic() + timeout_us / 1e6 if timeout_us else None
+        self._timeout_us = timeout_us
+
+    def check(self, where: str) -> None:
+        if self._is_cancelled():
+            raise CancelledError(f"the request was cancelled by its client (gone, or past its deadline) {where}")
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise CancelledError(f"the request's timeout of {self._timeout_us / 1e6:g} s passed {where}")
+
+
 class BlsTransport:
     """A :class:`brats_client.protocol.Transport` to a network model of the same server, through BLS: one
-    request at a time. ``networks`` is the pipeline config's :data:`NETWORKS_KEY` table."""
+    request at a time. ``networks``: the network models this pipeline may call, as the server loaded them
+    (:func:`brats_client.served_networks.live_networks`). ``watch``: checked before each network request."""
 
-    def __init__(self, pb_utils: Any, model: str, networks: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, pb_utils: Any, model: str, networks: Mapping[str, ModelInfo],
+                 watch: RequestWatch | None = None) -> None:
         if model not in networks:
             raise UsageError(f"model {model!r} is not a network this pipeline calls; choose from "
-                             f"{', '.join(sorted(networks))}")
-        self._pb, self._model, self._networks = pb_utils, model, networks
-        entry = networks[model]
-        parameters = {}
-        if entry.get("companion"):
-            parameters[server_flips.COMPANION_KEY] = entry["companion"]
-        if entry.get("server_flips"):
-            parameters[server_flips.SERVER_FLIPS_KEY] = entry["server_flips"]
-        self._info = ModelInfo(model, "", INPUT_NAME, OUTPUT_NAME, int(entry.get("max_batch_size", 1)), "bls",
-                               parameters=parameters)
+                             f"{', '.join(sorted(networks)) or 'none (see the server log)'}")
+        self._pb, self._model, self._networks, self._watch = pb_utils, model, networks, watch
+        self._info = networks[model]
+        self._sent = 0
 
     def __enter__(self) -> BlsTransport:
         return self
@@ -135,14 +169,21 @@ class BlsTransport:
     def infer_stream(
         self, batches: Iterable[tuple[Any, np.ndarray]]
     ) -> Generator[tuple[Any, np.ndarray], None, None]:
-        pb = self._pb
+        pb, info = self._pb, self._info
         for key, batch in batches:
-            request = pb.InferenceRequest(model_name=self._model, requested_output_names=[OUTPUT_NAME],
-                                          inputs=[pb.Tensor(INPUT_NAME, np.ascontiguousarray(batch))])
+            if self._watch is not None:
+                self._watch.check(f"after {self._sent} network request(s)")
+            request = pb.InferenceRequest(model_name=self._model, requested_output_names=[info.output_name],
+                                          inputs=[pb.Tensor(info.input_name, np.ascontiguousarray(batch))])
             response = request.exec()
+            self._sent += 1
             if response.has_error():
-                raise ServerError(f"model {self._model!r}: {response.error().message()}")
-            output = pb.get_output_tensor_by_name(response, OUTPUT_NAME).as_numpy()
+                error = response.error()
+                code = error.code() if hasattr(error, "code") else None
+                if code is not None and code == getattr(pb.TritonError, "UNAVAILABLE", None):
+                    raise BusyError(f"model {self._model!r} is busy: {error.message()}")
+                raise ServerError(f"model {self._model!r}: {error.message()}")
+            output = pb.get_output_tensor_by_name(response, info.output_name).as_numpy()
             if output.shape != output_shape(batch.shape):
                 raise ServerError(f"model {self._model!r} returned shape {output.shape} for input {batch.shape}")
             yield key, output
@@ -154,7 +195,7 @@ class BlsTransport:
         return None
 
     def open_model(self, name: str) -> BlsTransport:
-        return BlsTransport(self._pb, name, self._networks)
+        return BlsTransport(self._pb, name, self._networks, self._watch)
 
     def close(self) -> None:
         pass
@@ -172,7 +213,9 @@ def _input_bytes(pb_utils: Any, request: Any, name: str) -> bytes | None:
 
 class TritonPythonModel:
     """The ``brats_segment`` model of Triton's python backend: each request segments one case; a bad input or
-    option answers that request with an error (the command's message) and the model goes on serving."""
+    option answers that request with an error (the command's message) and the model goes on serving. Several
+    instances (the config's instance_group) run requests side by side; the dynamic batcher's queue policy bounds
+    the requests waiting for one (refused at once past it: busy, retry)."""
 
     def initialize(self, args: dict[str, str]) -> None:
         import triton_python_backend_utils as pb_utils
@@ -181,7 +224,20 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self._network = parameters[NETWORK_KEY]
-        self._networks = json.loads(parameters[NETWORKS_KEY])
+        repository = Path(args["model_repository"]).parent  # args: <repository>/<this model>
+        config_name = served_networks.server_config_name()
+        self._networks, problems = served_networks.live_networks(repository, json.loads(parameters[NETWORKS_KEY]),
+                                                                 config_name)
+        for name, why in problems.items():
+            log.warning("%s: network model %s cannot be called: %s", config.get("name"), name, why)
+        carried = identity.package_sha256(Path(__file__).resolve().parent)
+        if carried != parameters.get(identity.CLIENT_SHA256_KEY, carried):
+            log.warning("%s: the brats_client code in %s has sha256 %s, but the config records %s (%s); re-export "
+                        "the pipeline (brats-export --configs-only --pipeline --force)", config.get("name"),
+                        Path(__file__).resolve().parent, carried[:12],
+                        parameters[identity.CLIENT_SHA256_KEY][:12], parameters.get(identity.VERSION_KEY))
+        self._code_identity = {key: parameters.get(key, "") for key in (identity.VERSION_KEY,
+                                                                        identity.CLIENT_SHA256_KEY)}
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._one(request) for request in requests]
@@ -189,15 +245,18 @@ class TritonPythonModel:
     def _one(self, request: Any) -> Any:
         pb = self._pb
         try:
+            watch = RequestWatch(request.is_cancelled, int(request.timeout() or 0))
             data = {ch: _input_bytes(pb, request, ch) for ch in CHANNELS}
             options, model = options_from_parameters(json.loads(request.parameters() or "{}"))
-            transport = server_flips.open_for(BlsTransport(pb, model or self._network, self._networks),
+            transport = server_flips.open_for(BlsTransport(pb, model or self._network, self._networks, watch),
                                               options.tta, options.server_flips)
             with tempfile.TemporaryDirectory(prefix="brats_segment_") as tmp:
-                segmentation, report = segment_files(data, options, transport, Path(tmp))
+                segmentation, report = segment_files(data, options, transport, Path(tmp), watch)
+            report["server"]["code"] = self._code_identity
         except BratsError as e:  # the kind first: brats-client raises the same error (brats_client.served_client)
-            code = pb.TritonError.INVALID_ARG if isinstance(e, (InputError, UsageError)) else pb.TritonError.INTERNAL
-            return pb.InferenceResponse(error=pb.TritonError(f"{type(e).__name__}: {e}", code))
+            if isinstance(e, CancelledError):
+                log.info("brats_segment: stopped: %s", e)
+            return pb.InferenceResponse(error=pb.TritonError(f"{type(e).__name__}: {e}", self._code(e)))
         except Exception as e:  # a bug: this request fails, the model keeps serving
             log.exception("brats_segment: unexpected error")
             return pb.InferenceResponse(error=pb.TritonError(f"unexpected error ({type(e).__name__}: {e})"))
@@ -205,3 +264,15 @@ class TritonPythonModel:
             pb.Tensor(OUTPUT_SEGMENTATION, np.array([segmentation], dtype=np.object_)),
             pb.Tensor(OUTPUT_REPORT, np.array([json.dumps(report).encode()], dtype=np.object_)),
         ])
+
+    def _code(self, error: BratsError) -> Any:
+        """The status of the error's answer: 400 / INVALID_ARGUMENT for the input's and the options' errors, 503 /
+        UNAVAILABLE for busy (retry), CANCELLED for a request stopped early, 500 / INTERNAL for the rest."""
+        codes = self._pb.TritonError
+        if isinstance(error, (InputError, UsageError)):
+            return codes.INVALID_ARG
+        if isinstance(error, BusyError):
+            return codes.UNAVAILABLE
+        if isinstance(error, CancelledError):
+            return codes.CANCELLED
+        return codes.INTERNAL

@@ -4,41 +4,62 @@ sending its four files as they are on disk, in one request.
 A model is a pipeline when its live config says so (parameter ``brats_pipeline: segment``), never because of its
 name. The request carries the options as request parameters, with ``labels`` resolved here from the input's file
 names (the server sees its own names). The server's error messages start with the error's kind (``InputError:``);
-it is raised here as that error, so the exit codes match the local pipeline's.
+it is raised here as that error, so the exit codes match the local pipeline's. Busy refusals (the pipeline's
+queue is full) are retried with a bounded backoff; every request carries the client's deadline. The client code
+the pipeline carries is compared with this client's (:mod:`brats_client.identity`).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
+import time
 from typing import Any
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from . import errors, modalities
-from .endpoints import connect, describe
+from . import errors, identity, modalities
+from .endpoints import connect, describe, status
 from .errors import InputError, ServerError, UsageError
 from .modalities import CaseFiles
 from .pipeline import LABELS_AUTO, SegmentOptions
 from .served import OUTPUT_REPORT, OUTPUT_SEGMENTATION, PIPELINE, PIPELINE_KEY
 from .server_options import ServerOptions
 
+log = logging.getLogger(__name__)
+
 KINDS = {cls.__name__: cls for cls in (InputError, UsageError, errors.OutputError, ServerError)}
+BUSY = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})  # refused: retry later
 
 
-def is_pipeline(server: ServerOptions) -> bool:
-    """Whether ``server.model`` is a served pipeline, from the live config at the first URL. False when it
-    cannot be read: the network path then says why (no server, no such model) with its own checks."""
+def pipeline_parameters(server: ServerOptions) -> dict[str, str] | None:
+    """The live config parameters of ``server.model`` at the first URL when it is a served pipeline, else None
+    (also when they cannot be read: the network path then says why, no server or no such model, with its own
+    checks)."""
     client = connect(server, server.urls[0])
     try:
         config = client.get_model_config(server.model, server.model_version, client_timeout=server.connect_timeout_s)
     except InferenceServerException:
-        return False
+        return None
     finally:
         client.close()
-    parameter = config.config.parameters.get(PIPELINE_KEY)
-    return parameter is not None and parameter.string_value == PIPELINE
+    parameters = {key: value.string_value for key, value in config.config.parameters.items()}
+    return parameters if parameters.get(PIPELINE_KEY) == PIPELINE else None
+
+
+def is_pipeline(server: ServerOptions) -> bool:
+    """Whether ``server.model`` is a served pipeline, from the live config (:func:`pipeline_parameters`)."""
+    return pipeline_parameters(server) is not None
+
+
+def check_code(parameters: dict[str, str], server: ServerOptions) -> str | None:
+    """Warn (and return the warning) when the pipeline's recorded client code differs from this client's."""
+    warning = identity.mismatch(parameters, server.model)
+    if warning is not None:
+        log.warning("%s at %s: %s", server.model, server.urls[0], warning.removeprefix(f"model {server.model!r} "))
+    return warning
 
 
 def request_parameters(files: CaseFiles, options: SegmentOptions) -> dict[str, Any]:
@@ -65,17 +86,53 @@ def segment(files: CaseFiles, server: ServerOptions, options: SegmentOptions) ->
         inputs.append(tensor)
     client = connect(server, server.urls[0])
     try:
-        result = client.infer(server.model, inputs, model_version=server.model_version,
-                              parameters=request_parameters(files, options), client_timeout=server.timeout_s)
-    except InferenceServerException as e:
-        kind, _, message = (e.message() or "").partition(": ")
-        if kind in KINDS:
-            raise KINDS[kind](f"{files.case_id}: {message}") from e
-        raise ServerError(f"model {server.model!r} at {server.urls[0]}: {describe(e)}") from e
+        result = _infer_retrying_busy(client, files.case_id, inputs, server, request_parameters(files, options))
     finally:
         client.close()
     report = json.loads(result.as_numpy(OUTPUT_REPORT).reshape(-1)[0])
     return bytes(result.as_numpy(OUTPUT_SEGMENTATION).reshape(-1)[0]), report
+
+
+def _infer_retrying_busy(client: Any, case_id: str, inputs: list, server: ServerOptions,
+                         parameters: dict[str, Any]) -> Any:
+    """One request with the deadline ``server.timeout_s`` (the gRPC deadline, which cancels the request in the
+    server when it passes, and the request's ``timeout``, which bounds its wait in the server's queue); a busy
+    refusal (UNAVAILABLE, RESOURCE_EXHAUSTED) is retried ``server.retries`` times after ``server.backoff_s``,
+    doubling, and each retry is logged. Errors are raised as the client's own."""
+    where = f"model {server.model!r} at {server.urls[0]}"
+    for attempt in range(server.retries + 1):
+        try:
+            return client.infer(server.model, inputs, model_version=server.model_version, parameters=parameters,
+                                timeout=round(server.timeout_s * 1e6), client_timeout=server.timeout_s)
+        except InferenceServerException as e:
+            code = status(e)
+            if code in BUSY and attempt < server.retries:
+                delay_s = server.backoff_s * 2**attempt
+                log.warning("%s: %s is busy (%s); retry %d of %d in %.1f s", case_id, where, describe(e),
+                            attempt + 1, server.retries, delay_s)
+                time.sleep(delay_s)
+                continue
+            raise _client_error(e, case_id, where, server, attempt) from e
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _client_error(e: InferenceServerException, case_id: str, where: str, server: ServerOptions,
+                  attempt: int) -> errors.BratsError:
+    """The server's error as the client's: its own kinds by the message's prefix (the server wrote it), busy and
+    deadline by their status code."""
+    kind, _, message = (e.message() or "").partition(": ")
+    code = status(e)
+    if code == "StatusCode.INVALID_ARGUMENT" and kind in KINDS:
+        return KINDS[kind](f"{case_id}: {message}")
+    if code in BUSY:
+        return ServerError(f"{where} is busy ({describe(e)}) after {attempt + 1} tries; try again later, or "
+                           f"raise --retries (now {server.retries})")
+    if code == "StatusCode.DEADLINE_EXCEEDED":
+        return ServerError(f"{where}: no answer within --timeout-s {server.timeout_s:g} s ({describe(e)}); the "
+                           "server stops the request; raise --timeout-s for larger cases or a busy server")
+    if kind in KINDS:
+        return KINDS[kind](f"{case_id}: {message}")
+    return ServerError(f"{where}: {describe(e)}")
 
 
 def nifti_bytes(segmentation: bytes, gzipped: bool) -> bytes:

@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write brats_segment, the whole pipeline as one model (python backend: four NIfTI files "
                         "in, the segmentation out; needs numpy, scipy and nibabel in the backend's Python, which "
                         "the NGC container lacks; docs/pipeline.md) (default: not written)")
+    p.add_argument("--pipeline-instances", type=_positive_int, metavar="N",
+                   help="brats_segment requests run side by side (default: 2; about 0.8 GiB each; docs/pipeline.md)")
+    p.add_argument("--pipeline-queue", type=_positive_int, metavar="N",
+                   help="brats_segment requests that may wait; more are refused at once as busy (default: 4)")
+    p.add_argument("--pipeline-queue-timeout-s", type=float, metavar="S",
+                   help="a brats_segment request waiting longer is refused as busy (default: 120)")
     p.add_argument("--quiet", action="store_true",
                    help="log warnings and errors only, no parity table (default: progress and the table)")
     return p
@@ -228,8 +234,11 @@ def _configs_only(args: argparse.Namespace) -> None:
 def _write_pipeline(args: argparse.Namespace) -> None:
     from . import pipeline_model
 
+    given = {"instances": args.pipeline_instances, "max_queue": args.pipeline_queue,
+             "queue_timeout_s": args.pipeline_queue_timeout_s}
+    settings = pipeline_model.PipelineSettings(**{k: v for k, v in given.items() if v is not None})
     folder = pipeline_model.write(args.repository, model_keys(args.formats, server_flips=not args.no_server_flips),
-                                  force=args.force)
+                                  force=args.force, settings=settings)
     log.info("wrote the pipeline model %s", folder)
 
 

@@ -8,7 +8,15 @@ import pytest
 from brats_client import pipeline, server_flips
 from brats_client.errors import InputError, ServerError, UsageError
 from brats_client.local import LocalTransport
-from brats_client.served import BlsTransport, options_from_parameters, segment_files
+from brats_client.served import (
+    BlsTransport,
+    BusyError,
+    CancelledError,
+    RequestWatch,
+    options_from_parameters,
+    segment_files,
+)
+from brats_client.served_networks import info_from_config, parse_text_config
 
 
 def test_parameters_set_the_options_and_the_rest_keep_the_commands_defaults():
@@ -65,8 +73,11 @@ def test_a_bad_file_names_the_request_input_not_the_temporary_folder(brain_case,
 class FakeBackendUtils:
     """What BlsTransport uses of triton_python_backend_utils: requests to named models of 'this server'."""
 
-    def __init__(self, ready: set[str], fail: str | None = None) -> None:
-        self.ready, self.fail, self.sent = ready, fail, []
+    class TritonError:
+        UNAVAILABLE, INTERNAL = 14, 13
+
+    def __init__(self, ready: set[str], fail: str | None = None, code: int = 13) -> None:
+        self.ready, self.fail, self.code, self.sent = ready, fail, code, []
 
     def is_model_ready(self, model_name: str) -> bool:
         return model_name in self.ready
@@ -84,7 +95,7 @@ class FakeBackendUtils:
         class Request:
             def exec(self):
                 utils.sent.append(model_name)
-                return Response(None if utils.fail is None else utils.fail, inputs[0].array[:, :3] * 2)
+                return Response(utils.fail, utils.code, inputs[0].array[:, :3] * 2)
 
         return Request()
 
@@ -93,18 +104,35 @@ class FakeBackendUtils:
 
 
 class Response:
-    def __init__(self, error, output):
-        self.error_message, self.output = error, output
+    def __init__(self, error, code, output):
+        self.error_message, self.code, self.output = error, code, output
 
     def has_error(self):
         return self.error_message is not None
 
     def error(self):
-        return type("E", (), {"message": lambda _: self.error_message})()
+        return type("E", (), {"message": lambda _: self.error_message, "code": lambda _: self.code})()
 
 
-NETWORKS = {"net": {"max_batch_size": 4, "companion": "net_flip4"}, "net_flip4": {"max_batch_size": 1,
-                                                                                   "server_flips": "flip4"}}
+CONFIGS = {  # as brats-export writes them (protobuf text format), cut to what the pipeline reads
+    "net": 'name: "net"\nmax_batch_size: 4\ninput {\n  name: "INPUT__0"\n  dims: 4\n  dims: -1\n  dims: -1\n'
+           '  dims: -1\n}\noutput {\n  name: "OUTPUT__0"\n  dims: 3\n  dims: -1\n  dims: -1\n  dims: -1\n}\n'
+           'parameters {\n  key: "brats_server_flips_model"\n  value {\n    string_value: "net_flip4"\n  }\n}\n',
+    "net_flip4": '# a comment\nname: "net_flip4" max_batch_size: 1 input [{ name: "INPUT__0" dims: [4, 64, 64, 64] }]\n'
+                 'output { name: "OUTPUT__0" dims: [3, 64, 64, 64] }\n'
+                 'parameters { key: "brats_server_flips" value { string_value: "flip4" } }\n',
+}
+NETWORKS = {name: info_from_config(parse_text_config(text), name) for name, text in CONFIGS.items()}
+
+
+def test_the_network_table_is_read_from_the_configs_text():
+    assert NETWORKS["net"].max_batch_size == 4 and NETWORKS["net"].fixed_spatial is None
+    assert NETWORKS["net"].parameters == {server_flips.COMPANION_KEY: "net_flip4"}
+    assert NETWORKS["net_flip4"].fixed_spatial == (64, 64, 64)  # a --fixed-size export: tiles of its shape
+    assert NETWORKS["net_flip4"].parameters == {server_flips.SERVER_FLIPS_KEY: "flip4"}
+    assert (NETWORKS["net"].input_name, NETWORKS["net"].output_name) == ("INPUT__0", "OUTPUT__0")
+    with pytest.raises(ValueError, match="not closed"):
+        parse_text_config('input { name: "x"')
 
 
 def test_bls_transport_streams_to_the_model_and_opens_its_companion_from_the_table():
@@ -127,5 +155,33 @@ def test_bls_transport_errors_name_the_model():
     failing = BlsTransport(FakeBackendUtils({"net"}, fail="out of memory"), "net", NETWORKS)
     with pytest.raises(ServerError, match="model 'net': out of memory"):
         list(failing.infer_stream([(0, np.ones((1, 4, 8, 8, 8), np.float32))]))
+    busy = BlsTransport(FakeBackendUtils({"net"}, fail="Exceeds maximum queue size", code=14), "net", NETWORKS)
+    with pytest.raises(BusyError, match="model 'net' is busy: Exceeds maximum queue size"):
+        list(busy.infer_stream([(0, np.ones((1, 4, 8, 8, 8), np.float32))]))
     # a companion that is not loaded: the plain model keeps the flips (open_for's fallback)
     assert server_flips.open_for(BlsTransport(FakeBackendUtils({"net"}), "net", NETWORKS), "flip4").info.name == "net"
+
+
+def test_a_cancelled_request_stops_between_tiles():
+    """The watch is asked before each network request: the tiles after the cancellation are never sent."""
+    cancelled = []
+    utils = FakeBackendUtils({"net"})
+    transport = BlsTransport(utils, "net", NETWORKS, RequestWatch(lambda: bool(cancelled)))
+    batch = np.ones((1, 4, 8, 8, 8), np.float32)
+    stream = transport.infer_stream((i, batch) for i in range(5))
+    assert next(stream)[0] == 0 and next(stream)[0] == 1
+    cancelled.append(True)
+    with pytest.raises(CancelledError, match="cancelled by its client .* after 2 network request"):
+        next(stream)
+    assert utils.sent == ["net", "net"]
+
+
+def test_a_request_past_its_timeout_stops_between_tiles(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("brats_client.served.time.monotonic", lambda: clock[0])
+    watch = RequestWatch(lambda: False, timeout_us=2_000_000)
+    watch.check("now")
+    clock[0] += 2.5
+    with pytest.raises(CancelledError, match="timeout of 2 s passed after 3 network"):
+        watch.check("after 3 network request(s)")
+    RequestWatch(lambda: False, timeout_us=0).check("no timeout: never")
