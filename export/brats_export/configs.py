@@ -18,8 +18,8 @@ those backends' r24.10 sources. Variants, chosen with ``tritonserver --model-con
 - ``bf16`` (``brats_openvino``): ``HINT_BF16``.
 
 ``max_batch_size`` is 4 (one case's four flips; 8 whole crops would need ~8 GB on CPU, ~27 GB on a GPU) with
-preferred batches of 2 and 4. ``brats_openvino`` uses ``max_batch_size: 1`` without a dynamic batcher: Triton's
-openvino backend fixes the model's batch to ``max_batch_size`` (``ov::set_batch``) and rejects other batches
+preferred batches of 2 and 4. ``brats_openvino`` uses ``max_batch_size: 1`` (its dynamic batcher only queues):
+Triton's openvino backend fixes the model's batch to ``max_batch_size`` (``ov::set_batch``) and rejects other batches
 unless ``ENABLE_BATCH_PADDING`` pads them (computing the padding); it accepts only ``KIND_CPU`` instances.
 """
 
@@ -53,6 +53,10 @@ from .errors import RepositoryError
 
 PREFERRED_BATCH_SIZES = (2, 4)  # 2 requests in flight of one flip each, or --flips-per-request 2 / 4
 MAX_QUEUE_DELAY_US = 2000
+# Every network model's queue is bounded: past this many waiting requests Triton refuses one at once (UNAVAILABLE,
+# HTTP 503) and clients retry later (brats-client does; brats_segment answers busy). With max_batch_size 1 the
+# dynamic batcher only queues; it also drops a queued request whose gRPC client has gone (request cancellation).
+NETWORK_MAX_QUEUE = 16
 WARMUP_SIZE = 32  # CPU warm-up tile: cheap, runs every code path once
 CROP_SPATIAL = (144, 176, 144)  # a typical BraTS 2019 crop padded to 16: GPU warm-up and TensorRT opt shape
 TORCHSCRIPT_GPU_WARMUPS = 2  # the profiling executor optimises after two runs of a shape
@@ -147,6 +151,7 @@ def build_config(key: str, threads: int | None = None, fixed_size: int | None = 
     if spec.max_batch_size > 1:
         cfg.dynamic_batching.preferred_batch_size.extend(b for b in PREFERRED_BATCH_SIZES if b <= spec.max_batch_size)
         cfg.dynamic_batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
+    cfg.dynamic_batching.default_queue_policy.max_queue_size = NETWORK_MAX_QUEUE
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     cfg.instance_group.add(kind=kind, count=1)  # explicit: the onnxruntime backend defaults to 2 on CPU
 

@@ -52,9 +52,9 @@ def test_config_parses_back_with_names_dims_platform(fmt, gpu):
     thread_key = {"onnx": "intra_op_thread_count", "torchscript": "INTRA_OP_THREAD_COUNT"}.get(
         fmt, "INFERENCE_NUM_THREADS")
     assert cfg.parameters[thread_key].string_value == "3"
-    assert cfg.HasField("dynamic_batching") == (max_batch > 1)
-    if max_batch > 1:
-        assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4]
+    # every model queues in a dynamic batcher with a bounded queue; it batches only where max_batch_size > 1
+    assert cfg.dynamic_batching.default_queue_policy.max_queue_size == configs.NETWORK_MAX_QUEUE
+    assert list(cfg.dynamic_batching.preferred_batch_size) == ([2, 4] if max_batch > 1 else [])
     (warmup,) = cfg.model_warmup
     tile = warmup.inputs["INPUT__0"]
     assert warmup.batch_size == 1 and tile.zero_data and tile.data_type == mc.TYPE_FP32
