@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--probabilities", type=Path, help="also write WT/TC/ET probabilities (one case)")
     seg.add_argument("--report", type=Path, help="write a JSON report (one case; a batch writes one per case)")
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    seg.add_argument("--checkpoint-sha256", metavar="SHA",
+                     help="warn when the network model was exported from another checkpoint than this one "
+                     "(its sha256, or the first 12+ hex digits; brats-export records it in each config)")
     seg.add_argument("--max-voxels", type=int, default=d.max_voxels, metavar="N",
                      help="refuse modalities of more than N voxels (default %(default)s = 2**26, about 400^3)")
     _add_batch_args(seg)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import batch, modalities, pipeline, served_client
+from . import batch, identity, modalities, pipeline, served_client
 from .errors import InputError, OutputError, ServerError, UsageError
 from .exit_codes import EXIT_OK, EXIT_PARTIAL
+from .served import NETWORK_KEY
 from .server_options import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,13 @@ def _is_folder_name(path: Path) -> bool:
     return path.is_dir() or (not path.exists() and not path.suffix)
 
 
+def _check_checkpoint(expected: str | None, parameters: Mapping[str, str], model: str) -> None:
+    """Warn when ``--checkpoint-sha256`` was given and the network ``model`` records another checkpoint."""
+    warning = None if expected is None else identity.checkpoint_mismatch(parameters, model, expected)
+    if warning is not None:
+        log.warning("%s", warning)
+
+
 def _run_served(files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, server: ServerOptions,
                 options: pipeline.SegmentOptions) -> int:
     """One case through a served pipeline model: the four files go as they are, the segmentation comes back."""
@@ -124,6 +132,7 @@ def run_segment(
     ``-o`` a folder name (a folder holding one case is then a batch of one); else one case (explicit files, a 4-D
     file, or a case folder) written to the NIfTI file ``-o``."""
     _check_tls_files(server)
+    checkpoint = identity.checked_sha256(args.checkpoint_sha256) if args.checkpoint_sha256 else None
     explicit = _explicit(args)
     if explicit is None and args.input is None:
         raise InputError("give a case folder, a folder of cases, a 4-D case file, or --t1/--t1ce/--t2/--flair")
@@ -140,7 +149,7 @@ def run_segment(
             invalid = batch_options.split(invalid, key=lambda c: c.name)
             log.info("part %d of %d: %d of the %d cases", batch_options.part_id, batch_options.num_parts,
                      len(cases) + len(invalid), total)
-        return _run_batch(cases, invalid, args, server, options, batch_options)
+        return _run_batch(cases, invalid, args, server, options, batch_options, checkpoint)
     if batch_options.is_part:
         raise UsageError("--num-parts and --part-id split a folder of cases; the input is one case")
     if not _is_nifti_name(args.output):
@@ -164,9 +173,13 @@ def run_segment(
     served = served_client.pipeline_parameters(server)
     if served is not None:
         served_client.check_code(served, server)
+        if checkpoint is not None:
+            network = served.get(NETWORK_KEY, "")
+            _check_checkpoint(checkpoint, served_client.model_parameters(server, network) or {}, network)
         return _run_served(files, outputs, server, options)
     prepared = pipeline.prepare_case(files, options)
     with pipeline.open_transport(server, options) as transport:
+        _check_checkpoint(checkpoint, transport.info.parameters, transport.info.name)
         report = _run_one(prepared, outputs, transport, args.quiet)
     vols = report["region_volumes_ml"]
     log.info(
@@ -179,6 +192,7 @@ def run_segment(
 def _run_batch(
     cases: list[modalities.CaseFiles], invalid: list[modalities.InvalidCase], args: argparse.Namespace,
     server: ServerOptions, options: pipeline.SegmentOptions, batch_options: batch.BatchOptions,
+    checkpoint: str | None = None,
 ) -> int:
     """Segment ``cases`` into the output folder; ``invalid`` ones are reported as failed (exit 6) with their
     reason, and the others go on."""
@@ -234,6 +248,7 @@ def _run_batch(
     try:
         if todo:
             with logging_redirect_tqdm(), pipeline.open_transport(server, options) as transport:
+                _check_checkpoint(checkpoint, transport.info.parameters, transport.info.name)
                 outcomes = batch.run(
                     todo, prepare, infer, lambda job, inferred: pipeline.finish_case(inferred, job[1]),
                     errors=(InputError, OutputError, ServerError), options=batch_options, on_outcome=ended,

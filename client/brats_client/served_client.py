@@ -34,19 +34,23 @@ KINDS = {cls.__name__: cls for cls in (InputError, UsageError, errors.OutputErro
 BUSY = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})  # refused: retry later
 
 
-def pipeline_parameters(server: ServerOptions) -> dict[str, str] | None:
-    """The live config parameters of ``server.model`` at the first URL when it is a served pipeline, else None
-    (also when they cannot be read: the network path then says why, no server or no such model, with its own
-    checks)."""
+def model_parameters(server: ServerOptions, model: str, version: str = "") -> dict[str, str] | None:
+    """The live config parameters of ``model`` at the first URL, or None when its config cannot be read."""
     client = connect(server, server.urls[0])
     try:
-        config = client.get_model_config(server.model, server.model_version, client_timeout=server.connect_timeout_s)
+        config = client.get_model_config(model, version, client_timeout=server.connect_timeout_s)
     except InferenceServerException:
         return None
     finally:
         client.close()
-    parameters = {key: value.string_value for key, value in config.config.parameters.items()}
-    return parameters if parameters.get(PIPELINE_KEY) == PIPELINE else None
+    return {key: value.string_value for key, value in config.config.parameters.items()}
+
+
+def pipeline_parameters(server: ServerOptions) -> dict[str, str] | None:
+    """The live config parameters of ``server.model`` when it is a served pipeline, else None (also when they
+    cannot be read: the network path then says why, no server or no such model, with its own checks)."""
+    parameters = model_parameters(server, server.model, server.model_version)
+    return parameters if parameters is not None and parameters.get(PIPELINE_KEY) == PIPELINE else None
 
 
 def is_pipeline(server: ServerOptions) -> bool:

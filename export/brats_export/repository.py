@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING
 
 from brats_client.atomic import write_text_atomic
 from brats_client.contract import DATATYPE, IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
+from brats_client.identity import CHECKPOINT_SHA256_KEY
+from google.protobuf import text_format
 
 from .catalogue import MODELS, TRT_VARIANT, VERSION, flip_companion
-from .configs import config_texts, engine_cache_prefix, spatial_dims, variant_path
+from .configs import config_texts, engine_cache_prefix, parse_config, spatial_dims, variant_path
 from .errors import RepositoryError
 
 if TYPE_CHECKING:
@@ -96,8 +98,11 @@ def publish(stage: Path, repository: Path, keys: Iterable[str], *, threads: int 
     check_versions_writable(repository, keys, force)
     published = []
     try:
-        configs = {key: config_texts(key, threads, fixed_size, _engine_prefix(key, manifest),
-                                     companion=flip_companion(key) in keys) for key in keys}
+        checkpoint = ((manifest or {}).get("checkpoint") or {}).get("sha256")
+        configs = {key: {rel: _with_checkpoint(text, checkpoint)
+                         for rel, text in config_texts(key, threads, fixed_size, _engine_prefix(key, manifest),
+                                                       companion=flip_companion(key) in keys).items()}
+                   for key in keys}
         for key in keys:
             model_stage = stage / MODELS[key].name
             texts = configs[key]
@@ -125,6 +130,19 @@ def publish(stage: Path, repository: Path, keys: Iterable[str], *, threads: int 
     except OSError as e:
         raise RepositoryError(f"cannot write into {repository}: {e}") from e
     return published
+
+
+def _with_checkpoint(text: str, checkpoint_sha256: str | None) -> str:
+    """A network config that records the checkpoint it was exported from (parameter
+    :data:`brats_client.identity.CHECKPOINT_SHA256_KEY`, which brats-client checks against ``--checkpoint-sha256``);
+    unchanged without one (``--configs-only``). Every backend ignores the key."""
+    if not checkpoint_sha256:
+        return text
+    lines = text.splitlines(keepends=True)
+    header = "".join(line for line in lines if line.startswith("#"))
+    cfg = parse_config("".join(line for line in lines if not line.startswith("#")))
+    cfg.parameters[CHECKPOINT_SHA256_KEY].string_value = checkpoint_sha256
+    return header + text_format.MessageToString(cfg)
 
 
 def _engine_prefix(key: str, manifest: dict | None) -> str | None:

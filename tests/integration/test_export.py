@@ -15,7 +15,8 @@ import openvino as ov
 import pytest
 import torch
 from brats_client.exit_codes import EXIT_CHECK, EXIT_INPUT, EXIT_OUTPUT
-from brats_export import catalogue, configs, parity
+from brats_client.identity import CHECKPOINT_SHA256_KEY
+from brats_export import catalogue, configs, parity, repository
 from brats_export.cli import SKIPPED_FULL_SIZE, build_parser, main
 from brats_export.model import build_model
 from brats_export.parity_inputs import phantom_input, random_input
@@ -88,8 +89,11 @@ def test_cli_writes_all_files_and_manifest(exported, checkpoint, capsys):
     for model in ALL_FILES:
         cfg = configs.parse_config((exported / model / "config.pbtxt").read_text())
         assert cfg.name == model and cfg.parameters  # threads from --threads 2
-        assert (exported / model / "config.pbtxt").read_text() == configs.render_config(
-            catalogue.FORMATS[list(ALL_FILES).index(model)], threads=2)
+        written = configs.render_config(catalogue.FORMATS[list(ALL_FILES).index(model)], threads=2)
+        # what --configs-only writes, plus the checkpoint the weights come from
+        assert (exported / model / "config.pbtxt").read_text() == repository._with_checkpoint(
+            written, manifest["checkpoint"]["sha256"])
+        assert cfg.parameters[CHECKPOINT_SHA256_KEY].string_value == manifest["checkpoint"]["sha256"]
     trt = configs.parse_config((exported / "brats_onnx" / "configs" / "trt.pbtxt").read_text())
     prefix = trt.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_prefix"]
     onnx_sha = exported_sha256(exported / "brats_onnx" / "1" / "model.onnx", "exported file")

@@ -288,3 +288,21 @@ def test_a_pipeline_exported_by_another_version_is_named_with_both_versions(busy
                      "--model", PIPELINE, "--tta", "none", "--labels", "brats2019"])
     err = capsys.readouterr().err
     assert code == cli.EXIT_OK and "client code" not in err, err
+
+
+def test_a_network_exported_from_another_checkpoint_is_named(busy_server, cases, checkpoint, tmp_path, capsys):
+    """brats-export records the checkpoint's sha256 in each network's config; --checkpoint-sha256 names the one
+    the user expects, on the tensor path and through the pipeline (its network's config)."""
+    from brats_export.checkpoint import checkpoint_sha256
+
+    ours = checkpoint_sha256(checkpoint)
+    for model in ("brats_openvino", PIPELINE):
+        for named, warned in ((ours, False), ("0123456789ab", True)):
+            code = cli.main(["segment", str(cases[0]), "-o", str(tmp_path / f"{model}.nii.gz"), "--overwrite",
+                             "--url", busy_server.grpc_url, "--model", model, "--tta", "none", "--labels",
+                             "brats2019", "--checkpoint-sha256", named])
+            err = capsys.readouterr().err
+            assert code == cli.EXIT_OK, err
+            message = f"'brats_openvino' was exported from the checkpoint with sha256 {ours[:12]}..., not the one " \
+                      "named (0123456789ab...)"
+            assert (message in err) == warned, err

@@ -28,3 +28,22 @@ def test_a_pipeline_of_another_version_is_named_with_both_versions():
     assert "this client is brats-triton 0.2.0 (client code bbbbbbbbbbbb)" in warning and "re-export" in warning
     unrecorded = identity.mismatch({}, "brats_segment", ours)
     assert "does not say which client code it runs" in unrecorded and "0.2.0" in unrecorded
+
+
+def test_a_named_checkpoint_is_its_sha256_or_a_prefix_of_12_or_more():
+    import pytest
+    from brats_client.errors import UsageError
+
+    assert identity.checked_sha256(" ABCDEF012345 ") == "abcdef012345"
+    for bad in ("abc", "xyz" * 10, "a" * 65):
+        with pytest.raises(UsageError, match="--checkpoint-sha256 must be the checkpoint's sha256"):
+            identity.checked_sha256(bad)
+
+
+def test_a_network_from_another_checkpoint_is_named_with_both_hashes():
+    recorded = {identity.CHECKPOINT_SHA256_KEY: "1234567890ab" + "c" * 52}
+    assert identity.checkpoint_mismatch(recorded, "brats_onnx", "1234567890ab") is None
+    warning = identity.checkpoint_mismatch(recorded, "brats_onnx", "f" * 64)
+    assert "'brats_onnx' was exported from the checkpoint with sha256 1234567890ab..." in warning
+    assert "not the one named (ffffffffffff...)" in warning
+    assert "does not record the checkpoint" in identity.checkpoint_mismatch({}, "brats_onnx", "f" * 64)
