@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "in, the segmentation out; needs numpy, scipy and nibabel in the backend's Python, which "
                         "the NGC container lacks; docs/pipeline.md) (default: not written)")
     p.add_argument("--pipeline-instances", type=_positive_int, metavar="N",
-                   help="brats_segment requests run side by side (default: 2; about 0.8 GiB each; docs/pipeline.md)")
+                   help="brats_segment requests run side by side (default: 2; about 0.7 GiB each; docs/pipeline.md)")
     p.add_argument("--pipeline-queue", type=_positive_int, metavar="N",
                    help="brats_segment requests that may wait; more are refused at once as busy (default: 4)")
     p.add_argument("--pipeline-queue-timeout-s", type=float, metavar="S",

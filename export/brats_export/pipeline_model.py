@@ -52,7 +52,7 @@ from brats_client.served import TritonPythonModel  # noqa: E402,F401
 
 
 # How many requests run side by side, and how many may wait. Measured (docs/benchmarks.md, "The served pipeline
-# for many clients"): one instance holds up to about 0.8 GiB for a BraTS-size case (its stub process's peak
+# for many clients"): one instance holds up to about 0.7 GiB for a BraTS-size case (its stub process's peak
 # resident memory, VmHWM), beside the network's own process. Two instances let one case's reading, preprocessing
 # and writing (single-threaded Python and numpy) run while another's tiles are in the network; more would wait for
 # the same network instance while each held a case. Raise instances with the network's instances and memory.
