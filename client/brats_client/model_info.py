@@ -10,6 +10,8 @@ from typing import Any
 from .contract import DATATYPE, IN_CHANNELS, OUT_CHANNELS
 from .errors import ServerError
 
+PRECISION_KEY = "brats_precision"  # config parameter: what the model computes in (brats-export writes it)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -23,6 +25,11 @@ class ModelInfo:
     platform: str
     fixed_spatial: tuple[int, ...] | None = None  # a static-shape export insists on this tile shape
     parameters: dict[str, str] = field(default_factory=dict)  # the config's parameters (server_flips reads them)
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in, as its config says (``brats_precision``)."""
+        return self.parameters.get(PRECISION_KEY) or "not stated by the model's config (an older export?)"
 
 
 def validate_metadata(meta: Any, config: Any, where: str) -> ModelInfo:

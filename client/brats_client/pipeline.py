@@ -255,6 +255,7 @@ def infer_case(
         "version": info.version,
         "platform": info.platform,
         "server_flips": server_flips.applied_flips(info),
+        "precision": info.precision,
     }
     return InferredCase(
         prepared.files, record, case.affine, case.header, case.shape, case.voxel_volume_mm3, case.sha256,

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 from brats_client.atomic import write_text_atomic
 from brats_client.contract import DATATYPE, IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
 
-from .catalogue import MODELS, TRT_VARIANT, VERSION, flip_companion
-from .configs import config_texts, engine_cache_prefix, spatial_dims, variant_path
+from .catalogue import CPU_VARIANT, MODELS, TRT_VARIANT, VERSION, flip_companion
+from .configs import config_texts, engine_cache_prefix, precision, spatial_dims, variant_path
 from .errors import RepositoryError
 
 if TYPE_CHECKING:
@@ -78,14 +78,15 @@ def staging(repository: Path) -> Iterator[Path]:
 
 
 def publish(stage: Path, repository: Path, keys: Iterable[str], *, threads: int | None = None,
-            fixed_size: int | None = None, force: bool = False, manifest: dict | None = None) -> list[Path]:
+            fixed_size: int | None = None, force: bool = False, manifest: dict | None = None,
+            shapes: dict[str, tuple[int, ...]] | None = None) -> list[Path]:
     """Move the staged model versions into ``repository`` with their configs, then merge the manifest.
 
     ``stage/<model>/1/`` must hold each model key's files. An existing ``<model>/1`` is replaced only with
     ``force``; the old one is moved into the stage (deleted with it) before the new one takes its place.
     ``brats_onnx/configs/trt.pbtxt`` is written when the manifest names the checkpoint's sha256 (model.onnx's is
     then taken from its ``files_sha256``); an old one is removed before the new weights arrive, so its engine
-    prefix never meets other weights.
+    prefix never meets other weights. ``shapes``: a model key's own static spatial shape (the INT8 model's).
     """
     repository, stage = Path(repository), Path(stage)
     keys = list(keys)
@@ -96,7 +97,8 @@ def publish(stage: Path, repository: Path, keys: Iterable[str], *, threads: int 
     check_versions_writable(repository, keys, force)
     published = []
     try:
-        configs = {key: config_texts(key, threads, fixed_size, _engine_prefix(key, manifest),
+        shapes = shapes or {}
+        configs = {key: config_texts(key, threads, shapes.get(key, fixed_size), _engine_prefix(key, manifest),
                                      companion=flip_companion(key) in keys) for key in keys}
         for key in keys:
             model_stage = stage / MODELS[key].name
@@ -188,7 +190,8 @@ def build_manifest(
         }
         if spec.format == "onnx":
             entry["opset"] = opset
-        if spec.format == "openvino":
+        entry["precision"] = precision(spec, CPU_VARIANT)
+        if spec.format == "openvino" and not spec.quantized:
             entry["parity_precision"] = "f32"
             entry["host_default_precision"] = openvino_host_precision
         models[spec.name] = entry
