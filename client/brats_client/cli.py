@@ -64,7 +64,7 @@ def _tile(value: str) -> int | None:
 
 def _add_global_args(p: argparse.ArgumentParser, default: bool | str) -> None:
     p.add_argument("--quiet", "-q", action="store_true", default=default,
-                   help="only warnings and errors, no progress bars")
+                   help="only warnings and errors, no progress lines")
     p.add_argument("--verbose", "-v", action="store_true", default=default, help="debug logging")
 
 

@@ -22,6 +22,7 @@ from . import conventions, input_checks, io, modalities, postprocess, preprocess
 from .contract import OUT_CHANNELS, PAD_MULTIPLE
 from .errors import InputError, UsageError
 from .modalities import CaseFiles
+from .model_info import ModelInfo
 from .protocol import Transport
 from .server_options import ServerOptions
 
@@ -119,15 +120,10 @@ def predict(
     progress: Callable[[int, int], None] | None = None,
 ) -> Prediction:
     """Sliding window over ``volume [4, *padded]`` with test-time flips, ``options.flips_per_request`` a batch."""
-    info = transport.info
-    if info.fixed_spatial is not None:  # a static-shape export: tiles of exactly its shape (multiples of 8)
-        plan = tiling.plan_tiles(volume.shape[1:], info.fixed_spatial, options.overlap, multiple=1, exact=True)
-    else:
-        plan = tiling.plan_tiles(volume.shape[1:], options.tile, options.overlap)
+    plan, chunks = _requests(volume.shape[1:], transport.info, options)
+    flips = [axes for chunk in chunks for axes in chunk]
+    per_request = len(chunks[0])
     passes = len(tta.flips(options.tta))
-    flips = [()] if server_flips.check_tta(info, options.tta) else tta.flips(options.tta)
-    per_request = max(1, min(len(flips), options.flips_per_request, info.max_batch_size or 1))
-    chunks = [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
 
     def batches() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
         for index in range(len(plan)):
@@ -152,6 +148,26 @@ def predict(
             if progress is not None:
                 progress(finished, len(plan))
     return Prediction(accumulator.result(), len(plan), requests, plan.voxels_computed * passes)
+
+
+def _requests(
+    spatial: tuple[int, ...], info: ModelInfo, options: SegmentOptions
+) -> tuple[tiling.TilePlan, list[list[tuple[int, ...]]]]:
+    """The tiles of a padded crop of ``spatial`` voxels on the model ``info``, and the flips of each request of a
+    tile (one ``()`` when the model flips on the server)."""
+    if info.fixed_spatial is not None:  # a static-shape export: tiles of exactly its shape (multiples of 8)
+        plan = tiling.plan_tiles(spatial, info.fixed_spatial, options.overlap, multiple=1, exact=True)
+    else:
+        plan = tiling.plan_tiles(spatial, options.tile, options.overlap)
+    flips = [()] if server_flips.check_tta(info, options.tta) else tta.flips(options.tta)
+    per_request = max(1, min(len(flips), options.flips_per_request, info.max_batch_size or 1))
+    return plan, [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
+
+
+def count_requests(prepared: PreparedCase, info: ModelInfo) -> tuple[int, int, int]:
+    """``(tiles, requests, batch items)`` that :func:`infer_case` sends for ``prepared`` to the model ``info``."""
+    plan, chunks = _requests(prepared.volume.shape[1:], info, prepared.options)
+    return len(plan), len(plan) * len(chunks), len(plan) * sum(map(len, chunks))
 
 
 @dataclass(frozen=True)
