@@ -84,6 +84,7 @@ def _run_served(files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, serv
     if outputs.probabilities is not None:
         raise UsageError(f"model {server.model!r} is a served pipeline, which returns labels only; "
                          "--probabilities needs a network model (e.g. --model brats_openvino)")
+    log.info("%s: %s", files.case_id, files.describe())
     log.info("%s: model %s is a served pipeline: sending the four files", files.case_id, server.model)
     with _served_progress(files, server):
         segmentation, report = served_client.segment(files, server, options)
@@ -93,7 +94,7 @@ def _run_served(files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, serv
                                   overwrite=outputs.overwrite)
     except (OSError, atomic.TargetExistsError) as e:
         raise OutputError(f"cannot write {outputs.segmentation}: {e}") from e
-    report["inputs"] = {ch: str(p) for ch, p in files.paths.items()}
+    report["inputs"] = files.sources()
     report["outputs"] = {"segmentation": str(outputs.segmentation)}
     report["case"] = files.case_id
     report["server"]["pipeline"] = {"url": server.url, "model": server.model}
@@ -147,9 +148,6 @@ def run_segment(
             f"{args.input} holds several cases; give an output folder (-o out/) to segment them all, "
             f"or one case as INPUT for the file {args.output}"
         )
-    for ch, path in files.paths.items():
-        index = f"[..., {files.channel_index[ch]}]" if files.channel_index is not None else ""
-        log.info("%-5s <- %s%s", ch, path, index)
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
     if served_client.is_pipeline(server):

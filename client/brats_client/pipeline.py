@@ -214,6 +214,7 @@ def prepare_case(
     if options.labels == LABELS_AUTO:
         labels, labels_from = modalities.input_convention(files)
         options = replace(options, labels=labels)
+    log.info("%s: %s", files.case_id, files.describe())
     log.info("%s: %s labels (%s)", files.case_id, conventions.get(options.labels).describe(), labels_from)
     with timer.stage("load"):
         case = io.load_case(files, max_voxels=options.max_voxels)
@@ -291,7 +292,7 @@ def finish_case(inferred: InferredCase, outputs: CaseOutputs) -> dict[str, Any]:
     crop_voxels = int(np.prod(record.crop_shape))
     report = {
         "case": files.case_id,
-        "inputs": {ch: str(p) for ch, p in files.paths.items()},
+        "inputs": files.sources(),
         "input_sha256": inferred.sha256,
         "naming": files.naming,
         "shape": list(inferred.shape),
