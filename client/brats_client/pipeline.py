@@ -164,10 +164,21 @@ def _requests(
     return plan, [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
 
 
-def count_requests(prepared: PreparedCase, info: ModelInfo) -> tuple[int, int, int]:
-    """``(tiles, requests, batch items)`` that :func:`infer_case` sends for ``prepared`` to the model ``info``."""
+@dataclass(frozen=True)
+class RequestCount:
+    """What :func:`infer_case` sends for a case: its tiles, requests and batch items, and each item's voxels."""
+
+    tiles: int
+    requests: int
+    items: int
+    item_voxels: int
+
+
+def count_requests(prepared: PreparedCase, info: ModelInfo) -> RequestCount:
+    """What :func:`infer_case` sends for ``prepared`` to the model ``info``."""
     plan, chunks = _requests(prepared.volume.shape[1:], info, prepared.options)
-    return len(plan), len(plan) * len(chunks), len(plan) * sum(map(len, chunks))
+    tiles = len(plan)
+    return RequestCount(tiles, tiles * len(chunks), tiles * sum(map(len, chunks)), int(np.prod(plan.tile_shape)))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -59,26 +59,38 @@ def elapsed(what: str) -> Callable[[float], str]:
     return lambda elapsed_s: f"{what}: {elapsed_s:.0f} s so far"
 
 
-def mean_compute_s(statistics: dict[str, int] | None) -> float | None:
-    """Seconds of compute per inference (one item of a batch) from a model's cumulative server statistics; None
-    when it has computed nothing (a fresh server) or gives no statistics."""
-    if not statistics or not statistics.get("inference_count"):
+def mean_compute_s(statistics: dict[str, int] | None, voxels: int = 1,
+                   warmup: Sequence[tuple[int, int]] = ()) -> float | None:
+    """Seconds of compute for one inference (a batch item) of ``voxels`` voxels, from a model's cumulative server
+    statistics, taking the cost as proportional to the voxels. Triton counts the config's warm-up (``warmup``:
+    batch items and voxels per item of each entry) in the statistics: those inferences weigh by their own size, and
+    earlier requests are taken as the size of this one. None when nothing but the warm-up has run, or without
+    statistics."""
+    if not statistics:
         return None
-    return statistics["compute_infer_ns"] / statistics["inference_count"] / 1e9
+    warm = sum(n for n, _ in warmup)
+    real = statistics.get("inference_count", 0) - warm
+    if real <= 0:
+        return None
+    weighted_voxels = sum(n * v for n, v in warmup) + real * voxels
+    return statistics["compute_infer_ns"] / 1e9 * voxels / weighted_voxels
 
 
 @dataclass
 class InferenceWait:
     """What a case's inference is doing, for :class:`Heartbeat`: ``work`` (what was sent to ``model``, e.g. "1 tile
-    in 4 requests") made of ``items`` batch items in all; ``statistics`` reads the model's cumulative server
-    statistics (None where there are none); ``tiles`` and ``done`` (set by the pipeline's progress callback,
-    :meth:`update`) count finished tiles, when the client tiles."""
+    in 4 requests") made of ``items`` batch items of ``voxels`` voxels each; ``statistics`` reads the model's
+    cumulative server statistics (None where there are none), ``warmup`` is its config's warm-up
+    (:func:`mean_compute_s`); ``tiles`` and ``done`` (set by the pipeline's progress callback, :meth:`update`) count
+    finished tiles, when the client tiles."""
 
     case_id: str
     model: str
     work: str
     items: int
     statistics: Callable[[], dict[str, int] | None]
+    voxels: int = 1
+    warmup: Sequence[tuple[int, int]] = ()
     tiles: int | None = None
     done: int = 0
 
@@ -86,35 +98,35 @@ class InferenceWait:
         self.done, self.tiles = done, total
 
     def estimate(self) -> tuple[float, int] | str:
-        """Seconds the ``items`` take at the model's mean compute per inference on this server, and how many
-        inferences that mean is made of; or why there is no estimate."""
+        """Seconds the ``items`` take at the model's mean compute on this server, and how many inferences (besides
+        the warm-up) that mean comes from; or why there is no estimate."""
         stats = self.statistics()
-        mean_s = mean_compute_s(stats)
+        mean_s = mean_compute_s(stats, self.voxels, self.warmup)
         if mean_s is not None:
-            return mean_s * self.items, stats["inference_count"]
+            return mean_s * self.items, stats["inference_count"] - sum(n for n, _ in self.warmup)
         if stats is None:
             return f"no estimate ({self.model} gives no statistics)"
-        return (f"no estimate yet ({self.model} has not finished an inference since the server started; the next case "
-                "gets one)")
+        return (f"no estimate yet ({self.model} has computed nothing but its warm-up since the server started; the "
+                "next case gets one)")
 
     def start_message(self) -> str:
-        return f"{self.case_id}: {self.work} to {self.model}; {self._estimate_text(0.0)}"
+        found = self.estimate()
+        if isinstance(found, str):
+            return f"{self.case_id}: {self.work} to {self.model}; {found}"
+        total_s, count = found
+        return (f"{self.case_id}: {self.work} to {self.model}; estimate about {total_s:.0f} s (the server's mean "
+                f"compute of {self.model} over {plural(count, 'inference')})")
 
     def message(self, elapsed_s: float) -> str:
         done = f", {self.done}/{plural(self.tiles, 'tile')} done" if self.tiles is not None else ""
-        return f"{self.case_id}: {elapsed_s:.0f} s elapsed{done}; {self._estimate_text(elapsed_s)}"
-
-    def _estimate_text(self, elapsed_s: float) -> str:
         found = self.estimate()
         if isinstance(found, str):
-            return found
-        total_s, count = found
-        source = f"the server's mean compute of {self.model} over {plural(count, 'inference')}"
-        if elapsed_s <= 0:
-            return f"estimate about {total_s:.0f} s ({source})"
-        if elapsed_s < total_s:
-            return f"estimate about {total_s:.0f} s, {total_s - elapsed_s:.0f} s left ({source})"
-        return f"over the estimate of {total_s:.0f} s ({source}; a busy server or a larger case takes longer)"
+            estimate = found.partition(" (")[0]
+        elif elapsed_s < found[0]:
+            estimate = f"about {found[0] - elapsed_s:.0f} s left of about {found[0]:.0f} s"
+        else:
+            estimate = f"over the estimate of {found[0]:.0f} s (a busy server or a larger case takes longer)"
+        return f"{self.case_id}: {elapsed_s:.0f} s elapsed{done}; {estimate}"
 
 
 def plural(n: int, word: str) -> str:
@@ -127,9 +139,10 @@ def infer_case(prepared, transport, logger: logging.Logger = log):
     from . import pipeline
 
     info = transport.info
-    tiles, requests, items = pipeline.count_requests(prepared, info)
-    work = f"{plural(tiles, 'tile')} in {plural(requests, 'request')}"
-    wait = InferenceWait(prepared.files.case_id, info.name, work, items, transport.statistics, tiles)
+    count = pipeline.count_requests(prepared, info)
+    work = f"{plural(count.tiles, 'tile')} in {plural(count.requests, 'request')}"
+    wait = InferenceWait(prepared.files.case_id, info.name, work, count.items, transport.statistics,
+                         count.item_voxels, info.warmup, count.tiles)
     if logger.isEnabledFor(logging.INFO):
         logger.info("%s", wait.start_message())
     with Heartbeat(wait.message, logger=logger):

@@ -50,6 +50,19 @@ def test_mean_compute_is_per_inference_and_none_on_a_fresh_server() -> None:
     assert progress.mean_compute_s(None) is None
 
 
+def test_the_warm_up_weighs_by_its_size_and_alone_gives_no_estimate() -> None:
+    """Triton counts the config's warm-up (here 2 items of 1000 voxels) in the statistics: 10 s over 2 x 1000 +
+    1 x 8000 voxels is 1 ms per voxel, so an 8000-voxel item takes 8 s."""
+    warmup = ((2, 1000),)
+    assert progress.mean_compute_s(_stats(3, 10.0), 8000, warmup) == pytest.approx(8.0)
+    assert progress.mean_compute_s(_stats(2, 0.2), 8000, warmup) is None
+    wait = progress.InferenceWait("C", "m", "1 tile in 1 request", 1, lambda: _stats(2, 0.2), 8000, warmup)
+    assert wait.start_message() == ("C: 1 tile in 1 request to m; no estimate yet (m has computed nothing but its "
+                                    "warm-up since the server started; the next case gets one)")
+    wait.statistics = lambda: _stats(3, 10.0)
+    assert "estimate about 8 s (the server's mean compute of m over 1 inference)" in wait.start_message()
+
+
 def test_a_one_tile_wait_says_elapsed_and_time_left_from_the_models_statistics() -> None:
     wait = progress.InferenceWait("Case1", "brats_openvino_flip4", "1 tile in 1 request", 1, lambda: _stats(3, 120.0))
     assert wait.start_message() == (
@@ -57,15 +70,16 @@ def test_a_one_tile_wait_says_elapsed_and_time_left_from_the_models_statistics()
         "brats_openvino_flip4 over 3 inferences)"
     )
     wait.update(0, 1)
-    line = wait.message(15.2)
-    assert line.startswith("Case1: 15 s elapsed, 0/1 tile done; estimate about 40 s, 25 s left")
-    assert "over the estimate of 40 s" in wait.message(41.0)
+    assert wait.message(15.2) == "Case1: 15 s elapsed, 0/1 tile done; about 25 s left of about 40 s"
+    assert wait.message(41.0).endswith("; over the estimate of 40 s (a busy server or a larger case takes longer)")
 
 
 def test_without_statistics_the_wait_says_there_is_no_estimate_yet() -> None:
     wait = progress.InferenceWait("Case1", "m", "2 tiles in 8 requests", 8, lambda: _stats(0, 0.0), tiles=2)
-    assert "no estimate yet (m has not finished an inference" in wait.message(5.0)
-    assert "0/2 tiles done" in wait.message(5.0)
+    assert wait.message(5.0) == "Case1: 5 s elapsed, 0/2 tiles done; no estimate yet"
+    served = progress.InferenceWait("Case1", "brats_segment", "the four files in one request", 1, lambda: None)
+    assert served.message(5.0) == "Case1: 5 s elapsed; no estimate"
+    assert served.start_message().endswith("; no estimate (brats_segment gives no statistics)")
 
 
 def test_a_case_logs_its_work_and_progress_on_a_local_transport(brain_case, caplog, monkeypatch) -> None:
@@ -86,8 +100,9 @@ def test_a_case_logs_its_work_and_progress_on_a_local_transport(brain_case, capl
     logger = logging.getLogger("test.progress.case")
     logger.addHandler(Caught())
     prepared = pipeline.prepare_case(brain_case, pipeline.SegmentOptions(tile=32, tta="flip4"))
-    tiles, requests, items = pipeline.count_requests(prepared, LocalTransport(predict).info)
-    assert (requests, items) == (4 * tiles, 4 * tiles) and tiles > 1
+    count = pipeline.count_requests(prepared, LocalTransport(predict).info)
+    tiles, requests = count.tiles, count.requests
+    assert (requests, count.items, count.item_voxels) == (4 * tiles, 4 * tiles, 32**3) and tiles > 1
     with caplog.at_level(logging.INFO, logger="test.progress.case"):
         inferred = progress.infer_case(prepared, LocalTransport(predict), logger)
     assert inferred.prediction.tiles == tiles
@@ -95,3 +110,16 @@ def test_a_case_logs_its_work_and_progress_on_a_local_transport(brain_case, capl
     assert lines[0] == f"{brain_case.case_id}: {tiles} tiles in {requests} requests to local; no estimate (local " \
         "gives no statistics)"
     assert any("s elapsed, 0/" in line for line in lines[1:]), lines
+
+
+@pytest.mark.torch  # brats_export writes the configs
+def test_the_warm_up_of_an_exported_config_is_read_into_the_model_info() -> None:
+    from brats_client.model_info import _warmup
+    from brats_export.configs import config_texts
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cpu = text_format.Parse(config_texts("openvino")["config.pbtxt"], mc.ModelConfig())
+    assert _warmup(cpu) == [(1, 32**3)]  # one 32^3 tile, once: far cheaper than a case's crop
+    gpu = text_format.Parse(config_texts("torchscript")["configs/gpu.pbtxt"], mc.ModelConfig())
+    assert _warmup(gpu) == [(2, 144 * 176 * 144)]  # a whole crop, twice
