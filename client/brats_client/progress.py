@@ -106,8 +106,8 @@ class InferenceWait:
             return mean_s * self.items, stats["inference_count"] - sum(n for n, _ in self.warmup)
         if stats is None:
             return f"no estimate ({self.model} gives no statistics)"
-        return (f"no estimate yet ({self.model} has computed nothing but its warm-up since the server started; the "
-                "next case gets one)")
+        what = "nothing but its warm-up" if self.warmup else "nothing"
+        return f"no estimate yet ({self.model} has computed {what} since the server started; the next case gets one)"
 
     def start_message(self) -> str:
         found = self.estimate()

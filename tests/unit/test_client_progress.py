@@ -77,6 +77,8 @@ def test_a_one_tile_wait_says_elapsed_and_time_left_from_the_models_statistics()
 def test_without_statistics_the_wait_says_there_is_no_estimate_yet() -> None:
     wait = progress.InferenceWait("Case1", "m", "2 tiles in 8 requests", 8, lambda: _stats(0, 0.0), tiles=2)
     assert wait.message(5.0) == "Case1: 5 s elapsed, 0/2 tiles done; no estimate yet"
+    assert wait.start_message().endswith("; no estimate yet (m has computed nothing since the server started; the "
+                                         "next case gets one)")
     served = progress.InferenceWait("Case1", "brats_segment", "the four files in one request", 1, lambda: None)
     assert served.message(5.0) == "Case1: 5 s elapsed; no estimate"
     assert served.start_message().endswith("; no estimate (brats_segment gives no statistics)")
