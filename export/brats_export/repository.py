@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brats_client.atomic import write_text_atomic
+from brats_client.atomic import sha256_file, write_text_atomic
 from brats_client.contract import DATATYPE, IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
 
 from .catalogue import CPU_VARIANT, MODELS, TRT_VARIANT, VERSION, flip_companion
@@ -211,3 +211,43 @@ def build_manifest(
                    "4": "ET (enhancing tumor)", "regions": {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}},
         "models": models,
     }
+
+
+def why_export_again(repository: Path, keys: Iterable[str], *, checkpoint_sha256: str,
+                     libraries: dict[str, str]) -> str | None:
+    """None when ``repository`` holds an export of every model key in ``keys`` from the checkpoint of
+    ``checkpoint_sha256`` by these ``libraries`` (name -> version), made with the default checks (no fixed size, no
+    skipped check), with its files and configs in place and equal to what ``manifest.json`` records: exporting
+    again would write the same. Otherwise why it would not (for the log)."""
+    repository = Path(repository)
+    try:
+        manifest = json.loads((repository / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {MANIFEST} in {repository} (nothing exported there yet)"
+    except (OSError, ValueError) as e:
+        return f"{repository / MANIFEST} cannot be read ({e})"
+    if not isinstance(manifest, dict):
+        return f"{repository / MANIFEST} is not a JSON object"
+    if manifest.get("libraries") != libraries:
+        old = manifest.get("libraries") or {}
+        changed = [f"{k} {old.get(k)} -> {v}" for k, v in libraries.items() if old.get(k) != v]
+        return f"the libraries changed since the export ({', '.join(changed) or 'another set'})"
+    if manifest.get("fixed_size") is not None or manifest.get("warnings"):
+        return "the export was made with other options (--fixed-size or --skip-full-size-check)"
+    models = manifest.get("models") if isinstance(manifest.get("models"), dict) else {}
+    for key in keys:
+        spec = MODELS[key]
+        entry = models.get(spec.name)
+        if not isinstance(entry, dict):
+            return f"{spec.name} is not in {repository / MANIFEST}"
+        if entry.get("checkpoint_sha256") != checkpoint_sha256:
+            old, new = str(entry.get("checkpoint_sha256"))[:12], checkpoint_sha256[:12]
+            return f"{spec.name} was exported from another checkpoint (sha256 {old}..., this one {new}...)"
+        if not (repository / spec.name / "config.pbtxt").is_file():
+            return f"{repository / spec.name / 'config.pbtxt'} is missing"
+        recorded = entry.get("files_sha256") or {}
+        for name in spec.files:
+            path = version_dir(repository, key) / name
+            if not recorded.get(name) or not path.is_file() or sha256_file(path) != recorded[name]:
+                return f"{path} is missing or differs from what {MANIFEST} records"
+    return None

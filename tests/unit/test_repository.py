@@ -292,3 +292,29 @@ def test_publish_takes_the_onnx_sha256_from_the_manifest(tmp_path):
         with pytest.raises(RepositoryError, match="model.onnx sha256 must be 64"):
             repository.publish(stage, repo, ["onnx"], threads=2, manifest=manifest)
     assert not repo.exists()
+
+
+def test_an_unchanged_export_is_reused_and_each_change_says_why_not(tmp_path):
+    """brats-demo's decision: the same checkpoint and libraries, files as recorded -> reuse (None); else the reason."""
+    repo, keys, libraries = tmp_path / "repo", ["openvino", "openvino_flip4"], {"torch": "x"}
+    assert repository.why_export_again(repo, keys, checkpoint_sha256=CKPT_A, libraries=libraries) == \
+        f"no manifest.json in {repo} (nothing exported there yet)"
+    with repository.staging(repo) as stage:
+        _stage_fake(stage, keys)
+        repository.publish(stage, repo, keys, threads=2, manifest=_manifest(stage, keys, CKPT_A))
+
+    def why(keys=keys, sha=CKPT_A, libraries=libraries):
+        return repository.why_export_again(repo, keys, checkpoint_sha256=sha, libraries=libraries)
+
+    assert why() is None
+    assert why(sha=CKPT_B) == ("brats_openvino was exported from another checkpoint (sha256 aaaaaaaaaaaa..., this one "
+                               "bbbbbbbbbbbb...)")
+    assert why(libraries={"torch": "y"}) == "the libraries changed since the export (torch x -> y)"
+    assert why(keys=["onnx"]) == f"brats_onnx is not in {repo / 'manifest.json'}"
+    weights = repo / "brats_openvino_flip4" / "1" / "model.bin"
+    weights.write_bytes(b"other")
+    assert why() == f"{weights} is missing or differs from what manifest.json records"
+    weights.unlink()
+    assert why() == f"{weights} is missing or differs from what manifest.json records"
+    (repo / "manifest.json").write_text("{")
+    assert why().startswith(f"{repo / 'manifest.json'} cannot be read")
