@@ -32,6 +32,8 @@ class LocalTransport:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    crosses_network = False
+
     def describe(self) -> dict[str, Any]:
         return {"url": "in-process", "shared_memory": False, "concurrency": 1}
 

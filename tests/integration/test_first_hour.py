@@ -77,7 +77,7 @@ def test_a_one_tile_case_shows_elapsed_time_and_an_estimate_from_the_model(serve
     lines = []
     for name in ("first", "second"):
         code = cli.main(["segment", str(case), "-o", str(tmp_path / f"{name}.nii.gz"), "--url", server.grpc_url,
-                         "--model", SLOW])
+                         "--model", SLOW, "--server-flips", "on"])
         err = capsys.readouterr().err
         assert code == cli.EXIT_OK, err
         lines.append(err)
