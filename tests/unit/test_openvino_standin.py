@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_requests_compile_each_new_shape_and_keep_the_last_ones(standin):
         compiled.append(shape)
         return FakeCompiled(shape)
 
-    spec = type("Spec", (), {"input": type("T", (), {"name": "INPUT__0"}), "output": type("T", (), {"name": "OUTPUT__0"})})
+    spec = SimpleNamespace(input=SimpleNamespace(name="INPUT__0"), output=SimpleNamespace(name="OUTPUT__0"))
     requests = standin.Requests(compile_for, spec)
     a, b, c = (np.zeros((1, 4, n, n, n), np.float32) for n in (8, 16, 24))
     for batch in (a, a, b, a, c, b, a):
