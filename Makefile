@@ -76,6 +76,7 @@ perf: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_end_to_end.py
+	$(BIN)/python benchmarks/bench_precision.py
 
 clean:
 	rm -rf $(VENV) $(NGC_VENV) $(CLIENT_VENV) out .pytest_cache .ruff_cache

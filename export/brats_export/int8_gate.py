@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from brats_client import pipeline, postprocess
-from brats_client.contract import output_shape
+from brats_client.contract import REGIONS, output_shape
 from brats_client.local import LocalTransport
-from brats_client.metrics import TABLE_ORDER
 
 from .errors import AccuracyError, ExportError
 from .parity import load_openvino
@@ -89,7 +88,7 @@ def case_labels(case: pipeline.PreparedCase, predict: Predictor, shape: Sequence
 
 def region_dice(labels: np.ndarray, reference: np.ndarray, convention: str) -> dict[str, float]:
     scores = postprocess.region_dice(labels, reference, convention)
-    return {region: scores[region] for region in TABLE_ORDER}
+    return {region: scores[region] for region in REGIONS}
 
 
 class _Recorder:
@@ -177,10 +176,10 @@ def _dice_text(dice: dict[str, float]) -> str:
 
 
 def format_gate_table(rows: Sequence[GateRow]) -> str:
-    lines = [f"{'case':<16} {'runtime':<44} {'precision':<12} " + " ".join(f"{r:>7}" for r in TABLE_ORDER) + "  ok"]
+    lines = [f"{'case':<16} {'runtime':<44} {'precision':<12} " + " ".join(f"{r:>7}" for r in REGIONS) + "  ok"]
     for row in rows:
         lines.append(f"{row.case:<16} {row.runtime:<44} {row.precision:<12} "
-                     + " ".join(f"{row.dice[r]:>7.4f}" for r in TABLE_ORDER) + ("  yes" if row.passed else "  NO"))
+                     + " ".join(f"{row.dice[r]:>7.4f}" for r in REGIONS) + ("  yes" if row.passed else "  NO"))
     return "\n".join(lines)
 
 
