@@ -33,6 +33,7 @@ def _http_json(url: str, body: bytes | None = None) -> object:
 def role(config: dict) -> str:
     """What a model is, from its config's parameters (brats-export writes them): the served pipeline, a flip
     companion, or a network."""
+    from brats_client.model_info import PRECISION_KEY
     from brats_client.served import PIPELINE_KEY
     from brats_client.server_flips import SERVER_FLIPS_KEY
 
@@ -40,7 +41,10 @@ def role(config: dict) -> str:
     if PIPELINE_KEY in parameters:
         return "the whole pipeline: the four NIfTI files in, the segmentation out (brats-client or curl)"
     if parameters.get(SERVER_FLIPS_KEY):
-        return f"network with {parameters[SERVER_FLIPS_KEY]} test-time flips inside (brats-client picks it)"
+        return (f"network with {parameters[SERVER_FLIPS_KEY]} test-time flips inside (brats-client uses it from "
+                "another host, or with --server-flips on)")
+    if parameters.get(PRECISION_KEY, "").startswith("int8"):
+        return f"network, {parameters[PRECISION_KEY]} (brats-client --model)"
     return "network (brats-client --model)"
 
 

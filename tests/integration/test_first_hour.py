@@ -112,7 +112,8 @@ def test_brats_serve_lists_the_models_it_serves_and_their_addresses(repository):
     assert models == {
         FAST: "network (brats-client --model)",
         SLOW: "network (brats-client --model)",
-        instant.companion_name(SLOW): "network with flip4 test-time flips inside (brats-client picks it)",
+        instant.companion_name(SLOW): "network with flip4 test-time flips inside (brats-client uses it from "
+                                         "another host, or with --server-flips on)",
     }, banner
 
 

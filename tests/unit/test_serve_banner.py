@@ -18,6 +18,8 @@ def test_the_role_of_each_model_comes_from_its_config() -> None:
     assert role(_config(**{SERVER_FLIPS_KEY: "flip4"})).startswith("network with flip4 test-time flips inside")
     plain = role(_config(**{COMPANION_KEY: "brats_onnx_flip4"}))
     assert plain == role({"name": "m"}) == "network (brats-client --model)"
+    assert role(_config(brats_precision="int8 convolutions, f32 elsewhere")) == (
+        "network, int8 convolutions, f32 elsewhere (brats-client --model)")
 
 
 def test_the_banner_lists_the_addresses_and_every_model() -> None:
