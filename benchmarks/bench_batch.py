@@ -49,8 +49,8 @@ from brats_serve import instant  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = "brats_slow"  # the instant model with --server-delay-s per request
-FLIP_MODES = ("off", "auto")  # --server-flips: the client flips; the companion flips (when the model names one)
-FLIPS_LABEL = {"off": "client", "auto": "server"}
+FLIP_MODES = ("off", "on")  # --server-flips: the client flips; the companion flips (when the model names one)
+FLIPS_LABEL = {"off": "client", "on": "server"}
 
 # Runs brats-client in a fresh interpreter and reports its wall time and peak RSS as one JSON line.
 CHILD = """
@@ -110,7 +110,7 @@ def check_weights(repository: Path, models: list[str]) -> None:
 
 
 def run_batch(cases: Path, out: Path, url: str, in_memory: int, model: str = instant.NAME,
-              server_flips: str = "auto") -> dict:
+              server_flips: str = "on") -> dict:
     argv = ["--quiet", "segment", str(cases), "-o", str(out), "--url", url, "--model", model,
             "--cases-in-memory", str(in_memory), "--server-flips", server_flips,
             "--report", str(out.with_suffix(".summary.json"))]
@@ -145,7 +145,7 @@ def run_batch(cases: Path, out: Path, url: str, in_memory: int, model: str = ins
 def check_flips(run: dict, companion: str | None) -> None:
     """The run used what its row says: the companion and one request per tile (auto), the client's flips (off)."""
     what = f"{run['model']} --server-flips {run['flips']} --cases-in-memory {run['in_memory']}"
-    if run["flips"] == "auto" and companion:
+    if run["flips"] == "on" and companion:
         assert run["served"] == [companion] and run["server_flips"] == [instant.SERVER_FLIPS], (what, run)
         assert run["one_request_per_tile"], (what, run)
     else:
