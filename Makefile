@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned: an open range would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q "numpy<2" -e ".[export,serve,perf,dev]"
+	$(PIP) install -q "numpy<2" -e ".[export,int8,serve,perf,dev]"
 	# perf_analyzer (from the tritonclient wheel) needs Debian's libb64.
 	@if ! ldconfig -p | grep -q libb64.so.0d; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libb64-0d >/dev/null; \
@@ -76,6 +76,7 @@ perf: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_end_to_end.py
+	$(BIN)/python benchmarks/bench_precision.py
 
 clean:
 	rm -rf $(VENV) $(NGC_VENV) $(CLIENT_VENV) out .pytest_cache .ruff_cache

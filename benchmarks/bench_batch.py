@@ -1,6 +1,6 @@
 """The client on a batch: ``brats-client segment FOLDER`` one case after another (``--cases-in-memory 1``) and
 overlapped (the default, 3), with the client's own test-time flips (``--server-flips off``) and with the server's
-(``auto``: the plain model's flip4 companion, one request per tile), on BraTS-grid phantoms.
+(``on``: the plain model's flip4 companion, one request per tile), on BraTS-grid phantoms.
 
 By default against instant stand-in models (benchmarks/instant.py, each with its flip4 companion): served by
 the real ``tritonserver`` on free loopback ports, they answer at once, so what is measured is the client's ceiling:
@@ -49,8 +49,8 @@ from brats_serve import instant  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = "brats_slow"  # the instant model with --server-delay-s per request
-FLIP_MODES = ("off", "auto")  # --server-flips: the client flips; the companion flips (when the model names one)
-FLIPS_LABEL = {"off": "client", "auto": "server"}
+FLIP_MODES = ("off", "on")  # --server-flips: the client flips; the companion flips (when the model names one)
+FLIPS_LABEL = {"off": "client", "on": "server"}
 
 # Runs brats-client in a fresh interpreter and reports its wall time and peak RSS as one JSON line.
 CHILD = """
@@ -110,7 +110,7 @@ def check_weights(repository: Path, models: list[str]) -> None:
 
 
 def run_batch(cases: Path, out: Path, url: str, in_memory: int, model: str = instant.NAME,
-              server_flips: str = "auto") -> dict:
+              server_flips: str = "on") -> dict:
     argv = ["--quiet", "segment", str(cases), "-o", str(out), "--url", url, "--model", model,
             "--cases-in-memory", str(in_memory), "--server-flips", server_flips,
             "--report", str(out.with_suffix(".summary.json"))]
@@ -143,9 +143,9 @@ def run_batch(cases: Path, out: Path, url: str, in_memory: int, model: str = ins
 
 
 def check_flips(run: dict, companion: str | None) -> None:
-    """The run used what its row says: the companion and one request per tile (auto), the client's flips (off)."""
+    """The run used what its row says: the companion and one request per tile (on), the client's flips (off)."""
     what = f"{run['model']} --server-flips {run['flips']} --cases-in-memory {run['in_memory']}"
-    if run["flips"] == "auto" and companion:
+    if run["flips"] == "on" and companion:
         assert run["served"] == [companion] and run["server_flips"] == [instant.SERVER_FLIPS], (what, run)
         assert run["one_request_per_tile"], (what, run)
     else:
@@ -171,8 +171,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--first-seed", type=int, default=9301)
     p.add_argument("--in-memory", default="1,2,3", help="--cases-in-memory values to compare (default 1,2,3)")
     p.add_argument("--server-flips", default=",".join(FLIP_MODES),
-                   help="--server-flips values to compare: off (the client flips), auto (the companion does, one "
-                   "request per tile) (default off,auto)")
+                   help="--server-flips values to compare: off (the client flips), on (the companion does, one "
+                   "request per tile) (default off,on)")
     p.add_argument("--rounds", type=int, default=3, help="runs of each pair of values, interleaved (default 3)")
     p.add_argument("--server-delay-s", type=float, default=0.5,
                    help="instant models: also runs against a model that waits this long per request, like a remote "
@@ -331,7 +331,7 @@ def render(args, runs: list[dict], companions: dict[str, str | None], exact: boo
         except (OSError, ValueError, KeyError, TypeError):
             source = ""
         companion = (f"its companion `{companions[args.model]}`" if companions[args.model]
-                     else "no companion (its config names none: `auto` flips on the client too)")
+                     else "no companion (its config names none: `on` flips on the client too)")
         served = (f"`{args.model}` and {companion} from `{args.repository}`{source}"
                   + (f", `--model-config-name {args.model_config_name}`" if args.model_config_name else ""))
         labels = ("'voxels != first run': label voxels (all cases) that differ from the first measured run "
@@ -353,7 +353,7 @@ def render(args, runs: list[dict], companions: dict[str, str | None], exact: boo
         f"{'on' if all(r['shared_memory'] for r in runs) else 'not always on'} (the default there); client defaults "
         "(whole-crop tile, flip4, 2 requests in flight). " + labels,
         "- flips: client = `--server-flips off` (the client sends the four flips and averages them); server = "
-        "`--server-flips auto`, the default (the companion flips: one request per tile, checked in every report)",
+        "`--server-flips on` (the companion flips: one request per tile, checked in every report)",
         "- wall / sequential sum: the batch's wall time over the summed per-case times of the sequential run "
         "(`--cases-in-memory 1`) of the same round and flips; issue 15's goal: <= 0.6x for the overlapped batch",
     ]

@@ -8,8 +8,9 @@ On a full-size BraTS-grid phantom (240x240x155, seed 9003, held out from trainin
 - ``triton``: ``pipeline.segment_case`` (what ``brats-client segment`` runs) against a ``tritonserver`` started here
   on free loopback ports, serving the repository that ``brats-export`` writes into a temporary folder: whole crop,
   the default tiling (run only where its plan differs from the whole crop), and 128^3 tiles with overlap 0.5 for the
-  fastest backend; TTA none and flip4; shared memory auto (the CLI default: on for this loopback server) and off
-  (as for a server on another host) for the fastest backend.
+  fastest backend; TTA none and flip4, the flips in the client (the default on this host, ``--server-flips auto``)
+  and in the model's ``_flip4`` companion (``--server-flips on``); shared memory auto (the CLI default: on for this
+  loopback server) and off (as for a server on another host) for the fastest backend.
 
 Per row: wall time (preprocess + inference + postprocess, the span the seed row covers), ratio to the seed row, tiles,
 tiling waste (voxels computed / crop voxels), achieved GFLOP/s over the inference stage and its fraction of the
@@ -61,6 +62,7 @@ SERVED = {  # backend -> (Triton model, export format, --model-config-name)
 BF16 = ("openvino-bf16",)
 DEFAULT_MODEL = pipeline.ServerOptions().model  # what `brats-client segment` asks for without --model
 DEFAULT = pipeline.SegmentOptions()  # and its other defaults
+DEFAULT_FLIPS = "flip4/client"  # what --server-flips auto does with flip4 on this (loopback) server
 THREADS = os.cpu_count() or 1  # every runtime uses all of them
 GFLOP_PER_128 = 300.8  # the network, one 128^3 pass (checked against a FLOP count in every run)
 TARGETS = {"client_vs_seed": 0.40, "triton_vs_inprocess": 1.10, "waste": 1.35, "peak_fraction": 0.60,
@@ -335,6 +337,7 @@ class Row:
     dice: dict[str, float] = field(default_factory=dict)
     note: str = ""
     default_tiling: bool = False  # the plan of the default options (DEFAULT.tile, DEFAULT.overlap)
+    flips_mode: str = ""  # the client's --server-flips (Triton rows; auto is the default)
     others: float | None = None  # share of the CPUs other processes used meanwhile (CpuMeter)
 
     @property
@@ -456,7 +459,7 @@ class RowPlan:
     @property
     def server_flips(self) -> bool:
         """Sent to the model's ``_flip4`` companion (the server flips) rather than the plain model."""
-        return self.options.tta != "none" and self.options.server_flips == "auto"
+        return self.options.tta != "none" and self.options.server_flips == "on"
 
 
 def inprocess_plans(args: argparse.Namespace, case: Case) -> tuple[RowPlan, ...]:
@@ -477,7 +480,7 @@ def triton_plans(args: argparse.Namespace, case: Case, backend: str, fastest: st
 
     note = "default tiling (192/0.25) = the same plan" if full else ""
     plans = []
-    for mode, flips in (("none", "auto"), ("flip4", "auto"), ("flip4", "off")):
+    for mode, flips in (("none", "auto"), ("flip4", "auto"), ("flip4", "on")):
         plans.append(plan(pipeline.SegmentOptions(tile=None, tta=mode, server_flips=flips), note=note))
         if not full:
             plans.append(plan(pipeline.SegmentOptions(tta=mode, server_flips=flips)))
@@ -656,7 +659,7 @@ def triton_phase(bench: Bench, res: Results, backend: str, plans: tuple[RowPlan,
         for n, shm in enumerate(sorted({p.shm for p in plans})):
             opts = pipeline.ServerOptions(url=server.grpc_url, model=name, shared_memory=shm)
             with pipeline.open_transport(opts) as transport, \
-                    pipeline.open_transport(opts, pipeline.SegmentOptions()) as flipping:
+                    pipeline.open_transport(opts, pipeline.SegmentOptions(server_flips="on")) as flipping:
                 if n == 0:
                     bench.warm(transport.infer, name)
                     bench.warm(flipping.infer, flipping.info.name)
@@ -668,7 +671,7 @@ def triton_row(bench: Bench, plan: RowPlan, transport) -> Row:
     bench.meter.restart()
     row = run_triton(bench.case.files, transport, plan.backend, plan.options, bench.work, bench.reference, plan.note)
     row.others = bench.meter.others()
-    row.tile, row.default_tiling = plan.label, plan.default_tiling
+    row.tile, row.default_tiling, row.flips_mode = plan.label, plan.default_tiling, plan.options.server_flips
     log.info("  %s %s shm %s: %.1f s (inference %.1f s, server compute %.1f s; other processes %.0f%%)", row.tile,
              row.tta, row.shared_memory, row.wall_s, row.inference_s, row.compute_s or 0, 100 * row.others)
     return row
@@ -722,6 +725,12 @@ def find(rows: list[Row], **kw) -> Row | None:
     return None
 
 
+def default_row(rows: list[Row], backend: str, shm_mode: str = "auto") -> Row | None:
+    """The Triton row of ``brats-client segment``'s defaults (flip4, --server-flips auto) for ``backend``."""
+    return find(rows, path="triton", backend=backend, default_tiling=True, flips_mode="auto", tta=DEFAULT_FLIPS,
+                shm_mode=shm_mode)
+
+
 def targets(res: Results) -> list[str]:
     """Each target of issue 6 item 3 and issue 15's bf16 target: met / not met, the measured number; where not met
     the gap and, from the measurements of this run, why."""
@@ -743,7 +752,7 @@ def conv_floor(row: Row, profile: dict[str, float], seed_s: float) -> str:
 
 def target_client(res: Results) -> str:
     rows, seed = res.rows, res.rows[0]
-    client = find(rows, path="triton", backend="openvino", default_tiling=True, tta="flip4", shm_mode="auto")
+    client = default_row(rows, "openvino")
     t = TARGETS["client_vs_seed"]
     if client is None:
         return (f"1. default `brats-client segment` (flip4) <= {t:.2f}x the seed pipeline: **not measured** "
@@ -777,7 +786,7 @@ def target_client(res: Results) -> str:
 def target_bf16(res: Results) -> str:
     """Issue 15, item 4: the bf16 path <= 0.12x the seed with Dice >= 0.999 against the seed's labels."""
     t, dice_min = TARGETS["bf16_vs_seed"], TARGETS["bf16_dice"]
-    bf = find(res.rows, path="triton", backend="openvino-bf16", default_tiling=True, tta="flip4", shm_mode="auto")
+    bf = default_row(res.rows, "openvino-bf16")
     head = f"5. bf16 path (issue 15, item 4) <= {t:.2f}x the seed with Dice >= {dice_min} against the seed's labels"
     if bf is None or not bf.dice:
         return f"{head}: **not measured** (needs the openvino-bf16 Triton rows)"
@@ -785,7 +794,7 @@ def target_bf16(res: Results) -> str:
     dice_ok = min(bf.dice.values()) >= dice_min
     verdict = "**met**" if ratio <= t and dice_ok else "**not met**"
     dice = "/".join(f"{bf.dice[k]:.4f}" for k in ("WT", "TC", "ET"))
-    text = (f"{head}: `--model-config-name bf16` (`HINT_BF16`), flip4 in the server, {bf.wall_s:.1f} s = "
+    text = (f"{head}: `--model-config-name bf16` (`HINT_BF16`), flip4, {bf.wall_s:.1f} s = "
             f"**{ratio:.3f}x**, Dice WT/TC/ET {dice} -> {verdict}.")
     if ratio > t:
         text += conv_floor(bf, res.profile_bf16, res.seed_s)
@@ -797,12 +806,12 @@ def target_triton(res: Results) -> str:
     t = TARGETS["triton_vs_inprocess"]
     parts, why = [], []
     for backend in SERVED:
-        tri = find(rows, path="triton", backend=backend, default_tiling=True, tta="flip4", shm_mode="auto")
+        tri = default_row(rows, backend)
         inp = find(rows, path="in-process", backend=backend, tta="flip4")
         if tri is None or inp is None:
             continue
         ratio = tri.wall_s / inp.wall_s
-        off = find(rows, path="triton", backend=backend, default_tiling=True, tta="flip4", shm_mode="off")
+        off = default_row(rows, backend, shm_mode="off")
         extra = f"; shared memory off: {off.wall_s / inp.wall_s:.2f}x" if off and off is not tri else ""
         parts.append(f"{backend} {tri.wall_s:.1f} / {inp.wall_s:.1f} s = **{ratio:.3f}x** "
                      f"({'met' if ratio <= t else f'not met, gap {ratio - t:+.3f}x'}{extra})")
@@ -985,9 +994,10 @@ COLUMNS = (
     "calls; Triton: the server's `compute_infer` from model statistics, so this is the Triton+gRPC overhead; seed: "
     "1 by definition); *waste* = voxels computed per TTA pass / crop voxels; *Dice* against the seed row's labels. "
     "Triton rows use `pipeline.segment_case` (what `brats-client segment` runs) with its defaults: 2 requests "
-    "in flight, shared memory auto (*shm* says what it used), and for flip4 the model's `_flip4` companion "
-    "(the server flips: one request per tile); *flip4/client* rows flip in the client (`--server-flips off`: "
-    "one flip per request, 4 requests per tile); in-process rows send the client's batches. `openvino-bf16` is "
+    "in flight, shared memory auto (*shm* says what it used), and `--server-flips auto`, which on this loopback "
+    "server flips in the client (*flip4/client*: one flip per request, 4 requests per tile); *flip4* rows send to "
+    "the model's `_flip4` companion (`--server-flips on`: the server flips, one request per tile); in-process "
+    "rows send the client's batches. `openvino-bf16` is "
     "an extra: the same IR compiled with "
     "`INFERENCE_PRECISION_HINT=bf16` (served: `HINT_BF16`), which is what Triton's native openvino backend "
     "does by default on this CPU; the stand-in serves f32. Every backend got one untimed whole-crop pass first."

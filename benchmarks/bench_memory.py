@@ -1,8 +1,9 @@
 """Peak resident memory, measured (issue 23): what a machine needs to run each part.
 
 - Each served model's backend process for one BraTS case through the real local server: the plain model with the
-  client's four flips (``--server-flips off``, two requests in flight as users run it) and its ``_flip4``
-  companion (the default), every format; the labels of the two are compared voxel by voxel.
+  client's four flips (``--server-flips off``, two requests in flight as users run it; the default on this host)
+  and its ``_flip4`` companion (``--server-flips on``; the default for a server on another host), every format;
+  the labels of the two are compared voxel by voxel.
 - ``brats-export`` (every format and companion, every parity row), ``brats-client segment`` for one case and for a
   batch of three (the default three cases in memory), and ``make demo`` (``brats-demo run``).
 
@@ -126,14 +127,14 @@ def served_rows(repository: Path, case: Path, work: Path) -> list[dict]:
         plain, companion = f"brats_{fmt}", f"brats_{fmt}_flip4"
         labels = {}
         for name, models, extra in ((plain, [plain], ("--server-flips", "off")),
-                                    (companion, [plain, companion], ())):
+                                    (companion, [plain, companion], ("--server-flips", "on"))):
             out = work / f"{name}.nii.gz"
             with TritonServer(repository, models=models, grpc_port=0, http_port=0, metrics_port=0,
                               startup_timeout_s=600) as server:
                 client = _segment(server.grpc_url, plain, case, out, *extra)
                 peaks = {b.model: _status_kib(b.pid, "VmHWM") for b in server.backend_processes()}
             labels[name] = np.asanyarray(nib.load(str(out)).dataobj)
-            rows.append({"model": name, "flips": "client" if extra else "server",
+            rows.append({"model": name, "flips": "client" if extra[-1] == "off" else "server",
                          "backend_peak": (peaks.get(name) or 0) * 1024, "client": client})
             print(f"{name}: backend {_gib(rows[-1]['backend_peak'])}, client {_gib(client.own_peak_bytes)}, "
                   f"{client.wall_s:.1f} s", flush=True)

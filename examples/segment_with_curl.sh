@@ -7,6 +7,7 @@
 #   URL          the server's HTTP address, as brats-serve prints it (http://127.0.0.1:8000)
 #   CASE_PREFIX  the four files are CASE_PREFIX_t1.nii.gz, _t1ce.nii.gz, _t2.nii.gz and _flair.nii.gz
 #   TTA          none, flip4 (default, as brats-client) or flip8
+# While the server computes, a line every WAIT_EVERY_S seconds (default 10) says how long it has waited.
 set -euo pipefail
 if [ $# -lt 3 ]; then sed -n '2,10p' "$0" >&2; exit 2; fi
 url=$1 prefix=$2 out=$3 report=${4:-} tta=${5:-flip4}
@@ -30,9 +31,31 @@ outputs='{"name":"segmentation","parameters":{"binary_data":true}},{"name":"repo
 header="{\"inputs\":[$inputs],\"outputs\":[$outputs],\"parameters\":{\"tta\":\"$tta\"}}"
 { printf '%s' "$header"; cat "$work/tensors"; } > "$work/request"
 
+# The server segments the case in one request (a BraTS case: 20-60 s on 2 CPU cores): say so, with an estimate from
+# brats_segment's own statistics (its mean compute per request since the server started), and the time waited
+# every WAIT_EVERY_S seconds.
+stats=$(curl -sS --max-time 5 "$url/v2/models/brats_segment/stats" 2>/dev/null) || stats=""
+count=$(printf '%s' "$stats" | grep -o '"inference_count":[0-9]*' | head -n 1 | cut -d: -f2) || count=""
+infer_ns=$(printf '%s' "$stats" | grep -o '"compute_infer":{"count":[0-9]*,"ns":[0-9]*' | head -n 1 \
+  | cut -d: -f4) || infer_ns=""
+if [ "${count:-0}" -gt 0 ] && [ -n "$infer_ns" ]; then
+  estimate="about $((infer_ns / count / 1000000000)) s, brats_segment's mean over $count request(s) on this server"
+else
+  estimate="no estimate yet: brats_segment has segmented nothing since the server started; a BraTS case takes 20-60 s"
+  estimate+=" on 2 CPU cores"
+fi
+echo "sent ${prefix}_{t1,t1ce,t2,flair}.nii.gz to $url/v2/models/brats_segment; waiting for the segmentation" \
+  "($estimate)" >&2
+start=$SECONDS
+# (sleep without the script's stdout and stderr: killed with the ticker, it must not hold a caller's pipes open)
+( while sleep "${WAIT_EVERY_S:-10}" >/dev/null 2>&1; do echo "  still waiting: $((SECONDS - start)) s" >&2; done ) &
+ticker=$!
+trap 'kill "$ticker" 2>/dev/null; rm -rf "$work"' EXIT
 status=$(curl -sS -o "$work/response" -D "$work/headers" -w '%{http_code}' --max-time 1800 \
   -H 'Content-Type: application/octet-stream' -H "Inference-Header-Content-Length: ${#header}" \
   --data-binary @"$work/request" "$url/v2/models/brats_segment/infer")
+kill "$ticker" 2>/dev/null || true
+echo "answered after $((SECONDS - start)) s" >&2
 if [ "$status" != 200 ]; then
   echo "brats_segment answered HTTP $status: $(cat "$work/response")" >&2
   exit 1

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import exit_codes
+from . import exit_codes, report_fields
 from .errors import BratsError, UsageError, exit_code
 from .exit_codes import (
     EXIT_INPUT,
@@ -64,7 +64,7 @@ def _tile(value: str) -> int | None:
 
 def _add_global_args(p: argparse.ArgumentParser, default: bool | str) -> None:
     p.add_argument("--quiet", "-q", action="store_true", default=default,
-                   help="only warnings and errors, no progress bars")
+                   help="only warnings and errors, no progress lines")
     p.add_argument("--verbose", "-v", action="store_true", default=default, help="debug logging")
 
 
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "segment", help="segment one case folder, explicit files, or a folder of case folders", parents=[common],
         description="Read the four MRI modalities, preprocess as the seed did, send tiles to Triton, reassemble, "
         "post-process and write a uint8 NIfTI with the input's geometry.",
-        epilog=SEGMENT_EXAMPLES + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=SEGMENT_EXAMPLES + "\n" + report_fields.help_text() + "\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     seg.add_argument("input", nargs="?", type=Path,
                      help="case folder, folder of cases (case folders, nnU-Net or MSD files), or one 4-D case file")
@@ -177,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="flips of a tile batched into one request (default 1: requests overlap on the wire; "
                      "a GPU server may prefer 4)")
     seg.add_argument("--server-flips", choices=server_flips.MODES, default=d.server_flips,
-                     help="auto (default): when the model's config names a companion that applies the test-time "
-                     "flips in its graph (brats-export writes <model>_flip4), send one request per tile to it; "
-                     "off: flip here, one request per flip")
+                     help="the model's config may name a companion that applies the test-time flips in its graph "
+                     "(brats-export writes <model>_flip4): one request per tile instead of one per flip, 4x fewer "
+                     "bytes, the same labels. auto (default): use it when the server is on another host (it saves "
+                     "network bytes; on this host four plain requests are faster); on: whenever offered; off: never")
     seg.add_argument("--labels", choices=LABEL_CHOICES, default=d.labels,
                      help="label convention of the output: brats2019 (1 core, 2 edema, 4 enhancing), brats2023 "
                      "(enhancing 3), msd (1 edema, 2 non-enhancing, 3 enhancing); auto (default): the input's "
@@ -193,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--seed-crop", action="store_true",
                      help="deprecated, does nothing: the seed's crop is the default")
     seg.add_argument("--probabilities", type=Path, help="also write WT/TC/ET probabilities (one case)")
-    seg.add_argument("--report", type=Path, help="write a JSON report (one case; a batch writes one per case)")
+    seg.add_argument("--report", type=Path, help="write a JSON report (one case; a batch writes one per case, and "
+                     "this file is its summary); its fields are explained below")
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     seg.add_argument("--checkpoint-sha256", metavar="SHA",
                      help="warn when the network model was exported from another checkpoint than this one "

@@ -1,17 +1,18 @@
-"""The ``segment`` command: resolve inputs and outputs, show progress, run one case or a batch."""
+"""The ``segment`` command: resolve inputs and outputs, show progress (:mod:`.progress`), run one case or a batch."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import batch, identity, modalities, pipeline, served_client
+from . import batch, identity, modalities, pipeline, progress, served_client
 from .errors import InputError, OutputError, ServerError, UsageError
 from .exit_codes import EXIT_OK, EXIT_PARTIAL
 from .served import NETWORK_KEY
@@ -36,34 +37,23 @@ def _order(args: argparse.Namespace) -> list[str] | None:
     return [s.strip() for s in args.channel_order.split(",")] if args.channel_order else None
 
 
-def _tile_bar(quiet: bool, desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A bar of finished tiles, shown from the first finished tile on (no rate: one tile can take a minute);
-    none when ``quiet`` or stderr is not a terminal."""
-    bar: list[tqdm] = []
-
-    def update(done: int, total: int) -> None:
-        if quiet:
-            return
-        if not bar:
-            bar.append(tqdm(total=total, desc=desc, unit="tile", leave=False, file=sys.stderr, disable=None,
-                            bar_format="{desc}: {n}/{total} tiles [{elapsed}]"))
-        bar[0].n = done
-        bar[0].refresh()
-
-    def close() -> None:
-        if bar:
-            bar[0].close()
-
-    return update, close
+def _run_one(prepared: pipeline.PreparedCase, outputs: pipeline.CaseOutputs, transport) -> dict:
+    """One case: a line every few seconds while the server computes (progress.infer_case), then the outputs."""
+    return pipeline.finish_case(progress.infer_case(prepared, transport, log), outputs)
 
 
-def _run_one(prepared: pipeline.PreparedCase, outputs: pipeline.CaseOutputs, transport, quiet: bool) -> dict:
-    update, close = _tile_bar(quiet, prepared.files.case_id)
-    try:
-        with logging_redirect_tqdm():
-            return pipeline.segment_prepared(prepared, outputs, transport, progress=update)
-    finally:
-        close()
+@contextlib.contextmanager
+def _served_progress(files: modalities.CaseFiles, server: ServerOptions) -> Iterator[None]:
+    """Lines while a served pipeline model computes a case, with an estimate from that model's statistics."""
+    from .transport import TritonTransport
+
+    with TritonTransport(server) as transport:
+        wait = progress.InferenceWait(files.case_id, server.model, "the four files in one request", 1,
+                                      transport.statistics)
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s", wait.start_message())
+        with progress.Heartbeat(wait.message, logger=log):
+            yield
 
 
 def _check_tls_files(server: ServerOptions) -> None:
@@ -102,15 +92,17 @@ def _run_served(files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, serv
     if outputs.probabilities is not None:
         raise UsageError(f"model {server.model!r} is a served pipeline, which returns labels only; "
                          "--probabilities needs a network model (e.g. --model brats_openvino)")
+    log.info("%s: %s", files.case_id, files.describe())
     log.info("%s: model %s is a served pipeline: sending the four files", files.case_id, server.model)
-    segmentation, report = served_client.segment(files, server, options)
+    with _served_progress(files, server):
+        segmentation, report = served_client.segment(files, server, options)
     gzipped = outputs.segmentation.name.lower().endswith(".gz")
     try:
         atomic.write_bytes_atomic(served_client.nifti_bytes(segmentation, gzipped), outputs.segmentation,
                                   overwrite=outputs.overwrite)
     except (OSError, atomic.TargetExistsError) as e:
         raise OutputError(f"cannot write {outputs.segmentation}: {e}") from e
-    report["inputs"] = {ch: str(p) for ch, p in files.paths.items()}
+    report["inputs"] = files.sources()
     report["outputs"] = {"segmentation": str(outputs.segmentation)}
     report["case"] = files.case_id
     report["server"]["pipeline"] = {"url": server.url, "model": server.model}
@@ -165,9 +157,6 @@ def run_segment(
             f"{args.input} holds several cases; give an output folder (-o out/) to segment them all, "
             f"or one case as INPUT for the file {args.output}"
         )
-    for ch, path in files.paths.items():
-        index = f"[..., {files.channel_index[ch]}]" if files.channel_index is not None else ""
-        log.info("%-5s <- %s%s", ch, path, index)
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
     pipeline.check_outputs(outputs)
     served = served_client.pipeline_parameters(server)
@@ -180,7 +169,7 @@ def run_segment(
     prepared = pipeline.prepare_case(files, options)
     with pipeline.open_transport(server, options) as transport:
         _check_checkpoint(checkpoint, transport.info.parameters, transport.info.name)
-        report = _run_one(prepared, outputs, transport, args.quiet)
+        report = _run_one(prepared, outputs, transport)
     vols = report["region_volumes_ml"]
     log.info(
         "%s: WT %.1f mL, TC %.1f mL, ET %.1f mL in %.1f s -> %s",
@@ -233,11 +222,7 @@ def _run_batch(
         return pipeline.prepare_case(job[0], options)
 
     def infer(job, prepared):
-        update, close = _tile_bar(args.quiet, job[0].case_id)
-        try:
-            return pipeline.infer_case(prepared, transport, progress=update)
-        finally:
-            close()
+        return progress.infer_case(prepared, transport, log)
 
     def ended(outcome: batch.Outcome) -> None:
         bar.update(1)

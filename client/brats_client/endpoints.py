@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from .errors import ServerError
 from .model_info import ModelInfo, validate_metadata
-from .server_options import GRPC_SCHEMES, ServerOptions
+from .server_options import GRPC_SCHEMES, ServerOptions, http_port_message, speaks_http
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +185,12 @@ def read_model_info(endpoint: Endpoint, o: ServerOptions) -> ModelInfo:
 
 
 def unreachable(url: str, o: ServerOptions, error: InferenceServerException) -> str:
-    """Why the first call to ``url`` failed, with what to do: TLS problems are told apart from no server."""
+    """Why the first call to ``url`` failed, with what to do: TLS problems and an HTTP port are told apart from no
+    server."""
     desc = describe(error)
     text = desc.lower()
+    if not o.ssl and not url.startswith(GRPC_SCHEMES) and speaks_http(url):
+        return f"{http_port_message(url)} ({desc})"
     if o.ssl and any(word in text for word in ("handshake", "certificate", "ssl_error")):
         return (
             f"the TLS handshake with {url} failed ({desc}); pass the CA that signed the server's certificate with "

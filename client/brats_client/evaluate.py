@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import conventions, dataset_json, io, modalities
+from .contract import REGIONS
 from .errors import InputError, OutputError
 from .exit_codes import EXIT_OK
 
@@ -58,9 +59,9 @@ class Pair:
 
 def add_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "evaluate", help="Dice and HD95 (WT, ET, TC) of predictions against ground truth, per case", parents=parents,
+        "evaluate", help="Dice and HD95 (WT, TC, ET) of predictions against ground truth, per case", parents=parents,
         description="Score predicted segmentations against ground-truth segmentations, matched by case id: Dice,\n"
-        "HD95 in mm (voxel size from the header) and volumes of WT, ET and TC; write a CSV (and JSON) and print\n"
+        "HD95 in mm (voxel size from the header) and volumes of WT, TC and ET; write a CSV (and JSON) and print\n"
         "the mean and median. A region empty in both: Dice 1, HD95 0; empty in one: Dice 0, HD95 373.13 mm.",
         epilog=EXAMPLES + "\n" + epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -205,40 +206,35 @@ def score_pair(
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     """Mean and median over cases of each region's Dice and HD95."""
-    from .metrics import TABLE_ORDER
-
     out: dict[str, dict[str, dict[str, float]]] = {}
     for stat, fn in (("mean", statistics.fmean), ("median", statistics.median)):
         out[stat] = {
-            measure: {r: float(fn([row["regions"][r][measure] for row in rows])) for r in TABLE_ORDER}
+            measure: {r: float(fn([row["regions"][r][measure] for row in rows])) for r in REGIONS}
             for measure in ("dice", "hd95_mm")
         }
     return out
 
 
 def format_table(summary: dict, cases: int) -> str:
-    """The seed's columns: Dice WT, ET, TC, then HD95 (mm) WT, ET, TC; one line per statistic."""
-    from .metrics import TABLE_ORDER
-
-    head = f"{f'{cases} case(s)':<12}" + "".join(f"{'Dice ' + r:>9}" for r in TABLE_ORDER)
-    head += "".join(f"{'HD95 ' + r:>9}" for r in TABLE_ORDER) + "  (HD95 in mm)"
+    """Dice of each region (WT, TC, ET: :data:`brats_client.contract.REGIONS`), then HD95 (mm); one line per
+    statistic."""
+    head = f"{f'{cases} case(s)':<12}" + "".join(f"{'Dice ' + r:>9}" for r in REGIONS)
+    head += "".join(f"{'HD95 ' + r:>9}" for r in REGIONS) + "  (HD95 in mm)"
     lines = [head]
     for stat, values in summary.items():
-        line = f"{stat:<12}" + "".join(f"{values['dice'][r]:>9.3f}" for r in TABLE_ORDER)
-        lines.append(line + "".join(f"{values['hd95_mm'][r]:>9.2f}" for r in TABLE_ORDER))
+        line = f"{stat:<12}" + "".join(f"{values['dice'][r]:>9.3f}" for r in REGIONS)
+        lines.append(line + "".join(f"{values['hd95_mm'][r]:>9.2f}" for r in REGIONS))
     return "\n".join(lines)
 
 
 def to_csv(rows: list[dict]) -> str:
-    from .metrics import TABLE_ORDER
-
     columns = [("dice", "dice_{}"), ("hd95_mm", "hd95_{}_mm"), ("pred_ml", "pred_{}_ml"), ("truth_ml", "truth_{}_ml")]
-    header = ["case", *(name.format(r) for _, name in columns for r in TABLE_ORDER), "prediction", "truth"]
+    header = ["case", *(name.format(r) for _, name in columns for r in REGIONS), "prediction", "truth"]
     buffer = text_io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        values = [f"{row['regions'][r][key]:.6g}" for key, _ in columns for r in TABLE_ORDER]
+        values = [f"{row['regions'][r][key]:.6g}" for key, _ in columns for r in REGIONS]
         writer.writerow([row["case"], *values, row["prediction"], row["truth"]])
     return buffer.getvalue()
 

@@ -29,7 +29,8 @@ TABLE = (
     (EXIT_OUTPUT, "output error", "an output exists or cannot be written (client, export)"),
     (EXIT_PARTIAL, "partly failed", "a batch with failed cases (client); a model's backend process died, the server "
      "was stopped, its log kept (serve)"),
-    (EXIT_CHECK, "check failed", "an export differs from PyTorch beyond the tolerance (export)"),
+    (EXIT_CHECK, "check failed", "an export differs from PyTorch beyond the tolerance, or the INT8 model's labels "
+     "from the f32 model's (export)"),
     (EXIT_INTERRUPTED, "interrupted", "Ctrl-C; nothing half-written is kept"),
 )
 

@@ -15,12 +15,15 @@ from .model_info import ModelInfo
 
 
 class LocalTransport:
-    """``infer_stream`` over ``predict`` (``[N, 4, D, H, W] -> [N, 3, D, H, W]``), one batch at a time, in order."""
+    """``infer_stream`` over ``predict`` (``[N, 4, D, H, W] -> [N, 3, D, H, W]``), one batch at a time, in order;
+    ``fixed_spatial``: the predictor takes only tiles of this shape (a static-shape model)."""
 
     def __init__(
-        self, predict: Callable[[np.ndarray], np.ndarray], name: str = "local", max_batch_size: int = 8
+        self, predict: Callable[[np.ndarray], np.ndarray], name: str = "local", max_batch_size: int = 8,
+        fixed_spatial: tuple[int, ...] | None = None,
     ) -> None:
-        self.info = ModelInfo(name, "1", INPUT_NAME, OUTPUT_NAME, max_batch_size, "in-process")
+        self.info = ModelInfo(name, "1", INPUT_NAME, OUTPUT_NAME, max_batch_size, "in-process",
+                              fixed_spatial=None if fixed_spatial is None else tuple(fixed_spatial))
         self._predict = predict
 
     def __enter__(self) -> LocalTransport:
@@ -28,6 +31,8 @@ class LocalTransport:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    crosses_network = False
 
     def describe(self) -> dict[str, Any]:
         return {"url": "in-process", "shared_memory": False, "concurrency": 1}

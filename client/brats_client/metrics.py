@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .contract import REGIONS
 from .postprocess import dice, region_masks
 
-TABLE_ORDER = ("WT", "ET", "TC")  # the seed's table order (the network's channels: contract.REGIONS)
 HD95_EMPTY_MM = 373.13  # sqrt(240^2 + 240^2 + 155^2) mm
 _SIX_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)
 
@@ -75,7 +75,8 @@ def region_scores(
     pred_convention: str = "brats2019",
     truth_convention: str = "brats2019",
 ) -> dict[str, RegionScore]:
-    """Dice, HD95 (mm) and both volumes (mL) per region of two label maps on one grid, in :data:`TABLE_ORDER`."""
+    """Dice, HD95 (mm) and both volumes (mL) per region of two label maps on one grid, in
+    :data:`brats_client.contract.REGIONS` order (the network's channels, as the report's)."""
     if pred.shape != truth.shape:
         raise ValueError(f"label maps have different shapes {pred.shape} and {truth.shape}")
     voxel_ml = float(np.prod([float(s) for s in spacing_mm])) / 1000.0
@@ -87,5 +88,5 @@ def region_scores(
             pred_ml=int(np.count_nonzero(p[region])) * voxel_ml,
             truth_ml=int(np.count_nonzero(t[region])) * voxel_ml,
         )
-        for region in TABLE_ORDER
+        for region in REGIONS
     }

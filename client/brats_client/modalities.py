@@ -85,6 +85,24 @@ class CaseFiles:
         if (self.naming == "msd") != (self.channel_index is not None):
             raise ValueError("channel_index goes with the msd naming (one 4-D file), and only with it")
 
+    def sources(self) -> dict[str, str]:
+        """Where each channel comes from: its file, or for a 4-D file ``FILE[..., i]``, channel ``i`` of its 4th
+        axis (what the report's ``inputs`` say)."""
+        if self.channel_index is None:
+            return {ch: str(self.paths[ch]) for ch in CHANNELS}
+        return {ch: f"{self.paths[ch]}[..., {self.channel_index[ch]}]" for ch in CHANNELS}
+
+    def describe(self) -> str:
+        """One line: which file, or which channel of the 4-D file, feeds each input, and where the order came from."""
+        if self.channel_index is None:
+            feeds = ", ".join(f"{ch} <- {path}" for ch, path in self.sources().items())
+        else:
+            channels = ", ".join(f"{ch} <- [..., {self.channel_index[ch]}]" for ch in CHANNELS)
+            feeds = f"channels of {self.paths[CHANNELS[0]]}: {channels}"
+        if self.naming in ("msd", "nnunet"):
+            feeds += f" (order from {self.dataset or '--channel-order'})"
+        return feeds
+
 
 def segmentation_case_id(path: str | Path) -> str | None:
     """``<case>_seg.nii.gz`` or ``<case>-seg.nii.gz`` -> ``<case>``; None for any other name."""

@@ -10,6 +10,8 @@ from typing import Any
 from .contract import DATATYPE, IN_CHANNELS, OUT_CHANNELS
 from .errors import ServerError
 
+PRECISION_KEY = "brats_precision"  # config parameter: what the model computes in (brats-export writes it)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -23,6 +25,13 @@ class ModelInfo:
     platform: str
     fixed_spatial: tuple[int, ...] | None = None  # a static-shape export insists on this tile shape
     parameters: dict[str, str] = field(default_factory=dict)  # the config's parameters (server_flips reads them)
+    # the config's warm-up: (batch items, voxels per item) of each entry; Triton counts them in the statistics
+    warmup: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in, as its config says (``brats_precision``)."""
+        return self.parameters.get(PRECISION_KEY) or "not stated by the model's config (an older export?)"
 
 
 def validate_metadata(meta: Any, config: Any, where: str) -> ModelInfo:
@@ -53,7 +62,18 @@ def validate_metadata(meta: Any, config: Any, where: str) -> ModelInfo:
         platform=meta.platform or config.backend,
         fixed_spatial=None if -1 in spatial else spatial,
         parameters={k: v.string_value for k, v in config.parameters.items()},
+        warmup=tuple(_warmup(config)),
     )
+
+
+def _warmup(config: Any) -> list[tuple[int, int]]:
+    """(batch items, voxels per item) of each ``model_warmup`` entry of ``config``."""
+    out = []
+    for entry in config.model_warmup:
+        dims = [int(d) for value in entry.inputs.values() for d in value.dims][-3:]
+        if len(dims) == 3:
+            out.append((max(entry.batch_size, 1) * max(entry.count, 1), dims[0] * dims[1] * dims[2]))
+    return out
 
 
 def check_output(result: Any, info: ModelInfo, expected: tuple[int, ...], where: str) -> None:

@@ -22,6 +22,7 @@ from . import conventions, input_checks, io, modalities, postprocess, preprocess
 from .contract import OUT_CHANNELS, PAD_MULTIPLE
 from .errors import InputError, UsageError
 from .modalities import CaseFiles
+from .model_info import ModelInfo
 from .protocol import Transport
 from .server_options import ServerOptions
 
@@ -119,15 +120,10 @@ def predict(
     progress: Callable[[int, int], None] | None = None,
 ) -> Prediction:
     """Sliding window over ``volume [4, *padded]`` with test-time flips, ``options.flips_per_request`` a batch."""
-    info = transport.info
-    if info.fixed_spatial is not None:  # a static-shape export: tiles of exactly its shape (multiples of 8)
-        plan = tiling.plan_tiles(volume.shape[1:], info.fixed_spatial, options.overlap, multiple=1, exact=True)
-    else:
-        plan = tiling.plan_tiles(volume.shape[1:], options.tile, options.overlap)
+    plan, chunks = _requests(volume.shape[1:], transport.info, options)
+    flips = [axes for chunk in chunks for axes in chunk]
+    per_request = len(chunks[0])
     passes = len(tta.flips(options.tta))
-    flips = [()] if server_flips.check_tta(info, options.tta) else tta.flips(options.tta)
-    per_request = max(1, min(len(flips), options.flips_per_request, info.max_batch_size or 1))
-    chunks = [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
 
     def batches() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
         for index in range(len(plan)):
@@ -152,6 +148,37 @@ def predict(
             if progress is not None:
                 progress(finished, len(plan))
     return Prediction(accumulator.result(), len(plan), requests, plan.voxels_computed * passes)
+
+
+def _requests(
+    spatial: tuple[int, ...], info: ModelInfo, options: SegmentOptions
+) -> tuple[tiling.TilePlan, list[list[tuple[int, ...]]]]:
+    """The tiles of a padded crop of ``spatial`` voxels on the model ``info``, and the flips of each request of a
+    tile (one ``()`` when the model flips on the server)."""
+    if info.fixed_spatial is not None:  # a static-shape export: tiles of exactly its shape (multiples of 8)
+        plan = tiling.plan_tiles(spatial, info.fixed_spatial, options.overlap, multiple=1, exact=True)
+    else:
+        plan = tiling.plan_tiles(spatial, options.tile, options.overlap)
+    flips = [()] if server_flips.check_tta(info, options.tta) else tta.flips(options.tta)
+    per_request = max(1, min(len(flips), options.flips_per_request, info.max_batch_size or 1))
+    return plan, [flips[i : i + per_request] for i in range(0, len(flips), per_request)]
+
+
+@dataclass(frozen=True)
+class RequestCount:
+    """What :func:`infer_case` sends for a case: its tiles, requests and batch items, and each item's voxels."""
+
+    tiles: int
+    requests: int
+    items: int
+    item_voxels: int
+
+
+def count_requests(prepared: PreparedCase, info: ModelInfo) -> RequestCount:
+    """What :func:`infer_case` sends for ``prepared`` to the model ``info``."""
+    plan, chunks = _requests(prepared.volume.shape[1:], info, prepared.options)
+    tiles = len(plan)
+    return RequestCount(tiles, tiles * len(chunks), tiles * sum(map(len, chunks)), int(np.prod(plan.tile_shape)))
 
 
 @dataclass(frozen=True)
@@ -198,6 +225,7 @@ def prepare_case(
     if options.labels == LABELS_AUTO:
         labels, labels_from = modalities.input_convention(files)
         options = replace(options, labels=labels)
+    log.info("%s: %s", files.case_id, files.describe())
     log.info("%s: %s labels (%s)", files.case_id, conventions.get(options.labels).describe(), labels_from)
     with timer.stage("load"):
         case = io.load_case(files, max_voxels=options.max_voxels)
@@ -255,6 +283,7 @@ def infer_case(
         "version": info.version,
         "platform": info.platform,
         "server_flips": server_flips.applied_flips(info),
+        "precision": info.precision,
     }
     return InferredCase(
         prepared.files, record, case.affine, case.header, case.shape, case.voxel_volume_mm3, case.sha256,
@@ -275,7 +304,7 @@ def finish_case(inferred: InferredCase, outputs: CaseOutputs) -> dict[str, Any]:
     crop_voxels = int(np.prod(record.crop_shape))
     report = {
         "case": files.case_id,
-        "inputs": {ch: str(p) for ch, p in files.paths.items()},
+        "inputs": files.sources(),
         "input_sha256": inferred.sha256,
         "naming": files.naming,
         "shape": list(inferred.shape),

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import PAD_MULTIPLE
+from .contract import CHANNELS, PAD_MULTIPLE
 from .errors import InputError
 
 VARIANCE_EPS = 1e-12  # relative to the mean square: below it, a channel counts as constant (std 1)
@@ -75,6 +75,7 @@ class PreprocessRecord:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         out["crop_shape"] = list(self.crop_shape)
         out["padded_shape"] = list(self.padded_shape)
+        out["channels"] = list(CHANNELS)  # what mean and std are per
         return out
 
     @classmethod

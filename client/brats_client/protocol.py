@@ -29,6 +29,12 @@ class Transport(Protocol):
         """Results in any order; closing the generator ends the stream and cancels what is in flight."""
         ...
 
+    @property
+    def crosses_network(self) -> bool:
+        """True when requests travel to another host (not loopback, not in-process): what a server-side-flip
+        companion saves is network bytes (:func:`brats_client.server_flips.open_for`)."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """Where the model runs, for the report: ``url``, ``shared_memory``, ``concurrency``."""
         ...

@@ -160,6 +160,8 @@ class BlsTransport:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    crosses_network = False  # BLS: the network model runs in this server
+
     @property
     def info(self) -> ModelInfo:
         if not self._pb.is_model_ready(model_name=self._model):

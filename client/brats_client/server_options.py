@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from .errors import UsageError
 
 SHARED_MEMORY_CHOICES = ("auto", "on", "off")
 GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:")  # gRPC name-resolver targets that may stand for several servers
+HTTP_SCHEMES = ("http://", "https://")
+# Triton's default ports (brats-serve's too): gRPC is what brats-client speaks; HTTP is curl's
+TRITON_HTTP_PORT, TRITON_GRPC_PORT = 8000, 8001
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class ServerOptions:
             raise UsageError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.retries < 0:
             raise UsageError(f"retries must be >= 0, got {self.retries}")
+        for url in self.urls:
+            if url.lower().startswith(HTTP_SCHEMES):
+                raise UsageError(http_scheme_message(url))
         if not self.urls or any(not u for u in self.urls):
             raise UsageError(
                 f"url must be HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT; got {self.url!r}"
@@ -58,3 +65,50 @@ class ServerOptions:
         if self.url.startswith(GRPC_SCHEMES):
             return (self.url.strip(),)
         return tuple(u.strip() for u in self.url.split(","))
+
+
+def split_host_port(url: str) -> tuple[str, int | None]:
+    """``"127.0.0.1:8000"`` -> ``("127.0.0.1", 8000)`` (a scheme, ``[...]`` around IPv6 and a path are dropped);
+    the port is None when there is none or it is not a number."""
+    rest = url.split("://", 1)[-1].split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    if not sep or "]" in port:
+        host, port = rest, ""
+    return host.strip("[]") or "127.0.0.1", int(port) if port.isdigit() else None
+
+
+def grpc_url_hint(url: str) -> str:
+    """What to pass instead of ``url``, an HTTP address of a Triton server: its gRPC address."""
+    host, port = split_host_port(url)
+    host = f"[{host}]" if ":" in host else host
+    if port in (None, TRITON_HTTP_PORT):
+        return (f"pass --url {host}:{TRITON_GRPC_PORT} (Triton's gRPC port beside HTTP {TRITON_HTTP_PORT}; "
+                "brats-serve prints both when it is ready)")
+    return (f"pass --url {host}:GRPC_PORT with the server's gRPC port (brats-serve prints it as 'gRPC' when it is "
+            f"ready; Triton's default is {TRITON_GRPC_PORT})")
+
+
+def http_scheme_message(url: str) -> str:
+    tls = " and --ssl --root-certificates CA.pem for TLS" if url.lower().startswith("https://") else ""
+    return (f"--url {url} is an HTTP address, but brats-client talks to Triton over gRPC (HOST:PORT, no scheme): "
+            f"{grpc_url_hint(url)}{tls}")
+
+
+def speaks_http(url: str, timeout_s: float = 1.0) -> bool:
+    """True when ``url`` (``HOST:PORT``) answers a plain HTTP request with an HTTP status line: an HTTP port
+    (Triton's HTTP or metrics endpoint) given where a gRPC one belongs. False on any connection problem."""
+    host, port = split_host_port(url)
+    if port is None:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(f"GET /v2/health/live HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            return sock.recv(16).startswith(b"HTTP/")
+    except OSError:
+        return False
+
+
+def http_port_message(url: str) -> str:
+    return (f"{url} answers HTTP, not gRPC: it is the server's HTTP port (what curl and "
+            f"examples/segment_with_curl.sh use), and brats-client talks gRPC; {grpc_url_hint(url)}")

@@ -93,6 +93,10 @@ class TritonTransport:
             self._info = self.check_model()
         return self._info
 
+    @property
+    def crosses_network(self) -> bool:
+        return not all(shm.is_loopback(url) for url in self.options.urls)
+
     def describe(self) -> dict[str, Any]:
         o = self.options
         return {"url": o.url, "shared_memory": self.shared_memory_active, "concurrency": o.concurrency}

@@ -24,13 +24,31 @@ def _step(n: int, text: str) -> None:
     log.info("[%d/6] %s", n, text)
 
 
-def _export(checkpoint: Path, repository: Path, model_format: str) -> None:
+def _export(checkpoint: Path, repository: Path, model_format: str) -> bool:
+    """Export ``checkpoint`` (``model_format`` and its flip4 companion, and the served pipeline) into ``repository``;
+    an export there from the same checkpoint by the same library versions, intact, is reused instead (its
+    ``manifest.json`` records both). True when reused."""
     from brats_export import cli as export_cli
+    from brats_export import pipeline_model
+    from brats_export import repository as repo
+    from brats_export.catalogue import model_keys
+    from brats_export.checkpoint import checkpoint_sha256
+    from brats_export.exporters import library_versions
 
+    keys = model_keys([model_format], server_flips=True)
+    digest = checkpoint_sha256(checkpoint)
+    why = repo.why_export_again(repository, keys, checkpoint_sha256=digest, libraries=library_versions())
+    if why is None:
+        log.info("reusing the export in %s: the same checkpoint (sha256 %s...) and library versions as its "
+                 "manifest.json records (delete the folder to export again)", repository, digest[:12])
+        pipeline_model.write(repository, keys, force=True)  # brats_segment carries this checkout's client code
+        return True
+    log.info("exporting: %s", why)
     code = export_cli.main(["--checkpoint", str(checkpoint), "--repository", str(repository),
                             "--formats", model_format, "--force", "--pipeline"])
     if code != 0:
         raise RuntimeError(f"brats-export failed with exit code {code} (see the messages above)")
+    return False
 
 
 def score_against_truth(prediction: Path, truth: Path) -> dict:
@@ -49,10 +67,11 @@ def run_demo(
     startup_timeout_s: float = 300.0,
 ) -> dict:
     """Run every stage; returns the summary (also written to ``out/summary.json``)."""
-    from brats_client import ServerOptions, pipeline
+    from brats_client import ServerOptions, pipeline, progress
     from brats_client.evaluate import format_table, summarise
     from brats_client.modalities import find_case_files
     from brats_client.preview import write_preview
+    from brats_client.progress import Heartbeat, elapsed
     from brats_export.phantom import make_phantom
     from brats_serve.launcher import TritonServer
 
@@ -72,10 +91,10 @@ def run_demo(
     del phantom
     times["phantom_s"] = time.perf_counter() - t0
 
-    _step(2, f"export {checkpoint.name} ({model_format}) with parity checks")
+    _step(2, f"export {checkpoint.name} ({model_format}) with parity checks, or reuse an unchanged export")
     t = time.perf_counter()
     repository = out / "model_repository"
-    _export(checkpoint, repository, model_format)
+    reused = _export(checkpoint, repository, model_format)
     times["export_s"] = time.perf_counter() - t
 
     model = f"brats_{model_format}"
@@ -83,8 +102,11 @@ def run_demo(
     t = time.perf_counter()
     seg_path = out / f"{case_id}_seg.nii.gz"
     report_path = out / f"{case_id}_report.json"
-    with TritonServer(repository, models=[model, f"{model}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
-                      log_path=out / "tritonserver.log", startup_timeout_s=startup_timeout_s) as server:
+    server = TritonServer(repository, models=[model, f"{model}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
+                          log_path=out / "tritonserver.log", startup_timeout_s=startup_timeout_s)
+    with Heartbeat(elapsed("starting tritonserver (loading and warming up the models)"), logger=log):
+        server.start()  # stopped below; on a failed start it stops itself
+    try:
         times["server_start_s"] = time.perf_counter() - t
         _step(4, f"segment through {server.grpc_url} (default tiling, flip4 TTA on the server, shared memory auto)")
         t = time.perf_counter()
@@ -92,10 +114,14 @@ def run_demo(
         server_options = ServerOptions(url=server.grpc_url, model=model)
         outputs = pipeline.CaseOutputs(seg_path, None, report_path, overwrite=True)
         options = pipeline.SegmentOptions()
+        pipeline.check_outputs(outputs)
+        prepared = pipeline.prepare_case(files, options)
         with pipeline.open_transport(server_options, options) as transport:
-            report = pipeline.segment_case(files, outputs, transport, options)
+            report = pipeline.finish_case(progress.infer_case(prepared, transport, log), outputs)
         times["segment_s"] = time.perf_counter() - t
         _step(5, "stop the server")
+    finally:
+        server.stop()
     truth = case_dir / f"{case_id}_seg.nii.gz"
     _step(6, "summary and preview")
     row = score_against_truth(seg_path, truth)
@@ -114,6 +140,7 @@ def run_demo(
         "hd95_vs_truth_mm": hd95_mm,
         "segment_stages_s": report["time_s"],
         "demo_stages_s": {k: round(v, 2) for k, v in times.items()},
+        "export_reused": reused,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     vols = report["region_volumes_ml"]

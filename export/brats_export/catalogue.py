@@ -19,6 +19,7 @@ TRT_VARIANT = "trt"
 BF16_VARIANT = "bf16"  # brats_openvino only: HINT_BF16 (about twice as fast on CPUs with AVX512-BF16 or AMX)
 VARIANTS = (CPU_VARIANT, GPU_VARIANT, TRT_VARIANT, BF16_VARIANT)
 SERVER_FLIPS = "flip4"  # what the companions run inside the graph: the seed's four test-time flips
+INT8 = "openvino_int8"  # the quantized IR (brats-export --int8 CASES; brats_export.int8): a static input shape
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class ModelSpec:
     max_batch_size: int
     variants: tuple[str, ...]
     server_flips: str | None = None  # "flip4": the graph runs the seed's four flips itself and averages them
+    quantized: bool = False  # INT8 convolutions (not a --formats choice: written by --int8)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -47,6 +49,8 @@ for _key, _spec in list(MODELS.items()):
         _spec.format, f"{_spec.name}_{SERVER_FLIPS}", _spec.platform, _spec.backend, _spec.files, 1,
         tuple(v for v in _spec.variants if v != TRT_VARIANT), SERVER_FLIPS)
 FORMATS = tuple(key for key, spec in MODELS.items() if spec.server_flips is None)  # what --formats names
+MODELS[INT8] = ModelSpec("openvino", "brats_openvino_int8", "", "openvino", ("model.xml", "model.bin"), 1,
+                         (CPU_VARIANT, BF16_VARIANT), quantized=True)
 
 
 def flip_companion(fmt: str) -> str:

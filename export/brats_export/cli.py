@@ -13,9 +13,10 @@ from pathlib import Path
 
 from brats_client import exit_codes
 from brats_client.contract import SPATIAL_DIVISOR
+from brats_client.errors import InputError, UsageError
 from brats_client.exit_codes import EXIT_CHECK, EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_UNEXPECTED, EXIT_USAGE
 
-from .catalogue import FORMATS, model_keys
+from .catalogue import FORMATS, INT8, MODELS, model_keys
 from .errors import CheckpointError, ExportError, MissingDependencyError, ParityError, RepositoryError
 
 log = logging.getLogger("brats_export")
@@ -47,6 +48,9 @@ every exported file computes what PyTorch computes, and write a Triton model rep
                                          DIR/brats_openvino/configs/bf16.pbtxt serves OpenVINO in bf16
   DIR/<model>_flip4/...                  the same network with the seed's four test-time flips inside the
                                          graph (one request per tile; skipped with --no-server-flips)
+  DIR/brats_openvino_int8/...            with --int8 CASES only: the IR quantized to INT8 (convolutions), at a
+                                         static shape, written only if its labels on held-out cases match the
+                                         f32 model's (Dice >= 0.995 per region, in both OpenVINO runtimes)
   DIR/manifest.json                      checkpoint sha256, parity table, library versions, tensor contract
 
 Every model takes INPUT__0 float32 [N, 4, D, H, W] (channels t1, t1ce, t2, flair; D, H, W multiples of 8)
@@ -62,6 +66,7 @@ examples:
   brats-export --checkpoint brain-tumor-segmentation-0002 --repository model_repository
   brats-export --checkpoint model.pth --repository model_repository --formats onnx --force
   brats-export --configs-only --repository model_repository --threads 2
+  brats-export --checkpoint model.pth --repository model_repository --formats openvino --int8 cases/ --force
 
 {exit_codes.epilog()}
 """
@@ -106,6 +111,21 @@ def _fixed(text: str) -> int:
     value = _positive_int(text)
     if value % SPATIAL_DIVISOR:
         raise argparse.ArgumentTypeError(f"--fixed-size must be a multiple of {SPATIAL_DIVISOR}, got {value}")
+    return value
+
+
+def _int8_shape(text: str) -> str | tuple[int, int, int]:
+    from .int8 import SHAPE_AUTO, SHAPE_DYNAMIC
+
+    if text in (SHAPE_AUTO, SHAPE_DYNAMIC):
+        return text
+    return _sizes(text)[0]
+
+
+def _fraction(text: str) -> float:
+    value = _tolerance(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
     return value
 
 
@@ -169,6 +189,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="brats_segment requests that may wait; more are refused at once as busy (default: 4)")
     p.add_argument("--pipeline-queue-timeout-s", type=float, metavar="S",
                    help="a brats_segment request waiting longer is refused as busy (default: 120)")
+    int8 = p.add_argument_group(
+        "INT8 (opt-in; OpenVINO, CPU)",
+        "Quantize brats_openvino's IR with NNCF on calibration cases and write brats_openvino_int8. It is written "
+        "only if its labels on held-out cases (never calibrated on) match the f32 model's labels, per region, in "
+        "this OpenVINO and in the Triton 24.10 container's (2024.4). Needs the nncf package (pip install "
+        "'.[int8]'). Measured: docs/performance-notes.md.")
+    int8.add_argument("--int8", type=Path, metavar="CASES",
+                      help="folder of cases in any layout brats-client reads (BraTS folders, nnU-Net, MSD 4-D "
+                           "files); the first are calibrated on, the last held out for the accuracy check "
+                           "(default: no INT8 model)")
+    int8.add_argument("--int8-held-out", type=_positive_int, metavar="N",
+                      help="cases held out for the accuracy check (default: a third of CASES, at least 1)")
+    int8.add_argument("--int8-shape", type=_int8_shape, default="auto", metavar="DxHxW",
+                      help="the static input shape it is served at: auto (the largest padded crop of the "
+                           "calibration cases; smaller crops are padded, larger ones tiled) or DxHxW (default: "
+                           "auto). 'dynamic' quantizes a dynamic-shape IR, which OpenVINO computes wrongly: the "
+                           "check refuses it (it exists to show the check works)")
+    int8.add_argument("--int8-min-dice", type=_fraction, default=0.995, metavar="X",
+                      help="smallest Dice per region (WT, TC, ET) against the f32 model's labels (default: 0.995)")
+    int8.add_argument("--container-python", type=Path, metavar="PYTHON",
+                      help="python of an environment with openvino==2024.4.0 (the container's runtime) for the "
+                           "check (default: $BRATS_CONTAINER_PYTHON, else this checkout's .venv-ngc; without one "
+                           "that runtime is not checked, and the manifest says so)")
     p.add_argument("--quiet", action="store_true",
                    help="log warnings and errors only, no parity table (default: progress and the table)")
     return p
@@ -190,8 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _configs_only(args)
         else:
             _export(args)
-    except CheckpointError as e:
+    except (CheckpointError, InputError) as e:
         return _fail(e, EXIT_INPUT)
+    except UsageError as e:
+        return _fail(e, EXIT_USAGE)
     except ParityError as e:
         return _fail(e, EXIT_CHECK)
     except RepositoryError as e:
@@ -204,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _fail(error: ExportError, code: int) -> int:
+def _fail(error: Exception, code: int) -> int:
     sys.stderr.write(f"brats-export: error: {error}\n")
     return code
 
@@ -274,7 +319,10 @@ def _export(args: argparse.Namespace) -> None:
     from .hashing import exported_sha256
 
     keys = model_keys(args.formats, server_flips=not args.no_server_flips)
-    repository.check_versions_writable(args.repository, keys, args.force)  # fail before the slow part
+    int8_cases = _int8_cases(args) if args.int8 is not None else None  # fail before the slow part
+    if int8_cases is not None:
+        keys.append(INT8)
+    repository.check_versions_writable(args.repository, keys, args.force)
 
     log.info("loading checkpoint %s", args.checkpoint)
     try:
@@ -298,26 +346,59 @@ def _export(args: argparse.Namespace) -> None:
         for folder in folders.values():
             folder.mkdir(parents=True)
         result = exporters.export_formats(
-            model, folders, fixed_size=args.fixed_size, check_spatial_sizes=args.check_sizes,
-            tolerance=args.tolerance, full_size=full_size,
+            model, {k: f for k, f in folders.items() if k != INT8}, fixed_size=args.fixed_size,
+            check_spatial_sizes=args.check_sizes, tolerance=args.tolerance, full_size=full_size,
         )
         table = parity.format_parity_table(result.parity)
         if not args.quiet:
             sys.stdout.write(table + "\n")
+        files = dict(result.files)
+        int8_info = None
+        if int8_cases is not None:
+            int8_info = _int8_export(args, files["openvino"][0], folders[INT8], int8_cases)
+            files[INT8] = (folders[INT8] / "model.xml", folders[INT8] / "model.bin")
         files_sha = {key: {p.name: exported_sha256(p, "exported file") for p in paths}
-                     for key, paths in result.files.items()}
+                     for key, paths in files.items()}
         manifest = repository.build_manifest(
             keys, checkpoint=args.checkpoint, checkpoint_sha256=digest, parity=result.parity, opset=result.opset,
             versions=exporters.library_versions(), tolerance=args.tolerance, fixed_size=args.fixed_size,
             files_sha256=files_sha, openvino_host_precision=result.openvino_host_precision,
         )
         manifest["warnings"] = warnings
-        repository.publish(stage, args.repository, keys, threads=args.threads,
-                           fixed_size=args.fixed_size, force=args.force, manifest=manifest)
+        shapes = {}
+        if int8_info is not None:
+            manifest["models"][MODELS[INT8].name]["int8"] = int8_info
+            shapes[INT8] = tuple(int8_info["shape"])
+        repository.publish(stage, args.repository, keys, threads=args.threads, fixed_size=args.fixed_size,
+                           force=args.force, manifest=manifest, shapes=shapes)
     if args.pipeline:
         _write_pipeline(args)
     log.info("repository %s ready (%s) in %.1f s", args.repository, ", ".join(args.formats),
              time.perf_counter() - start)
+
+
+def _int8_cases(args: argparse.Namespace) -> tuple[list, list]:
+    """The INT8 calibration and held-out cases, prepared (brats_export.int8.load_cases)."""
+    if "openvino" not in args.formats:
+        raise UsageError("--int8 quantizes the OpenVINO IR: add openvino to --formats")
+    if args.fixed_size is not None:
+        raise UsageError("--int8 takes its static shape from --int8-shape, not --fixed-size; drop one of them")
+    if importlib.util.find_spec("nncf") is None:
+        raise MissingDependencyError("--int8 needs NNCF, which is not installed here: pip install '.[int8]' in the "
+                                     "brats-triton checkout (or pip install nncf==3.4.0)")
+    from . import int8
+
+    return int8.load_cases(args.int8, args.int8_held_out)
+
+
+def _int8_export(args: argparse.Namespace, f32_xml: Path, folder: Path, cases: tuple[list, list]) -> dict:
+    from . import int8, int8_gate
+
+    info, rows = int8.export_int8(f32_xml, folder, *cases, shape=args.int8_shape, min_dice=args.int8_min_dice,
+                                  python=int8_gate.container_python(args.container_python))
+    if not args.quiet:
+        sys.stdout.write(int8_gate.format_gate_table(rows) + "\n")
+    return info
 
 
 if __name__ == "__main__":

@@ -15,7 +15,12 @@ those backends' r24.10 sources. Variants, chosen with ``tritonserver --model-con
   every request the client sends, an engine cache whose file prefix carries the checkpoint's and model.onnx's
   sha256 (so an engine is never reused for other weights), and a timing cache. Written only by an export (the
   checkpoint's sha256 is needed), not by ``--configs-only``.
-- ``bf16`` (``brats_openvino``): ``HINT_BF16``.
+- ``bf16`` (``brats_openvino``, ``brats_openvino_int8``): ``HINT_BF16``.
+
+Every config names the precision its model computes in (parameter ``brats_precision``; the client's report
+copies it). ``brats_openvino_int8`` has fixed spatial dims: its IR is static (:mod:`.int8`), and Triton 24.10's
+openvino backend compiles a model once, at load, with the IR's shapes (or the config's dims with
+``RESHAPE_IO_LAYERS``), so a dynamic config stays dynamic in the container.
 
 ``max_batch_size`` is 4 (one case's four flips; 8 whole crops would need ~8 GB on CPU, ~27 GB on a GPU) with
 preferred batches of 2 and 4. ``brats_openvino`` uses ``max_batch_size: 1`` (its dynamic batcher only queues):
@@ -27,11 +32,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from brats_client.atomic import write_text_atomic
 from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME, PAD_MULTIPLE
+from brats_client.model_info import PRECISION_KEY
 from brats_client.server_flips import COMPANION_KEY, SERVER_FLIPS_KEY
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -105,9 +111,26 @@ def trt_profile(fixed_size: int | None = None) -> dict[str, str]:
     }
 
 
-def spatial_dims(fixed_size: int | None) -> list[int]:
-    """D, H, W of the tensors: the fixed size, or -1 (dynamic)."""
-    return [fixed_size] * 3 if fixed_size else [-1, -1, -1]
+Fixed = int | Sequence[int] | None  # a static spatial shape: N^3, (D, H, W), or None (dynamic)
+
+
+def spatial_dims(fixed_size: Fixed) -> list[int]:
+    """D, H, W of the tensors: the fixed size (N^3 or D, H, W), or -1 (dynamic)."""
+    if not fixed_size:
+        return [-1, -1, -1]
+    return [int(fixed_size)] * 3 if isinstance(fixed_size, int) else [int(d) for d in fixed_size]
+
+
+def precision(spec: ModelSpec, variant: str) -> str:
+    """What the model computes in, as the config says (the client's report copies it)."""
+    if spec.format != "openvino":
+        return "f32"
+    base = "bf16" if variant == BF16_VARIANT else "f32"
+    if spec.quantized:
+        return f"int8 convolutions, {base} elsewhere"
+    if variant == BF16_VARIANT:
+        return base
+    return "f32 (Triton 24.10's own openvino backend: bf16 on CPUs with AVX512_BF16 or AMX)"
 
 
 def _params(cfg: mc.ModelConfig, values: dict[str, str]) -> None:
@@ -125,7 +148,7 @@ def _check_variant(spec: ModelSpec, variant: str) -> None:
                           + (f": {why}" if why and variant in (GPU_VARIANT, TRT_VARIANT) else ""))
 
 
-def build_config(key: str, threads: int | None = None, fixed_size: int | None = None, variant: str = CPU_VARIANT,
+def build_config(key: str, threads: int | None = None, fixed_size: Fixed = None, variant: str = CPU_VARIANT,
                  engine_prefix: str | None = None, companion: bool = False) -> mc.ModelConfig:
     """The ``ModelConfig`` of one model key and variant (``trt`` needs :func:`engine_cache_prefix`);
     ``companion``: a plain model names its server-side-flip companion (for the client)."""
@@ -155,6 +178,7 @@ def build_config(key: str, threads: int | None = None, fixed_size: int | None = 
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     cfg.instance_group.add(kind=kind, count=1)  # explicit: the onnxruntime backend defaults to 2 on CPU
 
+    _params(cfg, {PRECISION_KEY: precision(spec, variant)})
     if spec.server_flips:
         _params(cfg, {SERVER_FLIPS_KEY: spec.server_flips})
     elif companion:
@@ -185,7 +209,7 @@ def build_config(key: str, threads: int | None = None, fixed_size: int | None = 
         if variant == BF16_VARIANT:
             _params(cfg, {"HINT_BF16": "YES"})
 
-    warm = [fixed_size] * 3 if fixed_size else list(CROP_SPATIAL) if gpu else [WARMUP_SIZE] * 3
+    warm = spatial_dims(fixed_size) if fixed_size else list(CROP_SPATIAL) if gpu else [WARMUP_SIZE] * 3
     count = TORCHSCRIPT_GPU_WARMUPS if gpu and spec.format == "torchscript" else 0  # 0: once
     warmup = cfg.model_warmup.add(name="zero_crop" if gpu else "zero_tile", batch_size=1, count=count)
     warmup.inputs[INPUT_NAME].data_type = mc.TYPE_FP32
@@ -225,6 +249,12 @@ def _header(key: str, variant: str) -> str:
             "# HINT_BF16 YES: native bf16 on CPUs with AVX512_BF16 or AMX (about 2x faster, ~5e-3 from PyTorch);",
             "# other AVX-512 CPUs emulate bf16 (2-3x slower than f32; brats-serve warns), older CPUs keep f32.",
         ]
+    if spec.quantized:
+        lines += [
+            "# INT8 convolutions (brats-export --int8: NNCF, checked against the f32 model's labels; manifest.json).",
+            "# Static D, H, W: the client pads smaller crops to them and tiles larger ones. Compiled with dynamic",
+            "# shapes, OpenVINO computes this graph wrongly without an error, so never make these dims -1.",
+        ]
     if spec.format == "openvino":
         lines += [
             "# max_batch_size 1: Triton's openvino backend fixes the batch to max_batch_size and rejects smaller",
@@ -234,14 +264,14 @@ def _header(key: str, variant: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_config(key: str, threads: int | None = None, fixed_size: int | None = None, variant: str = CPU_VARIANT,
+def render_config(key: str, threads: int | None = None, fixed_size: Fixed = None, variant: str = CPU_VARIANT,
                   engine_prefix: str | None = None, companion: bool = False) -> str:
     """``config.pbtxt`` text: a comment header, then the message in protobuf text format."""
     cfg = build_config(key, threads, fixed_size, variant, engine_prefix, companion)
     return _header(key, variant) + text_format.MessageToString(cfg)
 
 
-def config_texts(key: str, threads: int | None = None, fixed_size: int | None = None,
+def config_texts(key: str, threads: int | None = None, fixed_size: Fixed = None,
                  engine_prefix: str | None = None, companion: bool = False) -> dict[str, str]:
     """Files of one model's configs, keyed by their path relative to the model folder (``trt`` only with a
     prefix)."""

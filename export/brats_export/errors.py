@@ -19,3 +19,11 @@ class RepositoryError(ExportError):
 
 class MissingDependencyError(ExportError):
     """A library of the ``export`` extra (torch, onnx, onnxruntime, openvino) is not installed."""
+
+
+class AccuracyError(ParityError):
+    """A reduced-precision model (INT8) labels the held-out cases too differently from the f32 model."""
+
+    def __init__(self, message: str, rows: list | None = None) -> None:
+        super().__init__(message)
+        self.rows = rows or []

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from brats_client.contract import IN_CHANNELS, INPUT_NAME, OUTPUT_NAME
+from brats_client.progress import Heartbeat, elapsed
 
 from . import flip_loop
 from .catalogue import MODELS, SERVER_FLIPS
@@ -290,7 +291,8 @@ def _step(what: str, fn, *args):
     log.info("exporting %s ...", what)
     start = time.perf_counter()
     try:
-        out = fn(*args)
+        with Heartbeat(elapsed(f"exporting {what}"), logger=log):
+            out = fn(*args)
     except ExportError:
         raise
     except (RuntimeError, ValueError, OSError) as e:

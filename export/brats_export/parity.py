@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from brats_client.contract import INPUT_NAME, OUTPUT_NAME, spatial_problem
+from brats_client.progress import Heartbeat, elapsed
 
 from .errors import ParityError
 from .parity_inputs import FULL_SIZE, ParityInput, phantom_input, random_input
@@ -144,8 +145,13 @@ def parity_inputs(
 def eager_outputs(model: torch.nn.Module, inputs: Sequence[ParityInput]) -> list[np.ndarray]:
     """Eager ``model``'s output for each input: the references of the parity check, computed once."""
     model = model.eval()
+    outputs = []
     with torch.inference_mode():
-        return [model(torch.from_numpy(item.array)).numpy() for item in inputs]
+        for n, item in enumerate(inputs, 1):
+            what = f"eager PyTorch reference {n}/{len(inputs)}: {item.name} {'x'.join(map(str, item.shape))}"
+            with Heartbeat(elapsed(what), logger=log):
+                outputs.append(model(torch.from_numpy(item.array)).numpy())
+    return outputs
 
 
 def check_parity(
@@ -178,11 +184,16 @@ def check_files(
         raise ValueError(f"{len(inputs)} inputs but {len(expected)} expected outputs")
     ungated = set(ungated)
     rows: dict[tuple[int, int], ParityRow] = {}
+    total = len(loaders) * len(inputs)
     for p, (label, (key, load)) in enumerate(loaders.items()):
-        predict = load()
+        with Heartbeat(elapsed(f"parity: loading {label}"), logger=log):
+            predict = load()
         for i, (item, want) in enumerate(zip(inputs, expected, strict=True)):
             start = time.perf_counter()
-            got = np.asarray(predict(item.array))
+            shape = "x".join(map(str, item.shape))
+            what = f"parity row {p * len(inputs) + i + 1}/{total}: {label} on {item.name} {shape}"
+            with Heartbeat(elapsed(what), logger=log):
+                got = np.asarray(predict(item.array))
             if got.shape != want.shape:
                 raise ParityError(f"{label} returned shape {got.shape} for input {item.shape}, expected {want.shape}")
             diff = _max_abs_diff(got, want)

@@ -26,13 +26,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brats_client.atomic import write_text_atomic
+from brats_client.atomic import sha256_file, write_text_atomic
 from brats_client.contract import DATATYPE, IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
 from brats_client.identity import CHECKPOINT_SHA256_KEY
 from google.protobuf import text_format
 
-from .catalogue import MODELS, TRT_VARIANT, VERSION, flip_companion
-from .configs import config_texts, engine_cache_prefix, parse_config, spatial_dims, variant_path
+from .catalogue import CPU_VARIANT, MODELS, TRT_VARIANT, VERSION, flip_companion
+from .configs import config_texts, engine_cache_prefix, parse_config, precision, spatial_dims, variant_path
 from .errors import RepositoryError
 
 if TYPE_CHECKING:
@@ -80,14 +80,15 @@ def staging(repository: Path) -> Iterator[Path]:
 
 
 def publish(stage: Path, repository: Path, keys: Iterable[str], *, threads: int | None = None,
-            fixed_size: int | None = None, force: bool = False, manifest: dict | None = None) -> list[Path]:
+            fixed_size: int | None = None, force: bool = False, manifest: dict | None = None,
+            shapes: dict[str, tuple[int, ...]] | None = None) -> list[Path]:
     """Move the staged model versions into ``repository`` with their configs, then merge the manifest.
 
     ``stage/<model>/1/`` must hold each model key's files. An existing ``<model>/1`` is replaced only with
     ``force``; the old one is moved into the stage (deleted with it) before the new one takes its place.
     ``brats_onnx/configs/trt.pbtxt`` is written when the manifest names the checkpoint's sha256 (model.onnx's is
     then taken from its ``files_sha256``); an old one is removed before the new weights arrive, so its engine
-    prefix never meets other weights.
+    prefix never meets other weights. ``shapes``: a model key's own static spatial shape (the INT8 model's).
     """
     repository, stage = Path(repository), Path(stage)
     keys = list(keys)
@@ -98,9 +99,11 @@ def publish(stage: Path, repository: Path, keys: Iterable[str], *, threads: int 
     check_versions_writable(repository, keys, force)
     published = []
     try:
+        shapes = shapes or {}
         checkpoint = ((manifest or {}).get("checkpoint") or {}).get("sha256")
         configs = {key: {rel: _with_checkpoint(text, checkpoint)
-                         for rel, text in config_texts(key, threads, fixed_size, _engine_prefix(key, manifest),
+                         for rel, text in config_texts(key, threads, shapes.get(key, fixed_size),
+                                                       _engine_prefix(key, manifest),
                                                        companion=flip_companion(key) in keys).items()}
                    for key in keys}
         for key in keys:
@@ -206,7 +209,8 @@ def build_manifest(
         }
         if spec.format == "onnx":
             entry["opset"] = opset
-        if spec.format == "openvino":
+        entry["precision"] = precision(spec, CPU_VARIANT)
+        if spec.format == "openvino" and not spec.quantized:
             entry["parity_precision"] = "f32"
             entry["host_default_precision"] = openvino_host_precision
         models[spec.name] = entry
@@ -226,3 +230,43 @@ def build_manifest(
                    "4": "ET (enhancing tumor)", "regions": {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}},
         "models": models,
     }
+
+
+def why_export_again(repository: Path, keys: Iterable[str], *, checkpoint_sha256: str,
+                     libraries: dict[str, str]) -> str | None:
+    """None when ``repository`` holds an export of every model key in ``keys`` from the checkpoint of
+    ``checkpoint_sha256`` by these ``libraries`` (name -> version), made with the default checks (no fixed size, no
+    skipped check), with its files and configs in place and equal to what ``manifest.json`` records: exporting
+    again would write the same. Otherwise why it would not (for the log)."""
+    repository = Path(repository)
+    try:
+        manifest = json.loads((repository / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {MANIFEST} in {repository} (nothing exported there yet)"
+    except (OSError, ValueError) as e:
+        return f"{repository / MANIFEST} cannot be read ({e})"
+    if not isinstance(manifest, dict):
+        return f"{repository / MANIFEST} is not a JSON object"
+    if manifest.get("libraries") != libraries:
+        old = manifest.get("libraries") or {}
+        changed = [f"{k} {old.get(k)} -> {v}" for k, v in libraries.items() if old.get(k) != v]
+        return f"the libraries changed since the export ({', '.join(changed) or 'another set'})"
+    if manifest.get("fixed_size") is not None or manifest.get("warnings"):
+        return "the export was made with other options (--fixed-size or --skip-full-size-check)"
+    models = manifest.get("models") if isinstance(manifest.get("models"), dict) else {}
+    for key in keys:
+        spec = MODELS[key]
+        entry = models.get(spec.name)
+        if not isinstance(entry, dict):
+            return f"{spec.name} is not in {repository / MANIFEST}"
+        if entry.get("checkpoint_sha256") != checkpoint_sha256:
+            old, new = str(entry.get("checkpoint_sha256"))[:12], checkpoint_sha256[:12]
+            return f"{spec.name} was exported from another checkpoint (sha256 {old}..., this one {new}...)"
+        if not (repository / spec.name / "config.pbtxt").is_file():
+            return f"{repository / spec.name / 'config.pbtxt'} is missing"
+        recorded = entry.get("files_sha256") or {}
+        for name in spec.files:
+            path = version_dir(repository, key) / name
+            if not recorded.get(name) or not path.is_file() or sha256_file(path) != recorded[name]:
+                return f"{path} is missing or differs from what {MANIFEST} records"
+    return None

@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_config_name == BF16_CONFIG and (warning := bf16_warning(cpu_flags())):
         log.warning("%s", warning)
 
+    from .banner import banner, ready_models
     from .launcher import TritonServer, log_tail
 
     def interrupt(signum: int, _frame) -> None:
@@ -191,13 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     keep_log = False
     try:
         server.start()
-        _say(
-            sys.stdout,
-            f"brats-serve: serving {args.repository}\n"
-            f"  gRPC     {server.grpc_url}\n  HTTP     {server.http_url}\n  metrics  {server.metrics_url}/metrics\n"
-            f"  log      {server.log_path}\n"
-            "Ctrl-C to stop.",
-        )
+        models = ready_models(server.http_url)
+        _say(sys.stdout, banner(args.repository, server.grpc_url, server.http_url, server.metrics_url,
+                                server.log_path, models))
         while True:
             code = server.wait(timeout_s=POLL_S)
             if code is not None:

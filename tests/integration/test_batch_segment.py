@@ -80,11 +80,12 @@ def test_overlapped_batch_writes_what_the_sequential_one_writes(batch_dir, insta
 
 def test_a_batch_uses_the_instant_companion_for_server_flips(batch_dir, instant_server, tmp_path):
     """The stand-in companion (benchmarks/bench_batch.py's server-flip rows): one request per tile, the labels of
-    the client's own flips; --server-flips off keeps the client's four."""
+    the client's own flips (--server-flips on: on this host auto flips in the client); --server-flips off keeps the
+    client's four."""
     url = instant_server.grpc_url
     client, server, off = tmp_path / "client", tmp_path / "server", tmp_path / "off"
     assert segment(batch_dir, client, url, instant.NAME) == cli.EXIT_OK  # no companion: the client flips
-    assert segment(batch_dir, server, url, FLIPPING) == cli.EXIT_OK
+    assert segment(batch_dir, server, url, FLIPPING, "--server-flips", "on") == cli.EXIT_OK
     assert segment(batch_dir, off, url, FLIPPING, "--server-flips", "off") == cli.EXIT_OK
     names = files_in(client)
     assert names == files_in(server) == files_in(off) and len(names) == 8, names

@@ -89,14 +89,14 @@ def test_folders_matched_by_case_id_with_hand_computed_scores(dataset, tmp_path,
     # both empty everywhere -> Dice 1, HD95 0
     assert all(float(b[f"dice_{r}"]) == 1.0 and float(b[f"hd95_{r}_mm"]) == 0.0 for r in ("WT", "ET", "TC"))
     header = next(csv.reader(out.open()))
-    assert header[:4] == ["case", "dice_WT", "dice_ET", "dice_TC"]  # the seed's order
+    assert header[:4] == ["case", "dice_WT", "dice_TC", "dice_ET"]  # contract.REGIONS, as the segment report
     doc = json.loads(js.read_text())
     assert doc["summary"]["mean"]["dice"] == {"WT": 0.75, "ET": 0.5, "TC": 0.5}
     assert doc["summary"]["median"]["hd95_mm"]["ET"] == pytest.approx((373.13 + 0.0) / 2)
     assert doc["cases"][0]["voxel_mm"] == list(SPACING)
     table = captured.out.strip().splitlines()
-    assert table[0].split()[:6] == ["2", "case(s)", "Dice", "WT", "Dice", "ET"]
-    assert table[1].split() == ["mean", "0.750", "0.500", "0.500", "1.00", "186.56", "1.00"]
+    assert table[0].split()[:6] == ["2", "case(s)", "Dice", "WT", "Dice", "TC"]
+    assert table[1].split() == ["mean", "0.750", "0.500", "0.500", "1.00", "1.00", "186.56"]
     assert table[2].split()[0] == "median"
 
 

@@ -339,7 +339,9 @@ def test_cli_serves_until_sigterm(model_repository, tmp_path):
     ]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
-        banner = [process.stdout.readline() for _ in range(6)]  # serving, gRPC, HTTP, metrics, log, Ctrl-C
+        banner = []  # serving, gRPC, HTTP, metrics, log, the models ready, Ctrl-C
+        while not banner or banner[-1] and not banner[-1].startswith("Ctrl-C to stop"):
+            banner.append(process.stdout.readline())
         assert "serving" in banner[0], "".join(banner) + process.stderr.read()
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         deadline = time.monotonic() + 30
@@ -354,6 +356,7 @@ def test_cli_serves_until_sigterm(model_repository, tmp_path):
             process.kill()
     assert process.returncode == 0, err
     assert f"gRPC     127.0.0.1:{port}" in "".join(banner) + out
+    assert [line.split()[0] for line in banner[6:-1]] == ["brats_openvino"], banner  # the models ready
     assert "SIGTERM received" in err
     assert _bindable(port)
     assert Path(log_file).is_file()

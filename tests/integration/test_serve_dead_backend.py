@@ -89,7 +89,9 @@ def test_brats_serve_names_the_dead_model_stops_in_seconds_keeps_the_log_and_exi
     serve = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log_path = None
     try:
-        banner = [serve.stdout.readline() for _ in range(6)]  # serving, gRPC, HTTP, metrics, log, Ctrl-C
+        banner = []  # serving, gRPC, HTTP, metrics, log, the models ready, Ctrl-C
+        while not banner or banner[-1] and not banner[-1].startswith("Ctrl-C to stop"):
+            banner.append(serve.stdout.readline())
         assert "serving" in banner[0], "".join(banner) + serve.stderr.read()
         log_path = Path(next(line for line in banner if line.strip().startswith("log")).split(None, 1)[1].strip())
         assert infer(f"127.0.0.1:{port}", VICTIM).shape == (1, 3, 8, 8, 8)

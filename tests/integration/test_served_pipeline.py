@@ -64,7 +64,7 @@ def brats_case(tmp_path_factory) -> Path:
 
 
 def test_a_brats_size_case_equals_the_client_path(pipeline_server, brats_case, tmp_path):
-    """Defaults of the command (whole crop, flip4 on the OpenVINO companion) on both paths."""
+    """Defaults of the command (whole crop, flip4 in the client: the server is on this host) on both paths."""
     client = _segment(pipeline_server, brats_case, tmp_path / "client.nii.gz")
     served = _segment(pipeline_server, brats_case, tmp_path / "served.nii.gz", "--model", PIPELINE)
     (a, affine_a), (b, affine_b) = _labels(tmp_path / "client.nii.gz"), _labels(tmp_path / "served.nii.gz")
@@ -72,7 +72,7 @@ def test_a_brats_size_case_equals_the_client_path(pipeline_server, brats_case, t
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(affine_a, affine_b)
     assert served["server"]["pipeline"]["model"] == PIPELINE
-    assert served["server"]["model"] == client["server"]["model"] == "brats_openvino_flip4"
+    assert served["server"]["model"] == client["server"]["model"] == "brats_openvino"
     assert served["region_volumes_ml"] == client["region_volumes_ml"]
 
 

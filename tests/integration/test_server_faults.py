@@ -4,12 +4,12 @@ group with the stubs, as a crash would, and restarted on the same port early or 
 memory auto (on here) and off; one case and a batch; one URL and two), failover across several ``--url``
 endpoints, and no process left behind when ``brats-serve`` itself is SIGKILLed.
 
-The kill is timed by the client's own progress callback: ``commands._tile_bar`` is wrapped so that the kill happens
-right after the first tile of the chosen case has come back, on the thread that consumes the results, so the run is
-deterministic (requests still in flight fail, and the rest are sent after the kill). "Early": the server is brought
-back at once, within the client's retries (``--retries 4``: 1 + 2 + 4 + 8 s); "late": only after the case has
-given up (``--retries 1``). Every command runs under ``bounded``: a hang fails the test instead of stalling the
-suite.
+The kill is timed by the client's own progress callback: ``progress.InferenceWait.update`` is wrapped so that the
+kill happens right after the first tile of the chosen case has come back, on the thread that consumes the results, so
+the run is deterministic (requests still in flight fail, and the rest are sent after the kill). "Early": the server
+is brought back at once, within the client's retries (``--retries 4``: 1 + 2 + 4 + 8 s); "late": only after the
+case has given up (``--retries 1``). Every command runs under ``bounded``: a hang fails the test instead of stalling
+the suite.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli, commands
+from brats_client import cli, progress
 
 pytestmark = pytest.mark.integration
 
@@ -79,23 +79,29 @@ def kill(server) -> None:
 def on_first_tile(monkeypatch, case_id: str | None, action: Callable[[], None]) -> list[int]:
     """Run ``action`` once, right after the first tile of ``case_id`` (any case when None) has come back.
     Returns the list of tiles seen per progress call (for assertions)."""
-    original = commands._tile_bar
+    original = progress.InferenceWait.update
     seen: list[int] = []
 
-    def tile_bar(quiet: bool, desc: str):
-        update, close = original(quiet, desc)
+    def hooked(wait: progress.InferenceWait, done: int, total: int) -> None:
+        original(wait, done, total)
+        if case_id is None or wait.case_id == case_id:
+            seen.append(done)
+            if len(seen) == 1:
+                action()
 
-        def hooked(done: int, total: int) -> None:
-            update(done, total)
-            if case_id is None or desc == case_id:
-                seen.append(done)
-                if len(seen) == 1:
-                    action()
-
-        return hooked, close
-
-    monkeypatch.setattr(commands, "_tile_bar", tile_bar)
+    monkeypatch.setattr(progress.InferenceWait, "update", hooked)
     return seen
+
+
+def before_case(monkeypatch, action: Callable[[str], None]) -> None:
+    """Run ``action(case_id)`` before each case's inference starts."""
+    original = progress.infer_case
+
+    def hooked(prepared, transport, logger=progress.log):
+        action(prepared.files.case_id)
+        return original(prepared, transport, logger)
+
+    monkeypatch.setattr(progress, "infer_case", hooked)
 
 
 def bounded(fn: Callable, *args, limit_s: float = COMMAND_BOUND_S):
@@ -238,7 +244,7 @@ def test_one_case_server_back_late_fails_cleanly_and_a_rerun_completes(
 ):
     server = start_server()
     port = server.ports["grpc"]
-    plain = commands._tile_bar
+    plain = progress.InferenceWait.update
     seen = on_first_tile(monkeypatch, None, lambda: kill(server))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -255,7 +261,7 @@ def test_one_case_server_back_late_fails_cleanly_and_a_rerun_completes(
     assert files_in(out_dir) == [], "no partial or temporary output may be left"
     assert elapsed_s < 30
 
-    monkeypatch.setattr(commands, "_tile_bar", plain)
+    monkeypatch.setattr(progress.InferenceWait, "update", plain)
     again = start_server(grpc_port=port)
     assert segment(*argv, url=again.grpc_url) == cli.EXIT_OK, capsys.readouterr().err
     np.testing.assert_array_equal(labels(seg), reference[cases[0].name])
@@ -276,16 +282,14 @@ def test_batch_server_back_late_fails_one_case_and_a_rerun_redoes_it(
     port = server.ports["grpc"]
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     restarted: list[TritonServer] = []
-    plain = commands._tile_bar
+    plain = progress.InferenceWait.update, progress.infer_case
     on_first_tile(monkeypatch, second, lambda: kill(server))
-    original = commands._tile_bar
 
-    def restart_before_third(quiet: bool, desc: str):
-        if desc == third and not restarted:
+    def restart_before_third(case_id: str) -> None:
+        if case_id == third and not restarted:
             restarted.append(start_server(grpc_port=port))
-        return original(quiet, desc)
 
-    monkeypatch.setattr(commands, "_tile_bar", restart_before_third)
+    before_case(monkeypatch, restart_before_third)
     # the client's channel retries the connection at most 2 s apart: two retries (1 + 2 s) reach the new server
     argv = [cases[0].parent, "-o", out, "--report", summary, *options(concurrency, shared_memory)]
     code = segment(*argv, "--retries", "2", url=server.grpc_url)
@@ -303,7 +307,8 @@ def test_batch_server_back_late_fails_one_case_and_a_rerun_redoes_it(
     assert json.loads((out / f"{third}.json").read_text())["server"]["shared_memory"] is (shared_memory == "auto")
     kept = {name: (out / name).stat().st_mtime_ns for name in files_in(out)}
 
-    monkeypatch.setattr(commands, "_tile_bar", plain)
+    monkeypatch.setattr(progress.InferenceWait, "update", plain[0])
+    monkeypatch.setattr(progress, "infer_case", plain[1])
     code = segment(*argv, url=restarted[0].grpc_url)
     err = capsys.readouterr().err
     assert code == cli.EXIT_OK, err
@@ -339,15 +344,13 @@ def test_two_urls_batch_one_server_lost_and_back_late(cases, reference, start_se
     a, b = start_server(), start_server()
     back: list = []
     on_first_tile(monkeypatch, cases[0].name, lambda: kill(b))
-    original = commands._tile_bar
 
-    def restart_before_third(quiet: bool, desc: str):
-        if desc == cases[2].name and not back:
+    def restart_before_third(case_id: str) -> None:
+        if case_id == cases[2].name and not back:
             back.append(start_server(grpc_port=b.ports["grpc"]))
             back.append(stats(back[0])["success"])  # its warm-up
-        return original(quiet, desc)
 
-    monkeypatch.setattr(commands, "_tile_bar", restart_before_third)
+    before_case(monkeypatch, restart_before_third)
     out = tmp_path / "out"
     code = segment(cases[0].parent, "-o", out, *SMALL, url=f"{a.grpc_url},{b.grpc_url}")
     err = capsys.readouterr().err

@@ -49,7 +49,8 @@ def test_export_writes_checked_companions(model_repository):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_server_flips_give_the_labels_of_client_flips(model, case, triton_server, tmp_path):
-    served, served_prob, served_report = _segment(case, tmp_path / "server", triton_server.grpc_url, model)
+    served, served_prob, served_report = _segment(case, tmp_path / "server", triton_server.grpc_url, model,
+                                                  "--server-flips", "on")
     client, client_prob, client_report = _segment(case, tmp_path / "client", triton_server.grpc_url, model,
                                                   "--server-flips", "off")
     assert served_report["server"]["model"] == f"{model}_flip4"
@@ -111,7 +112,7 @@ def test_a_companion_needs_about_the_memory_of_its_plain_model(model, model_repo
     companion = f"{model}_flip4"
     with TritonServer(model_repository, models=[model, companion], grpc_port=0, http_port=0, metrics_port=0,
                       log_path=tmp_path / "server.log", startup_timeout_s=600) as server:
-        for name, extra in (("client", ("--server-flips", "off")), ("server", ())):
+        for name, extra in (("client", ("--server-flips", "off")), ("server", ("--server-flips", "on"))):
             out = tmp_path / f"{name}.nii.gz"
             code = cli.main(["--quiet", "segment", str(case), "-o", str(out), "--url", server.grpc_url,
                              "--model", model, "--tile", "full", *extra])

@@ -94,11 +94,11 @@ MODEL_PARAMETERS: dict[str, dict[str, Check]] = {
         "PERFORMANCE_HINT": _choice("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"),
     },
 }
-# Read by brats_client (server_flips; identity: the checkpoint an export's weights come from), ignored by every
-# backend (each looks its own keys up by name, above; the openvino backend's ModelState::ParseParameters asks for
-# INFERENCE_NUM_THREADS, HINT_BF16, ... one by one).
+# Read by brats_client (server_flips, the report's precision; identity: the checkpoint an export's weights come
+# from), ignored by every backend (each looks its own keys up by name, above; the openvino backend's
+# ModelState::ParseParameters asks for INFERENCE_NUM_THREADS, HINT_BF16, ... one by one).
 CLIENT_PARAMETERS: dict[str, Check] = {"brats_server_flips": _choice("flip4"), "brats_server_flips_model": _text,
-                                       "brats_checkpoint_sha256": _text}
+                                      "brats_precision": _text, "brats_checkpoint_sha256": _text}
 NEVER_WRITTEN = {"pytorch_libtorch": {"INTER_OP_THREAD_COUNT"}}  # accepted, but aborts a 24.10 server on reload
 
 TRT_BOOL_KEYS = ("int8_use_native_calibration_table", "trt_dla_enable", "trt_engine_cache_enable",

@@ -20,3 +20,16 @@ def test_other_sections_keeps_only_what_the_benchmark_does_not_write() -> None:
     assert kept == "## GPU check (`benchmarks/gpu_check.py`)\ngpu rows\n## Bytes on the wire per case\nbytes rows\n"
     assert bench_end_to_end.other_sections("") == ""
     assert all(s in bench_end_to_end.SECTIONS for s in ("## Machine", "## Results", "## Targets (issue 6, item 3)"))
+
+
+def test_bench_precision_replaces_its_own_section_and_keeps_the_rest(tmp_path) -> None:
+    import bench_precision
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# End-to-end benchmark\nhead\n## Results\nrows\n" + bench_precision.SECTION + "\nold\n## GPU\ng\n")
+    bench_precision.write_section(page, bench_precision.SECTION + "\nnew\n")
+    assert page.read_text() == ("# End-to-end benchmark\nhead\n## Results\nrows\n## GPU\ng\n\n"
+                                + bench_precision.SECTION + "\nnew\n")
+    fresh = tmp_path / "fresh.md"
+    bench_precision.write_section(fresh, bench_precision.SECTION + "\nrows\n")
+    assert fresh.read_text() == bench_precision.SECTION + "\nrows\n"

@@ -79,7 +79,7 @@ def test_region_scores_per_region_with_volumes() -> None:
     pred = truth.copy()
     pred[pred == 4] = 1  # no enhancing tumour predicted
     scores = metrics.region_scores(pred, truth, (1, 1, 2))
-    assert list(scores) == ["WT", "ET", "TC"]  # the seed's order
+    assert list(scores) == ["WT", "TC", "ET"]  # the network's channels (contract.REGIONS), as the segment report
     wt, et, tc = scores["WT"], scores["ET"], scores["TC"]
     assert (wt.dice, wt.hd95_mm, tc.dice, tc.hd95_mm) == (1.0, 0.0, 1.0, 0.0)
     assert (et.dice, et.hd95_mm) == (0.0, 373.13)
@@ -104,3 +104,20 @@ def test_conventions_of_prediction_and_truth_may_differ() -> None:
 def test_masks_of_different_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="different shapes"):
         metrics.hd95(np.ones((2, 2, 2), bool), np.ones((2, 2, 3), bool), (1, 1, 1))
+
+
+def test_one_region_order_in_the_scores_the_csv_the_table_and_the_segment_report() -> None:
+    """WT, TC, ET (the network's channels, contract.REGIONS) everywhere; evaluate's CSV and table had WT, ET, TC."""
+    from brats_client import evaluate, postprocess
+    from brats_client.contract import REGIONS
+
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[1:3, 1:3, 1:3], labels[3:5, 3:5, 3:5] = 2, 4
+    scores = metrics.region_scores(labels, labels, (1.0, 1.0, 1.0))
+    assert tuple(scores) == REGIONS == ("WT", "TC", "ET")
+    assert tuple(postprocess.region_volumes_ml(labels, 1.0)) == REGIONS  # the report's region_volumes_ml
+    row = {"case": "A", "regions": {r: vars(s) for r, s in scores.items()}, "prediction": "p", "truth": "t"}
+    header = evaluate.to_csv([row]).splitlines()[0].split(",")
+    assert header[1:4] == [f"dice_{r}" for r in REGIONS]
+    table = evaluate.format_table(evaluate.summarise([row]), 1).splitlines()[0].split()
+    assert table[2:8] == ["Dice", "WT", "Dice", "TC", "Dice", "ET"]

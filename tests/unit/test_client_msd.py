@@ -151,3 +151,18 @@ def test_a_4d_file_whose_id_ends_in_four_digits_is_not_an_nnunet_channel(tmp_pat
     cases, invalid = modalities.find_cases(images)
     assert [c.case_id for c in cases] == ["BRATS_0001", "BRATS_9001"] and invalid == []
     assert all(c.naming == "msd" for c in cases)
+
+
+def test_a_4d_case_names_the_channel_that_feeds_each_input(tmp_path: Path) -> None:
+    images = _msd_dataset(tmp_path / "Task01", {"BRATS_001": _channels()})
+    path = images / "BRATS_001.nii.gz"
+    files = modalities.msd_case(path)
+    assert files.sources() == {"t1": f"{path}[..., 1]", "t1ce": f"{path}[..., 2]", "t2": f"{path}[..., 3]",
+                               "flair": f"{path}[..., 0]"}
+    assert files.describe() == (f"channels of {path}: t1 <- [..., 1], t1ce <- [..., 2], t2 <- [..., 3], "
+                                f"flair <- [..., 0] (order from {tmp_path / 'Task01' / 'dataset.json'})")
+    given = modalities.msd_case(path, ["T1w", "t1gd", "T2w", "FLAIR"])
+    assert given.sources()["flair"] == f"{path}[..., 3]" and given.describe().endswith("(order from --channel-order)")
+    brats = modalities.find_case_files(_brats_case(tmp_path / "b", "B", _channels()))
+    assert brats.sources() == {ch: str(p) for ch, p in brats.paths.items()}
+    assert "order from" not in brats.describe() and f"t1ce <- {brats.paths['t1ce']}" in brats.describe()

@@ -13,10 +13,12 @@ def _info(name: str, **parameters: str) -> ModelInfo:
 
 
 class FakeTransport:
-    """What open_for uses of a Transport: info (ServerError if the model is not there), open_model, close."""
+    """What open_for uses of a Transport: info (ServerError if the model is not there), crosses_network,
+    open_model, close."""
 
-    def __init__(self, served: dict[str, ModelInfo], model: str) -> None:
+    def __init__(self, served: dict[str, ModelInfo], model: str, crosses_network: bool = True) -> None:
         self.served, self.model, self.closed = served, model, False
+        self.crosses_network = crosses_network
 
     @property
     def info(self) -> ModelInfo:
@@ -25,21 +27,32 @@ class FakeTransport:
         return self.served[self.model]
 
     def open_model(self, name: str) -> FakeTransport:
-        return FakeTransport(self.served, name)
+        return FakeTransport(self.served, name, self.crosses_network)
 
     def close(self) -> None:
         self.closed = True
 
 
-def serve(*infos: ModelInfo) -> FakeTransport:
-    return FakeTransport({i.name: i for i in infos}, infos[0].name)
+def serve(*infos: ModelInfo, crosses_network: bool = True) -> FakeTransport:
+    return FakeTransport({i.name: i for i in infos}, infos[0].name, crosses_network)
 
 
-def test_uses_the_companion_its_config_names():
+def test_uses_the_companion_its_config_names_for_a_server_on_another_host():
     plain = serve(_info("m", brats_server_flips_model="m_flip4"), _info("m_flip4", brats_server_flips="flip4"))
     chosen = server_flips.open_for(plain, "flip4")
     assert chosen.model == "m_flip4" and plain.closed and not chosen.closed
     assert server_flips.check_tta(chosen.info, "flip4") == "flip4"
+
+
+def test_on_this_host_auto_flips_here_and_on_uses_the_companion():
+    def local():
+        return serve(_info("m", brats_server_flips_model="m_flip4"), _info("m_flip4", brats_server_flips="flip4"),
+                     crosses_network=False)
+
+    plain = local()
+    assert server_flips.open_for(plain, "flip4") is plain and not plain.closed
+    plain = local()
+    assert server_flips.open_for(plain, "flip4", "on").model == "m_flip4" and plain.closed
 
 
 @pytest.mark.parametrize(("tta", "mode"), [("none", "auto"), ("flip8", "auto"), ("flip4", "off")])
@@ -68,5 +81,5 @@ def test_a_flipping_model_refuses_another_tta():
 
 
 def test_bad_mode():
-    with pytest.raises(ValueError, match="auto, off"):
+    with pytest.raises(ValueError, match="auto, on, off"):
         server_flips.open_for(serve(_info("m")), "flip4", "sometimes")

@@ -82,6 +82,40 @@ def test_check_files_refuses_a_wrong_output_shape():
         parity.check_files({"short": ("onnx", lambda: (lambda x: x[:, :2]))}, inputs, [inputs[0].array[:, :3]])
 
 
+def test_a_slow_parity_row_says_which_row_it_is_while_it_runs(monkeypatch, caplog):
+    """A full-size row takes tens of seconds: a line names it (row k of n) while it runs, not only at its end."""
+    import logging
+    import threading
+
+    from brats_client import progress
+
+    monkeypatch.setattr(progress, "FIRST_S", 0.0)
+    monkeypatch.setattr(progress, "EVERY_S", 0.01)
+    inputs = _inputs()
+    said = threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("parity row 2/2: slow on random 2x4x8x8x16: "):
+                said.set()
+
+    def slow(x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 2:
+            assert said.wait(30), "no line while the row ran"
+        return x[:, :3].copy()
+
+    handler = Seen()
+    parity.log.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="brats_export.parity"):
+            parity.check_files({"slow": ("onnx", lambda: slow)}, inputs, [x.array[:, :3] for x in inputs])
+    finally:
+        parity.log.removeHandler(handler)
+    assert said.is_set()
+    assert any(r.getMessage().startswith("parity row 2/2: slow on random 2x4x8x8x16: ") and "s so far" in
+               r.getMessage() for r in caplog.records)
+
+
 def test_export_formats_computes_references_once_and_holds_one_runtime_at_a_time(monkeypatch, tmp_path):
     torch.manual_seed(0)
     model = build_model().eval()

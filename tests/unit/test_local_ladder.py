@@ -21,7 +21,8 @@ def test_segment_case_runs_on_a_local_transport(tmp_path, tta, brain_case, above
         report = pipeline.segment_case(files, outputs, transport, options)
 
     assert report["server"] == {"url": "in-process", "shared_memory": False, "concurrency": 1, "model": "above_mean",
-                                "version": "1", "platform": "in-process", "server_flips": None}
+                                "version": "1", "platform": "in-process", "server_flips": None,
+                                "precision": "not stated by the model's config (an older export?)"}
     assert report["server_compute_s"] is None and report["labels"]["convention"] == "brats2019"
     written = nib.load(outputs.segmentation)
     np.testing.assert_array_equal(written.affine, nib.load(files.paths["t1"]).affine)

@@ -49,7 +49,9 @@ def test_config_parses_back_with_names_dims_platform(fmt, gpu):
     assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [("OUTPUT__0", mc.TYPE_FP32, [3, -1, -1, -1])]
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     assert [(g.kind, g.count) for g in cfg.instance_group] == [(kind, 1)]
-    assert set(cfg.parameters) == THREAD_KEYS[fmt] | (CUDA_KEYS if gpu and fmt == "onnx" else set())
+    assert set(cfg.parameters) == THREAD_KEYS[fmt] | (CUDA_KEYS if gpu and fmt == "onnx" else set()) | {
+        "brats_precision"}
+    assert cfg.parameters["brats_precision"].string_value.startswith("f32")
     thread_key = {"onnx": "intra_op_thread_count", "torchscript": "INTRA_OP_THREAD_COUNT"}.get(
         fmt, "INFERENCE_NUM_THREADS")
     assert cfg.parameters[thread_key].string_value == "3"
@@ -121,7 +123,9 @@ def test_openvino_bf16_variant_differs_only_by_hint_bf16():
     plain = configs.build_config("openvino", threads=2)
     bf16 = configs.build_config("openvino", threads=2, variant="bf16")
     assert bf16.parameters["HINT_BF16"].string_value == "YES"
+    assert bf16.parameters["brats_precision"].string_value == "bf16"
     del bf16.parameters["HINT_BF16"]
+    bf16.parameters["brats_precision"].string_value = plain.parameters["brats_precision"].string_value
     assert bf16 == plain
     texts = configs.config_texts("openvino", threads=2)
     assert set(texts) == {"config.pbtxt", "configs/bf16.pbtxt"}
@@ -144,9 +148,11 @@ def test_threads_default_to_cpu_count(monkeypatch):
 
 
 def test_committed_configs_are_what_the_writer_produces():
-    """Golden test: regenerate with `brats-export --configs-only --repository model_repository --threads 2`."""
+    """Golden test: regenerate with `brats-export --configs-only --repository model_repository --threads 2`
+    (the INT8 model's config depends on its calibration cases: only an export writes it)."""
     expected = {}
-    for key, spec in catalogue.MODELS.items():
+    for key in catalogue.model_keys(catalogue.FORMATS):
+        spec = catalogue.MODELS[key]
         companion = catalogue.flip_companion(key) in catalogue.MODELS
         for rel, text in configs.config_texts(key, threads=COMMITTED_THREADS, companion=companion).items():
             expected[COMMITTED / spec.name / rel] = text
@@ -294,3 +300,29 @@ def test_publish_takes_the_onnx_sha256_from_the_manifest(tmp_path):
         with pytest.raises(RepositoryError, match="model.onnx sha256 must be 64"):
             repository.publish(stage, repo, ["onnx"], threads=2, manifest=manifest)
     assert not repo.exists()
+
+
+def test_an_unchanged_export_is_reused_and_each_change_says_why_not(tmp_path):
+    """brats-demo's decision: the same checkpoint and libraries, files as recorded -> reuse (None); else the reason."""
+    repo, keys, libraries = tmp_path / "repo", ["openvino", "openvino_flip4"], {"torch": "x"}
+    assert repository.why_export_again(repo, keys, checkpoint_sha256=CKPT_A, libraries=libraries) == \
+        f"no manifest.json in {repo} (nothing exported there yet)"
+    with repository.staging(repo) as stage:
+        _stage_fake(stage, keys)
+        repository.publish(stage, repo, keys, threads=2, manifest=_manifest(stage, keys, CKPT_A))
+
+    def why(keys=keys, sha=CKPT_A, libraries=libraries):
+        return repository.why_export_again(repo, keys, checkpoint_sha256=sha, libraries=libraries)
+
+    assert why() is None
+    assert why(sha=CKPT_B) == ("brats_openvino was exported from another checkpoint (sha256 aaaaaaaaaaaa..., this one "
+                               "bbbbbbbbbbbb...)")
+    assert why(libraries={"torch": "y"}) == "the libraries changed since the export (torch x -> y)"
+    assert why(keys=["onnx"]) == f"brats_onnx is not in {repo / 'manifest.json'}"
+    weights = repo / "brats_openvino_flip4" / "1" / "model.bin"
+    weights.write_bytes(b"other")
+    assert why() == f"{weights} is missing or differs from what manifest.json records"
+    weights.unlink()
+    assert why() == f"{weights} is missing or differs from what manifest.json records"
+    (repo / "manifest.json").write_text("{")
+    assert why().startswith(f"{repo / 'manifest.json'} cannot be read")

@@ -139,7 +139,8 @@ def test_bls_transport_streams_to_the_model_and_opens_its_companion_from_the_tab
     utils = FakeBackendUtils({"net", "net_flip4"})
     plain = BlsTransport(utils, "net", NETWORKS)
     assert plain.info.max_batch_size == 4
-    chosen = server_flips.open_for(plain, "flip4", "auto")
+    assert server_flips.open_for(plain, "flip4", "auto") is plain  # in the server: nothing to save on a network
+    chosen = server_flips.open_for(plain, "flip4", "on")
     assert chosen.info.name == "net_flip4" and server_flips.applied_flips(chosen.info) == "flip4"
     batch = np.ones((1, 4, 8, 8, 8), np.float32)
     assert [k for k, _ in chosen.infer_stream([("a", batch), ("b", batch)])] == ["a", "b"]
@@ -159,7 +160,8 @@ def test_bls_transport_errors_name_the_model():
     with pytest.raises(BusyError, match="model 'net' is busy: Exceeds maximum queue size"):
         list(busy.infer_stream([(0, np.ones((1, 4, 8, 8, 8), np.float32))]))
     # a companion that is not loaded: the plain model keeps the flips (open_for's fallback)
-    assert server_flips.open_for(BlsTransport(FakeBackendUtils({"net"}), "net", NETWORKS), "flip4").info.name == "net"
+    lone = BlsTransport(FakeBackendUtils({"net"}), "net", NETWORKS)
+    assert server_flips.open_for(lone, "flip4", "on").info.name == "net"
 
 
 def test_a_cancelled_request_stops_between_tiles():
