@@ -211,9 +211,10 @@ def test_a_flood_past_the_queue_is_refused_busy_at_once_and_the_server_keeps_ser
 
 
 def test_abandoned_requests_stop_between_tiles_and_the_next_one_is_served(busy_server, cases, serial):
-    """Clients that give up (a gRPC deadline of 2 s, well before their ~100 tiles are done) cancel their requests;
+    """Clients that give up (a gRPC deadline of 2 s, well before their ~60 tiles are done) cancel their requests;
     the pipeline stops them at the next tile, so the network computes far fewer tiles than they would have needed
-    and the next request finds the instances free."""
+    and the next request finds the instances free (after at most a few busy refusals, while the abandoned ones
+    finish their current tile)."""
     url = busy_server.grpc_url
     first = _model_counts(url, "brats_openvino")
     start = time.perf_counter()
@@ -227,15 +228,21 @@ def test_abandoned_requests_stop_between_tiles_and_the_next_one_is_served(busy_s
     outcomes = [outcome for outcome, _ in results]
     assert set(outcomes) <= {"StatusCode.DEADLINE_EXCEEDED", "StatusCode.UNAVAILABLE"}, results
     assert "StatusCode.DEADLINE_EXCEEDED" in outcomes, results
-    start = time.perf_counter()
-    outcome, labels = _send(url, cases[0], MANY_TILES)
+    # the next client, as brats-client does, retries a busy refusal: for a moment after its deadline an abandoned
+    # request may still hold an instance (until its current tile ends) or the queue (until the batcher drops it)
+    start, refused = time.perf_counter(), 0
+    while (result := _send(url, cases[0], MANY_TILES))[0] == "StatusCode.UNAVAILABLE" and refused < 20:
+        refused += 1
+        time.sleep(0.5)
     next_s = time.perf_counter() - start
+    outcome, labels = result
     assert outcome == "done", labels
     np.testing.assert_array_equal(labels, full)
     after = _model_counts(url, "brats_openvino")
     abandoned_tiles = after["executions"] - before["executions"] - tiles
-    log.info("alone %.1f s (%d tiles); next after 3 abandoned: %.1f s; the abandoned ones computed %d tiles "
-             "(%d if they had run to the end)", alone_s, tiles, next_s, abandoned_tiles, 2 * tiles)
+    log.info("alone %.1f s (%d tiles); next after 3 abandoned: %.1f s (refused busy %d times first); the abandoned "
+             "ones computed %d tiles (%d if they had run to the end)", alone_s, tiles, next_s, refused,
+             abandoned_tiles, 2 * tiles)
     # two of the three ran (the third waited in the queue): together less than one request's tiles, where
     # running to the end would have been two or three times as many
     assert abandoned_tiles < tiles, (abandoned_tiles, tiles)
