@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RepositoryError, ServeError
+from .errors import ServeError, ServeRepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +152,15 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def check_repository(repository: str | os.PathLike, models: Sequence[str] = ()) -> list[str]:
-    """Names of the model folders (those with a config) in ``repository``; a ``RepositoryError`` when there is
+    """Names of the model folders (those with a config) in ``repository``; a ``ServeRepositoryError`` when there is
     none."""
     repo = Path(repository)
     if not repo.exists():
-        raise RepositoryError(f"model repository {repo} does not exist; write it with brats-export --repository {repo}")
+        raise ServeRepositoryError(
+            f"model repository {repo} does not exist; write it with brats-export --repository {repo}"
+        )
     if not repo.is_dir():
-        raise RepositoryError(
+        raise ServeRepositoryError(
             f"model repository {repo} is not a directory; pass the folder that holds the model folders"
         )
     found = sorted(
@@ -166,12 +168,12 @@ def check_repository(repository: str | os.PathLike, models: Sequence[str] = ()) 
         if p.is_dir() and ((p / "config.pbtxt").is_file() or any((p / "configs").glob("*.pbtxt")))
     )
     if not found:
-        raise RepositoryError(
+        raise ServeRepositoryError(
             f"model repository {repo} holds no model (no <model>/config.pbtxt); write it with brats-export"
         )
     missing = [m for m in models if m not in found]
     if missing:
-        raise RepositoryError(f"model(s) {missing} not in repository {repo}; it holds {found}")
+        raise ServeRepositoryError(f"model(s) {missing} not in repository {repo}; it holds {found}")
     return found
 
 
@@ -206,9 +208,9 @@ def export_hint(repository: str | os.PathLike) -> str:
     return hint
 
 
-def missing_files_error(repository: str | os.PathLike, missing: Sequence[str]) -> RepositoryError:
+def missing_files_error(repository: str | os.PathLike, missing: Sequence[str]) -> ServeRepositoryError:
     """The error for models that have a config but no model files."""
-    return RepositoryError(
+    return ServeRepositoryError(
         f"no model files for {', '.join(missing)} in model repository {repository}: "
         f"{'each has' if len(missing) > 1 else 'it has'} a config.pbtxt but nothing in a version folder such as "
         f"{missing[0]}/1/ (the weights are written by brats-export; a fresh clone has configs only). "
@@ -610,8 +612,8 @@ class TritonServer:
         return self
 
     def _choose_models(self, found: list[str]) -> list[str] | None:
-        """What to load, given the model folders ``found``: a ``RepositoryError`` for named models without files, or
-        for a repository where no model has any; the models with files when only some have them."""
+        """What to load, given the model folders ``found``: a ``ServeRepositoryError`` for named models without
+        files, or for a repository where no model has any; the models with files when only some have them."""
         missing = models_without_files(self.repository, self.models if self.models is not None else found)
         if not missing:
             return self.models

@@ -29,7 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli, progress
+from brats_client import cli, exit_codes, progress
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +165,7 @@ def test_no_server_fails_fast_with_a_clear_error(cases, tmp_path, capsys):
     code = segment(cases[0], "-o", out, *FAST, url=urls)
     elapsed_s = time.monotonic() - t0
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER
+    assert code == exit_codes.EXIT_SERVER
     assert elapsed_s < 15, f"took {elapsed_s:.1f} s to say there is no server"
     assert err.count("no Triton server answers") == 2, err  # both endpoints named
     assert not out.exists()
@@ -183,7 +183,7 @@ def test_a_silent_server_is_an_error_within_the_deadline(cases, tmp_path, capsys
         code = segment(cases[0], "-o", out, *FAST, url=url)
         elapsed_s = time.monotonic() - t0
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER
+    assert code == exit_codes.EXIT_SERVER
     assert 5 < elapsed_s < 30, elapsed_s
     assert f"no Triton server answers at {url} within 10 s" in err and "DEADLINE_EXCEEDED" in err, err
     assert not out.exists()
@@ -201,7 +201,7 @@ def reference(cases, model_repository, tmp_path_factory) -> dict[str, np.ndarray
 
     out = tmp_path_factory.mktemp("reference")
     with TritonServer(model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0) as server:
-        assert segment(cases[0].parent, "-o", out, *SMALL, url=server.grpc_url) == cli.EXIT_OK
+        assert segment(cases[0].parent, "-o", out, *SMALL, url=server.grpc_url) == exit_codes.EXIT_OK
     return {c.name: labels(out / f"{c.name}.nii.gz") for c in cases}
 
 
@@ -230,7 +230,7 @@ def test_one_case_server_back_early_completes(
     code = segment(cases[0], "-o", seg, "--report", report, *options(concurrency, shared_memory), *EARLY,
                    url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     assert "UNAVAILABLE" in err and "retrying in 1.0 s" in err
     result = json.loads(report.read_text())
     assert result["server"]["shared_memory"] is (shared_memory == "auto")  # regions registered again after it
@@ -255,7 +255,7 @@ def test_one_case_server_back_late_fails_cleanly_and_a_rerun_completes(
     elapsed_s = time.monotonic() - t0
     err = capsys.readouterr().err
     assert 1 <= len(seen) <= concurrency, "the server died after the first tile; only tiles in flight came back"
-    assert code == cli.EXIT_SERVER, err
+    assert code == exit_codes.EXIT_SERVER, err
     assert f"inference of '{MODEL}' at {server.grpc_url} failed: StatusCode.UNAVAILABLE" in err, err
     assert "retrying in 1.0 s" in err  # one retry, then the case is given up
     assert files_in(out_dir) == [], "no partial or temporary output may be left"
@@ -263,7 +263,7 @@ def test_one_case_server_back_late_fails_cleanly_and_a_rerun_completes(
 
     monkeypatch.setattr(progress.InferenceWait, "update", plain)
     again = start_server(grpc_port=port)
-    assert segment(*argv, url=again.grpc_url) == cli.EXIT_OK, capsys.readouterr().err
+    assert segment(*argv, url=again.grpc_url) == exit_codes.EXIT_OK, capsys.readouterr().err
     np.testing.assert_array_equal(labels(seg), reference[cases[0].name])
 
 
@@ -294,7 +294,7 @@ def test_batch_server_back_late_fails_one_case_and_a_rerun_redoes_it(
     argv = [cases[0].parent, "-o", out, "--report", summary, *options(concurrency, shared_memory)]
     code = segment(*argv, "--retries", "2", url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_PARTIAL, err
+    assert code == exit_codes.EXIT_PARTIAL, err
     assert restarted, "the third case was never started"
     result = json.loads(summary.read_text())
     assert result["done"] == [first, third] and result["skipped"] == []
@@ -311,7 +311,7 @@ def test_batch_server_back_late_fails_one_case_and_a_rerun_redoes_it(
     monkeypatch.setattr(progress, "infer_case", plain[1])
     code = segment(*argv, url=restarted[0].grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     result = json.loads(summary.read_text())
     assert result == {"done": [second], "skipped": [first, third], "failed": []}
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # finished cases untouched
@@ -331,7 +331,7 @@ def test_batch_server_back_early_completes_every_case(cases, reference, start_se
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     code = segment(cases[0].parent, "-o", out, "--report", summary, *SMALL, *EARLY, url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     assert json.loads(summary.read_text())["done"] == [c.name for c in cases]
     assert json.loads((out / f"{cases[2].name}.json").read_text())["server"]["shared_memory"] is True
     for case in cases:
@@ -354,7 +354,7 @@ def test_two_urls_batch_one_server_lost_and_back_late(cases, reference, start_se
     out = tmp_path / "out"
     code = segment(cases[0].parent, "-o", out, *SMALL, url=f"{a.grpc_url},{b.grpc_url}")
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     assert f"{b.grpc_url} stopped answering" in err and f"{b.grpc_url} answers again" in err, err
     assert stats(back[0])["success"] > back[1], "the server that came back got no request"
     for case in cases:
@@ -370,7 +370,7 @@ def test_two_urls_both_lost_fails_cleanly(cases, start_server, tmp_path, monkeyp
     code = segment(cases[0], "-o", out_dir / "seg.nii.gz", *SMALL, *LATE, url=f"{a.grpc_url},{b.grpc_url}")
     elapsed_s = time.monotonic() - t0
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER, err
+    assert code == exit_codes.EXIT_SERVER, err
     assert "failed: StatusCode.UNAVAILABLE" in err
     assert files_in(out_dir) == []
     assert elapsed_s < 30
@@ -385,7 +385,7 @@ def test_several_urls_spread_the_tiles(cases, start_server, tmp_path):
     before = stats(a), stats(b)  # the warm-up request of each server is counted too
     code = segment(cases[0], "-o", out, "--report", report, "--tta", "none", "--tile", "32", "--concurrency", "2",
                    url=f"{a.grpc_url},{b.grpc_url}")
-    assert code == cli.EXIT_OK
+    assert code == exit_codes.EXIT_OK
     tiles = json.loads(report.read_text())["tiles"]
     (a0, b0), deadline = before, time.monotonic() + 15
     while True:  # Triton's statistics trail the responses slightly
@@ -402,7 +402,7 @@ def test_failover_when_one_server_dies_gives_the_same_labels(cases, start_server
     a, b = start_server(), start_server()
     single, failover = tmp_path / "single.nii.gz", tmp_path / "failover.nii.gz"
     args = ["--tta", "none", "--tile", "32", "--concurrency", "2"]
-    assert segment(cases[1], "-o", single, *args, url=a.grpc_url) == cli.EXIT_OK
+    assert segment(cases[1], "-o", single, *args, url=a.grpc_url) == exit_codes.EXIT_OK
     before = stats(a)["success"]
     capsys.readouterr()
 
@@ -410,7 +410,7 @@ def test_failover_when_one_server_dies_gives_the_same_labels(cases, start_server
     report = tmp_path / "failover.json"
     code = segment(cases[1], "-o", failover, "--report", report, *args, url=f"{a.grpc_url},{b.grpc_url}")
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     assert f"{b.grpc_url} stopped answering" in err and "sending its requests elsewhere" in err, err
     assert not b.is_running()
     assert json.loads(report.read_text())["server"]["url"] == f"{a.grpc_url},{b.grpc_url}"
@@ -463,7 +463,7 @@ def test_a_stalled_stub_fails_the_case_and_the_server_gets_nothing_more(
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     code = segment(cases[0].parent, "-o", out, "--report", summary, *SMALL, url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_PARTIAL, err
+    assert code == exit_codes.EXIT_PARTIAL, err
     result = json.loads(summary.read_text())
     assert result["done"] == [cases[0].name]
     failed = {f["case"]: f["error"] for f in result["failed"]}

@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli
+from brats_client import cli, exit_codes
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_a_flipping_model_refuses_other_tta(case, triton_server, tmp_path):
     out = tmp_path / "seg.nii.gz"
     code = cli.main(["--quiet", "segment", str(case), "-o", str(out), "--url", triton_server.grpc_url,
                      "--model", "brats_onnx_flip4", "--tta", "none"])
-    assert code == cli.EXIT_SERVER and not out.exists()
+    assert code == exit_codes.EXIT_SERVER and not out.exists()
 
 
 def test_openvino_companion_compiles_as_tritons_backend_loads_it(model_repository):

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from brats_client import exit_codes
 from brats_serve import cli, launcher
 from brats_serve.errors import ServeError
 from brats_serve.launcher import TritonServer, has_model_files, models_without_files
@@ -147,7 +148,7 @@ def test_cli_exit_code_and_message(tmp_path, launches, capsys):
     write_model(repo, "brats_onnx")
     code = cli.main(["--repository", str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_INPUT
+    assert code == exit_codes.EXIT_INPUT
     assert err.startswith("brats-serve: no model files for brats_onnx in model repository")
     assert f"run brats-export --checkpoint CKPT --repository {repo}" in err
 
