@@ -170,18 +170,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from .banner import banner, ready_models
     from .launcher import TritonServer
+    from .server_config import TritonServerConfig
 
     def interrupt(signum: int, _frame) -> None:
         raise StopRequested(signum)
 
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, interrupt) for s in signals}
-    server = TritonServer(
+    server = TritonServer(TritonServerConfig(
         args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, models=args.models, model_config_name=args.model_config_name,
         log_path=args.log_file, startup_timeout_s=args.startup_timeout_s, stop_timeout_s=args.stop_timeout_s,
         extra_args=extra,
-    )
+    ))
     keep_log = False
     try:
         server.start()
@@ -203,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _watch(server) -> NoReturn:
     """Watch the running server until it exits by itself or loses a backend process; raises the error that says
-    which (each dead backend process is logged by the launcher as it is found)."""
-    from .launcher import log_tail
+    which (each dead backend process is logged as it is found)."""
+    from .readiness import log_tail
 
     while True:
         code = server.wait(timeout_s=POLL_S)

@@ -25,7 +25,7 @@ CASE = "Bad1"
 
 @pytest.fixture(scope="module")
 def dead_url() -> str:
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     return f"127.0.0.1:{free_port()}"
 

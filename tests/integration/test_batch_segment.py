@@ -28,10 +28,11 @@ FLIPPING = "brats_instant_sf"  # the instant model with a server-side-flip compa
 @pytest.fixture(scope="module")
 def instant_server(tmp_path_factory):
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     repo = instant.write_repository(tmp_path_factory.mktemp("instant") / "repository")
     instant.write_repository(repo, FLIPPING, server_flips=True)  # and its companion FLIPPING_flip4
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
+    with TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0)) as server:
         yield server
 
 
@@ -176,7 +177,7 @@ def test_parts_cover_the_batch_once_and_resume_per_part(batch_dir, instant_serve
     (("--cases-in-memory", "0"), "--cases-in-memory must be >= 1, got 0"),
 ])
 def test_bad_batch_options_are_usage_errors_before_any_request(batch_dir, tmp_path, capsys, extra, message):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     out = tmp_path / "out"
     code = segment(batch_dir, out, f"127.0.0.1:{free_port()}", "brats_onnx", *extra)
@@ -187,7 +188,7 @@ def test_bad_batch_options_are_usage_errors_before_any_request(batch_dir, tmp_pa
 
 
 def test_parts_of_one_case_are_a_usage_error(batch_dir, tmp_path, capsys):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     case = sorted(batch_dir.iterdir())[0]
     code = segment(case, tmp_path / "seg.nii.gz", f"127.0.0.1:{free_port()}", "brats_onnx",

@@ -129,7 +129,7 @@ def test_batch_mode_writes_one_output_per_case_and_skips_finished(cases, triton_
 
 
 def test_no_server_is_a_clear_error_within_the_deadline(cases, tmp_path, capsys):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     out = tmp_path / "seg.nii.gz"
     t0 = time.monotonic()

@@ -41,8 +41,9 @@ def repository(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(repository):
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
-    with TritonServer(repository, grpc_port=0, http_port=0, metrics_port=0) as server:
+    with TritonServer(TritonServerConfig(repository, grpc_port=0, http_port=0, metrics_port=0)) as server:
         yield server
 
 

@@ -30,6 +30,7 @@ def pipeline_server(model_repository, tmp_path_factory):
     from brats_export import pipeline_model
     from brats_export.catalogue import MODELS
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     repo = tmp_path_factory.mktemp("pipeline") / "repository"
     repo.mkdir()
@@ -37,7 +38,7 @@ def pipeline_server(model_repository, tmp_path_factory):
         (repo / MODELS[key].name).symlink_to(model_repository / MODELS[key].name, target_is_directory=True)
     assert pipeline_model.write(repo, NETWORKS).name == PIPELINE
     log_path = tmp_path_factory.mktemp("pipeline_server") / "tritonserver.log"
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path) as server:
+    with TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path)) as server:
         yield server
 
 

@@ -51,12 +51,14 @@ def cases(small_case_factory) -> list[Path]:
 def start_server(model_repository):
     """``start(grpc_port=0, **options) -> TritonServer`` (started); every server is stopped at the end of the test."""
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     servers = []
 
     def start(grpc_port: int = 0, **options):
-        server = TritonServer(model_repository, models=[MODEL], grpc_port=grpc_port, http_port=0, metrics_port=0,
-                              **options)
+        server = TritonServer(TritonServerConfig(
+            model_repository, models=[MODEL], grpc_port=grpc_port, http_port=0, metrics_port=0, **options
+        ))
         servers.append(server)
         return server.start()
 
@@ -68,7 +70,7 @@ def start_server(model_repository):
 def kill(server) -> None:
     """SIGKILL the server and its python backend stubs (one process group: the launcher starts a new session),
     and wait until they are gone (their port free), as after a crash."""
-    from brats_serve.launcher import wait_group_gone
+    from brats_serve.processes import wait_group_gone
 
     os.killpg(server.pid, signal.SIGKILL)
     assert server.wait(timeout_s=30) == -signal.SIGKILL
@@ -157,7 +159,7 @@ def files_in(folder: Path) -> list[str]:
 
 
 def test_no_server_fails_fast_with_a_clear_error(cases, tmp_path, capsys):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     out = tmp_path / "seg.nii.gz"
     urls = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
@@ -198,9 +200,12 @@ MATRIX = pytest.mark.parametrize("concurrency,shared_memory", [(2, "auto"), (1, 
 def reference(cases, model_repository, tmp_path_factory) -> dict[str, np.ndarray]:
     """The labels of each case from an undisturbed server, with the options of the matrix."""
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     out = tmp_path_factory.mktemp("reference")
-    with TritonServer(model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0) as server:
+    with TritonServer(TritonServerConfig(
+        model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0
+    )) as server:
         assert segment(cases[0].parent, "-o", out, *SMALL, url=server.grpc_url) == exit_codes.EXIT_OK
     return {c.name: labels(out / f"{c.name}.nii.gz") for c in cases}
 
@@ -423,7 +428,7 @@ def test_failover_when_one_server_dies_gives_the_same_labels(cases, start_server
 
 
 def stub_pid(server) -> int:
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     for pid, cmdline in _live_in_group(server.pid).items():
         if "triton_python_backend_stub" in cmdline:
@@ -493,7 +498,7 @@ def test_a_stalled_stub_fails_the_case_and_the_server_gets_nothing_more(
 
 def _live_in_group(pgid: int) -> dict[int, str]:
     """``pid -> command line`` of the processes of group ``pgid`` that still run."""
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     found = {}
     for pid in running_in_group(pgid):
@@ -517,7 +522,7 @@ def _children(pid: int) -> list[int]:
 def test_brats_serve_killed_leaves_no_server_and_no_stub(model_repository, tmp_path):
     """SIGKILL to ``brats-serve`` (an OOM killer, a supervisor's hard stop): tritonserver and its python backend
     stub end within seconds and the gRPC port is free again."""
-    from brats_serve.launcher import free_port, port_in_use
+    from brats_serve.ports import free_port, port_in_use
 
     port = free_port()
     cmd = [sys.executable, "-m", "brats_serve.cli", "--repository", str(model_repository), "--models", MODEL,

@@ -66,12 +66,14 @@ def case(small_case_factory) -> Path:
 
 def _tls_server(model_repository, pki: Path, mutual: bool):
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     args = [f"--grpc-server-cert={pki / 'server.crt'}", f"--grpc-server-key={pki / 'server.key'}",
             f"--grpc-root-cert={pki / 'ca.crt'}"]
     args.append("--grpc-use-ssl-mutual=true" if mutual else "--grpc-use-ssl=true")
-    return TritonServer(model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0,
-                        extra_args=args)
+    return TritonServer(TritonServerConfig(
+        model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0, extra_args=args
+    ))
 
 
 @pytest.fixture
@@ -157,7 +159,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(mtls_server, pki, cas
 def test_tls_options_are_checked_before_connecting(pki, case, tmp_path, capsys):
     """Missing files are input errors (exit 3) naming the file; TLS files without --ssl, or half a client identity,
     are usage errors (exit 2): a user who passes a CA but forgets --ssl must not silently get plain text."""
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     class Dead:
         grpc_url = f"127.0.0.1:{free_port()}"
