@@ -336,11 +336,11 @@ def _export(args: argparse.Namespace) -> None:
             files[INT8] = (folders[INT8] / "model.xml", folders[INT8] / "model.bin")
         files_sha = {key: {p.name: exported_sha256(p, "exported file") for p in paths}
                      for key, paths in files.items()}
-        manifest = repository.build_manifest(
-            keys, checkpoint=args.checkpoint, checkpoint_sha256=digest, parity=result.parity, opset=result.opset,
+        manifest = repository.build_manifest(keys, repository.ExportRecord(
+            checkpoint=args.checkpoint, checkpoint_sha256=digest, parity=result.parity, opset=result.opset,
             versions=exporters.library_versions(), tolerance=args.tolerance, fixed_size=args.fixed_size,
             files_sha256=files_sha, openvino_host_precision=result.openvino_host_precision,
-        )
+        ))
         manifest["warnings"] = warnings
         shapes = {}
         if int8_info is not None:
