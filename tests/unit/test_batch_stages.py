@@ -142,6 +142,26 @@ def test_an_interrupt_in_the_calling_thread_ends_the_threads():
     assert stages.written in ([], [0]), "at most the case already handed to the writer is finished"
 
 
+def test_ctrl_c_while_the_last_case_is_written_lets_the_write_end():
+    """Ctrl-C reaches the calling thread while it waits for the writer: the write under way ends (no half-written
+    output), then the interrupt is raised."""
+    import signal
+
+    written = []
+    caller = threading.get_ident()
+
+    def finish(job, inferred):
+        time.sleep(0.2)  # the calling thread has nothing left to infer: it waits for this thread
+        signal.pthread_kill(caller, signal.SIGINT)  # Ctrl-C, delivered to the waiting thread
+        time.sleep(0.3)
+        written.append(job)
+
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        batch.run([0], lambda job: job, lambda job, prepared: prepared, finish, errors=())
+    assert written == [0] and set(threading.enumerate()) <= before
+
+
 def test_no_jobs_and_bad_bounds():
     assert Stages().run([]) == []
     with pytest.raises(ValueError, match="--cases-in-memory must be >= 1, got 0"):
