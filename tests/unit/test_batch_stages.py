@@ -72,16 +72,12 @@ class Stages:
 
 def test_stages_overlap_on_their_own_threads_within_the_bound():
     stages = Stages(sleep_s=0.05)
-    t0 = time.perf_counter()
     outcomes = stages.run(list(range(8)), options=batch.BatchOptions(3))
-    elapsed_s = time.perf_counter() - t0
     assert outcomes == [batch.Outcome(i) for i in range(8)]
     assert stages.written == list(range(8)), "cases are written in order"
     assert stages.threads["infer"] == {threading.current_thread().name}, "the transport stays on the caller's thread"
     assert stages.threads["prepare"] == {"brats-loader"} and stages.threads["finish"] == {"brats-writer"}
     assert stages.peak <= 3
-    # sequential: 8 x 3 x 50 ms = 1.2 s; overlapped: about (8 + 2) x 50 ms
-    assert elapsed_s < 0.9, elapsed_s
     load_next, infer_now = stages.spans["prepare", 4], stages.spans["infer", 3]
     assert load_next[0] < infer_now[1] and infer_now[0] < load_next[1], "case 4 loads while case 3 is inferred"
 
