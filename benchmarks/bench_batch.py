@@ -206,6 +206,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     if args.repository is not None:  # checked before anything is written
         repo, models, exact = args.repository.resolve(), [args.model], False
@@ -228,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             companions = {m: companion_of(repo, m) for m in models}
         served = [n for m in models for n in (m, companions[m]) if n]
         runs: list[dict] = []
-        with TritonServer(repo, models=served, grpc_port=0, http_port=0, metrics_port=0,
-                          model_config_name=args.model_config_name, log_path=work / "tritonserver.log",
-                          startup_timeout_s=300) as server:
+        with TritonServer(TritonServerConfig(
+            repo, models=served, grpc_port=0, http_port=0, metrics_port=0, model_config_name=args.model_config_name,
+            log_path=work / "tritonserver.log", startup_timeout_s=300
+        )) as server:
             reference = None
             for model in models:
                 for flips in args.modes:  # first-touch costs of the server, the model and the companion

@@ -650,12 +650,14 @@ def profile_phase(bench: Bench, res: Results) -> None:
 def triton_phase(bench: Bench, res: Results, backend: str, plans: tuple[RowPlan, ...]) -> None:
     """One server for the backend; per --shared-memory mode a plain and a flipping transport (warmed once)."""
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     name, _, config_name = SERVED[backend]
     log.info("triton %s%s ...", name, f" (--model-config-name {config_name})" if config_name else "")
-    with TritonServer(bench.repository, models=[name, f"{name}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
-                      model_config_name=config_name, log_path=bench.work / f"tritonserver_{backend}.log",
-                      startup_timeout_s=300) as server:
+    with TritonServer(TritonServerConfig(
+        bench.repository, models=[name, f"{name}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
+        model_config_name=config_name, log_path=bench.work / f"tritonserver_{backend}.log", startup_timeout_s=300
+    )) as server:
         for n, shm in enumerate(sorted({p.shm for p in plans})):
             opts = pipeline.ServerOptions(url=server.grpc_url, model=name, shared_memory=shm)
             with pipeline.open_transport(opts) as transport, \

@@ -121,6 +121,7 @@ def served_rows(repository: Path, case: Path, work: Path) -> list[dict]:
     import nibabel as nib
     import numpy as np
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     rows = []
     for fmt in FORMATS:
@@ -129,8 +130,9 @@ def served_rows(repository: Path, case: Path, work: Path) -> list[dict]:
         for name, models, extra in ((plain, [plain], ("--server-flips", "off")),
                                     (companion, [plain, companion], ("--server-flips", "on"))):
             out = work / f"{name}.nii.gz"
-            with TritonServer(repository, models=models, grpc_port=0, http_port=0, metrics_port=0,
-                              startup_timeout_s=600) as server:
+            with TritonServer(TritonServerConfig(
+                repository, models=models, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=600
+            )) as server:
                 client = _segment(server.grpc_url, plain, case, out, *extra)
                 peaks = {b.model: _status_kib(b.pid, "VmHWM") for b in server.backend_processes()}
             labels[name] = np.asanyarray(nib.load(str(out)).dataobj)
@@ -146,14 +148,17 @@ def served_rows(repository: Path, case: Path, work: Path) -> list[dict]:
 
 def batch_row(repository: Path, case: Path, work: Path) -> Measured:
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     cases = work / "batch_cases"
     for i in range(3):
         shutil.copytree(case, cases / f"{case.name}_{i}")
         for path in (cases / f"{case.name}_{i}").iterdir():
             path.rename(path.with_name(path.name.replace(case.name, f"{case.name}_{i}")))
-    with TritonServer(repository, models=["brats_openvino", "brats_openvino_flip4"], grpc_port=0, http_port=0,
-                      metrics_port=0, startup_timeout_s=600) as server:
+    with TritonServer(TritonServerConfig(
+        repository, models=["brats_openvino", "brats_openvino_flip4"], grpc_port=0, http_port=0, metrics_port=0,
+        startup_timeout_s=600
+    )) as server:
         return _segment(server.grpc_url, "brats_openvino", cases, work / "batch_out")
 
 

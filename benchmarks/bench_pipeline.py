@@ -44,7 +44,7 @@ def _tx() -> int:
 
 def _stub_peaks(pgid: int) -> dict[str, float]:
     """VmHWM in MiB of each python backend stub of the server's process group, by model."""
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     peaks = {}
     for pid in running_in_group(pgid):
@@ -73,6 +73,7 @@ def main() -> int:
     from brats_export import cli as export_cli
     from brats_export.phantom import make_phantom
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     for key, value in machine().items():
         print(f"{key}: {value}")
@@ -87,7 +88,9 @@ def main() -> int:
         case = write_case(make_phantom(args.seed), tmp / "cases", f"Phantom_{args.seed}")
         files_bytes = sum(f.stat().st_size for f in case.glob("*.nii.gz") if not f.name.endswith("_seg.nii.gz"))
         rows, labels = [], []
-        with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp / "server.log") as server:
+        with TritonServer(TritonServerConfig(
+            repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp / "server.log"
+        )) as server:
             http = server.http_url if server.http_url.startswith("http") else f"http://{server.http_url}"
             paths = {
                 "tensors (gRPC)": lambda out: cli.main(["--quiet", "segment", str(case), "-o", str(out), "--url",

@@ -49,7 +49,7 @@ def _stub_model(pid: int) -> str:
 
 
 def reset_peaks(pgid: int) -> None:
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     for pid in running_in_group(pgid):
         with contextlib.suppress(OSError):
@@ -58,7 +58,7 @@ def reset_peaks(pgid: int) -> None:
 
 def peaks(pgid: int) -> dict[str, list[float]]:
     """VmHWM in MiB of each process of the server's group, by model (tritonserver itself by its name)."""
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     found: dict[str, list[float]] = {}
     for pid in running_in_group(pgid):
@@ -95,9 +95,11 @@ def brats_memory(repo: Path, tmp: Path) -> int:
     from brats_demo.phantom import write_case
     from brats_export.phantom import make_phantom
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     case = write_case(make_phantom(9005), tmp / "brats", "Phantom_9005")
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp / "server.log") as server:
+    config = TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp / "server.log")
+    with TritonServer(config) as server:
         idle = max(peaks(server.pid).get(PIPELINE, [0]))
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "brats_client.cli", "--quiet", "segment", str(case), "-o",
@@ -130,6 +132,7 @@ def main() -> int:
     from brats_client.modalities import find_case_files
     from brats_export import cli as export_cli
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     sys.path.insert(0, str(TESTS))
     from conftest import write_small_phantom_case
@@ -153,7 +156,8 @@ def main() -> int:
               f"1 x 1 x 1.2 mm), four .nii.gz files of {sum(f.stat().st_size for f in cases[0].glob('*_[tf]*')):,} "
               "bytes")
         rows = []
-        with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp / "server.log") as server:
+        config = TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp / "server.log")
+        with TritonServer(config) as server:
             pgid = server.pid
             inputs = perf.write_case_files(find_case_files(cases[0]), tmp / "input_data.json")
             subprocess.run([sys.executable, "-m", "brats_client.cli", "--quiet", "segment", str(cases[0]), "-o",

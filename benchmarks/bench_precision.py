@@ -144,10 +144,11 @@ def served_rows(repository: Path, files, reference: np.ndarray, work: Path, mete
     import nibabel as nib
     from bench_memory import _status_kib
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     rows = []
-    with TritonServer(repository, grpc_port=0, http_port=0, metrics_port=0, log_path=work / "tritonserver.log",
-                      startup_timeout_s=300) as server:
+    with TritonServer(TritonServerConfig(repository, grpc_port=0, http_port=0, metrics_port=0,
+                                         log_path=work / "tritonserver.log", startup_timeout_s=300)) as server:
         for model, flips, what in (("brats_openvino", "auto", "brats_openvino, flip4 in the client (default)"),
                                    ("brats_openvino", "on", "brats_openvino_flip4 companion (--server-flips on)"),
                                    ("brats_openvino_int8", "auto", "brats_openvino_int8, flip4 in the client")):

@@ -42,6 +42,7 @@ def main() -> int:
     from brats_export import cli as export_cli
     from brats_export.phantom import make_phantom
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     for key, value in machine().items():
         print(f"{key}: {value}")
@@ -54,7 +55,9 @@ def main() -> int:
             return code
         case = write_case(make_phantom(args.seed), tmp / "cases", f"Phantom_{args.seed}")
         rows = []
-        with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp / "server.log") as server:
+        with TritonServer(TritonServerConfig(
+            repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp / "server.log"
+        )) as server:
             for label, extra in (("client-side flips", ["--server-flips", "off"]), ("server-side flips", [])):
                 report = tmp / f"{len(rows)}.json"
                 before, start = _tx(), time.perf_counter()

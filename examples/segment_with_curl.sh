@@ -50,7 +50,7 @@ start=$SECONDS
 # (sleep without the script's stdout and stderr: killed with the ticker, it must not hold a caller's pipes open)
 ( while sleep "${WAIT_EVERY_S:-10}" >/dev/null 2>&1; do echo "  still waiting: $((SECONDS - start)) s" >&2; done ) &
 ticker=$!
-trap 'kill "$ticker" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$ticker" 2>/dev/null || true; rm -rf "$work"' EXIT  # || true: set -e would make the exit status 1
 status=$(curl -sS -o "$work/response" -D "$work/headers" -w '%{http_code}' --max-time 1800 \
   -H 'Content-Type: application/octet-stream' -H "Inference-Header-Content-Length: ${#header}" \
   --data-binary @"$work/request" "$url/v2/models/brats_segment/infer")

@@ -1,9 +1,13 @@
 """brats-triton's client: segment brain MRI cases with a Triton server, torch-free.
 
-The public API, one import path per name (``from brats_client import SegmentOptions, segment_case``); the
-modules behind it load on first use. The ladder: :func:`find_case_files` -> :func:`prepare_case` ->
-:func:`open_transport` -> :func:`segment_prepared` (or :func:`segment_case` for all of it). Any
-:class:`Transport` runs it: :class:`TritonTransport` (a server) or :class:`LocalTransport` (a predictor here).
+The public API, one import path per name (``from brats_client import SegmentOptions, segment_cases``); the
+modules behind it load on first use. :func:`segment_cases` segments one case or many (``brats-client segment``
+does): each case's files (:func:`find_case_files`) and outputs (:class:`CaseOutputs`), a server
+(:class:`ServerOptions`) or an open :class:`Transport`, :class:`SegmentOptions` and :class:`BatchOptions`; one
+:class:`Outcome` per case. The ladder beneath it: :func:`prepare_case` -> :func:`open_transport` ->
+:func:`segment_prepared` (:func:`infer_case` then :func:`finish_case`), or :func:`segment_case` for one case on an
+open transport. Any :class:`Transport` runs it: :class:`TritonTransport` (a server) or :class:`LocalTransport` (a
+predictor here).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ _HOMES = {
     "CaseFiles": "modalities", "find_case_files": "modalities", "explicit_case": "modalities",
     "msd_case": "modalities",
     "ServerOptions": "server_options",
-    "BatchOptions": "batch",
+    "BatchOptions": "batch", "Outcome": "batch", "segment_cases": "batch",
     "ModelInfo": "model_info",
     "Transport": "protocol",
     "TritonTransport": "transport",

@@ -1,4 +1,5 @@
-"""Overlapping the cases of a batch, and splitting a batch into parts for several machines.
+"""Segmenting cases (:func:`segment_cases`, the one path for one case and many), overlapping the cases of a batch
+(:func:`run`), and splitting a batch into parts for several machines.
 
 Three stages per case, each on its own thread, in case order::
 
@@ -9,12 +10,13 @@ Three stages per case, each on its own thread, in case order::
 ``BatchOptions.cases_in_memory`` bounds the cases between the start of their loading and the end of their writing
 (1 runs one case after another). A case whose stage raises one of ``errors`` is a failed case and the batch goes
 on; any other exception stops the batch and is raised in the calling thread once the other threads have stopped
-(a write under way is finished, the cases waiting to be written are dropped). The transport is used by the
-calling thread only.
+(a write under way is finished, the cases waiting to be written are dropped; Ctrl-C too). The transport is used by
+the calling thread only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -22,7 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import UsageError
+from . import pipeline, progress
+from .errors import InputError, OutputError, ServerError, UsageError
+from .modalities import CaseFiles
+from .protocol import Transport
+from .server_options import ServerOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +36,17 @@ Job = TypeVar("Job")
 
 CASES_IN_MEMORY = 3  # one loading, one at the server, one being written
 POLL_S = 0.5  # how often a waiting thread checks that the batch is still running
+CASE_ERRORS = (InputError, OutputError, ServerError)  # what fails one case of a batch, not the batch
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One case's end: ``error`` is the message of a failed case, ``None`` when it was written."""
+    """One case's end: ``error`` is the message of a failed case, ``None`` when it was written; ``report`` what
+    its ``finish`` returned (a segmented case's report)."""
 
     index: int
     error: str | None = None
+    report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,7 @@ class _Run(Generic[Job]):
                 self.places.release()
                 continue
             try:
-                self.finish(job, inferred)
+                report = self.finish(job, inferred)
             except self.errors as e:
                 del inferred
                 self.fail(index, e)
@@ -144,7 +153,7 @@ class _Run(Generic[Job]):
                 continue
             del inferred  # before its place is given to the next case
             self.places.release()
-            self.record(Outcome(index))
+            self.record(Outcome(index, report=report))
 
     def next_loaded(self, loader: threading.Thread) -> Any:
         while True:
@@ -183,7 +192,7 @@ def run(
     jobs: Sequence[Job],
     prepare: Callable[[Job], Any],
     infer: Callable[[Job, Any], Any],
-    finish: Callable[[Job, Any], None],
+    finish: Callable[[Job, Any], Any],
     *,
     errors: tuple[type[BaseException], ...],
     options: BatchOptions = BatchOptions(),
@@ -192,10 +201,8 @@ def run(
     """Run every job through ``prepare`` -> ``infer`` -> ``finish`` (see the module docstring); returns one
     outcome per job, in job order. ``on_outcome`` is called as each case ends, from the thread that ended it."""
     state = _Run(jobs, prepare, infer, finish, errors, options.cases_in_memory, on_outcome)
-    loader = threading.Thread(target=state.load_all, name="brats-loader", daemon=True)
-    writer = threading.Thread(target=state.write_all, name="brats-writer", daemon=True)
-    loader.start()
-    writer.start()
+    loader, loaded_all = _start(state.load_all, "brats-loader")
+    writer, wrote_all = _start(state.write_all, "brats-writer")
     try:
         state.infer_all(loader)
     except BaseException:
@@ -203,8 +210,90 @@ def run(
         raise
     finally:
         state.inferred.put(_END)
-        writer.join()
-        loader.join()
+        _join(writer, wrote_all, state)
+        _join(loader, loaded_all, state)
     if state.writer_crash is not None:
         raise state.writer_crash
     return sorted(state.outcomes, key=lambda o: o.index)
+
+
+def _start(target: Callable[[], None], name: str) -> tuple[threading.Thread, threading.Event]:
+    """A daemon thread running ``target``, and an event set when it ends."""
+    ended = threading.Event()
+
+    def body() -> None:
+        try:
+            target()
+        finally:
+            ended.set()
+
+    thread = threading.Thread(target=body, name=name, daemon=True)
+    thread.start()
+    return thread, ended
+
+
+def _join(thread: threading.Thread, ended: threading.Event, state: _Run) -> None:
+    """Wait for ``thread``; Ctrl-C meanwhile stops the batch, lets a write under way end and is then raised. (It
+    waits on ``ended``: a ``Thread.join`` that Ctrl-C interrupts marks the thread as ended on Python 3.11.)"""
+    interrupted = None
+    while not ended.is_set():
+        try:
+            ended.wait()
+        except KeyboardInterrupt as e:
+            state.stop.set()
+            interrupted = e
+    thread.join()
+    if interrupted is not None:
+        raise interrupted
+
+
+def segment_cases(
+    jobs: Sequence[tuple[CaseFiles, pipeline.CaseOutputs]],
+    server: ServerOptions | Transport,
+    options: pipeline.SegmentOptions | None = None,
+    batch: BatchOptions = BatchOptions(),
+    *,
+    keep_going: bool = False,
+    on_outcome: Callable[[Outcome], None] = lambda outcome: None,
+) -> list[Outcome]:
+    """Segment each case of ``jobs`` (its files, where its outputs go): check the outputs, load and preprocess,
+    send the tiles (a log line every few seconds, :mod:`.progress`), write; the one path of one case and of many.
+
+    The first case is checked and prepared before the server is connected: a bad first input or output fails
+    before anything is sent. The next cases load, and finished ones are written, while the server computes
+    (``batch``, :func:`run`). ``keep_going``: a case whose input, output or request fails (:data:`CASE_ERRORS`)
+    becomes a failed :class:`Outcome` and the others go on; without it that error is raised. A server that cannot
+    be connected raises either way. ``server``: where to connect (:func:`pipeline.open_transport`), or a
+    :class:`Transport` that is open already (used, not closed). One outcome per job, in job order; a written
+    case's carries its report. ``options``: default :class:`~.pipeline.SegmentOptions`."""
+    if not jobs:
+        return []
+    options = options or pipeline.SegmentOptions()
+    errors = CASE_ERRORS if keep_going else ()
+    first: list[Any] = []
+    try:
+        first.append(_prepare(jobs[0], options))
+    except errors as e:
+        first.append(e)
+
+    def prepare(job: tuple[CaseFiles, pipeline.CaseOutputs]) -> pipeline.PreparedCase:
+        if first:  # the loader prepares in job order: its first call is the first job, prepared above
+            prepared = first.pop()
+            if isinstance(prepared, BaseException):
+                raise prepared
+            return prepared
+        return _prepare(job, options)
+
+    opened = (contextlib.nullcontext(server) if not isinstance(server, ServerOptions)
+              else pipeline.open_transport(server, options))
+    with opened as transport:
+        return run(
+            jobs, prepare, lambda job, prepared: progress.infer_case(prepared, transport, log),
+            lambda job, inferred: pipeline.finish_case(inferred, job[1]),
+            errors=errors, options=batch, on_outcome=on_outcome,
+        )
+
+
+def _prepare(job: tuple[CaseFiles, pipeline.CaseOutputs], options: pipeline.SegmentOptions) -> pipeline.PreparedCase:
+    pipeline.check_outputs(job[1])
+    return pipeline.prepare_case(job[0], options)

@@ -13,21 +13,8 @@ import sys
 from pathlib import Path
 
 from . import exit_codes, report_fields
-from .errors import BratsError, UsageError, exit_code
-from .exit_codes import (
-    EXIT_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_OUTPUT,
-    EXIT_PARTIAL,
-    EXIT_SERVER,
-    EXIT_UNEXPECTED,
-    EXIT_USAGE,
-)
-
-# The exit codes are defined in brats_client.exit_codes; importable from here too (cli.EXIT_OK, ...).
-__all__ = ["EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_OUTPUT", "EXIT_PARTIAL", "EXIT_SERVER",
-           "EXIT_UNEXPECTED", "EXIT_USAGE", "build_parser", "main"]
+from .errors import BratsError, UsageError
+from .exit_codes import EXIT_OK, exit_code
 
 log = logging.getLogger("brats_client")
 
@@ -296,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse printed the help or the problem; a code, not an exception, to the caller
-        return EXIT_OK if e.code in (0, None) else EXIT_USAGE
+        return exit_code(e)
     handler = _configure_logging(args)
     try:
         if args.command == "segment":
@@ -320,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     except BratsError as e:  # UsageError (exit 2) included; any other exception is a bug: a traceback, exit 1
         log.error("%s", e)
         return exit_code(e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         log.error("interrupted; nothing half-written was kept")
-        return EXIT_INTERRUPTED
+        return exit_code(e)
     finally:
         logging.getLogger().removeHandler(handler)
     raise AssertionError(f"no handler for command {args.command!r}")  # argparse allows only the commands above

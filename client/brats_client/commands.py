@@ -1,4 +1,5 @@
-"""The ``segment`` command: resolve inputs and outputs, show progress (:mod:`.progress`), run one case or a batch."""
+"""The ``segment`` command: resolve inputs and outputs, then one case or a batch through
+:func:`brats_client.batch.segment_cases` (or one case through a served pipeline model)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import batch, identity, modalities, pipeline, progress, served_client
-from .errors import InputError, OutputError, ServerError, UsageError
+from . import batch, identity, io, modalities, pipeline, progress, served_client
+from .errors import InputError, OutputError, UsageError
 from .exit_codes import EXIT_OK, EXIT_PARTIAL
 from .served import NETWORK_KEY
 from .server_options import ServerOptions
@@ -35,11 +36,6 @@ def _explicit(args: argparse.Namespace) -> modalities.CaseFiles | None:
 
 def _order(args: argparse.Namespace) -> list[str] | None:
     return [s.strip() for s in args.channel_order.split(",")] if args.channel_order else None
-
-
-def _run_one(prepared: pipeline.PreparedCase, outputs: pipeline.CaseOutputs, transport) -> dict:
-    """One case: a line every few seconds while the server computes (progress.infer_case), then the outputs."""
-    return pipeline.finish_case(progress.infer_case(prepared, transport, log), outputs)
 
 
 @contextlib.contextmanager
@@ -77,17 +73,10 @@ def _is_folder_name(path: Path) -> bool:
     return path.is_dir() or (not path.exists() and not path.suffix)
 
 
-def _check_checkpoint(expected: str | None, parameters: Mapping[str, str], model: str) -> None:
-    """Warn when ``--checkpoint-sha256`` was given and the network ``model`` records another checkpoint."""
-    warning = None if expected is None else identity.checkpoint_mismatch(parameters, model, expected)
-    if warning is not None:
-        log.warning("%s", warning)
-
-
 def _run_served(files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, server: ServerOptions,
                 options: pipeline.SegmentOptions) -> int:
     """One case through a served pipeline model: the four files go as they are, the segmentation comes back."""
-    from . import atomic, io
+    from . import atomic
 
     if outputs.probabilities is not None:
         raise UsageError(f"model {server.model!r} is a served pipeline, which returns labels only; "
@@ -112,6 +101,18 @@ def _run_served(files: modalities.CaseFiles, outputs: pipeline.CaseOutputs, serv
     log.info("%s: WT %.1f mL, TC %.1f mL, ET %.1f mL in %.1f s (served pipeline) -> %s", files.case_id,
              vols["WT"], vols["TC"], vols["ET"], report["time_s"]["total"], outputs.segmentation)
     return EXIT_OK
+
+
+def _check_checkpoint(expected: str | None, server: ServerOptions, model: str) -> None:
+    """With ``--checkpoint-sha256``: warn when the network ``model`` records another checkpoint in its live config
+    (its companion, exported with it, records the same). Nothing when the config cannot be read: connecting
+    says why."""
+    if expected is None:
+        return
+    parameters = served_client.model_parameters(server, model)
+    warning = None if parameters is None else identity.checkpoint_mismatch(parameters, model, expected)
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 def run_segment(
@@ -158,18 +159,15 @@ def run_segment(
             f"or one case as INPUT for the file {args.output}"
         )
     outputs = pipeline.CaseOutputs(args.output, args.probabilities, args.report, args.overwrite)
-    pipeline.check_outputs(outputs)
+    pipeline.check_outputs(outputs)  # before is_pipeline's request
     served = served_client.pipeline_parameters(server)
     if served is not None:
         served_client.check_code(served, server)
-        if checkpoint is not None:
-            network = served.get(NETWORK_KEY, "")
-            _check_checkpoint(checkpoint, served_client.model_parameters(server, network) or {}, network)
+        _check_checkpoint(checkpoint, server, served.get(NETWORK_KEY, ""))
         return _run_served(files, outputs, server, options)
-    prepared = pipeline.prepare_case(files, options)
-    with pipeline.open_transport(server, options) as transport:
-        _check_checkpoint(checkpoint, transport.info.parameters, transport.info.name)
-        report = _run_one(prepared, outputs, transport)
+    _check_checkpoint(checkpoint, server, server.model)
+    [outcome] = batch.segment_cases([(files, outputs)], server, options)  # prepared before it connects
+    report = outcome.report
     vols = report["region_volumes_ml"]
     log.info(
         "%s: WT %.1f mL, TC %.1f mL, ET %.1f mL in %.1f s -> %s",
@@ -185,8 +183,41 @@ def _run_batch(
 ) -> int:
     """Segment ``cases`` into the output folder; ``invalid`` ones are reported as failed (exit 6) with their
     reason, and the others go on."""
-    from . import io
+    _check_batch_outputs(args, server)
+    _check_checkpoint(checkpoint, server, server.model)
+    todo, skipped = _batch_jobs(cases, args.output, args.overwrite)
+    for case in invalid:
+        log.warning("%s: not segmented: %s", case.name, case.reason)
+    bar = tqdm(total=len(cases), initial=len(skipped), desc="cases", unit="case",
+               disable=True if args.quiet else None, file=sys.stderr)
 
+    def ended(outcome: batch.Outcome) -> None:
+        bar.update(1)
+        if outcome.error is not None:
+            log.error("%s failed: %s", todo[outcome.index][0].case_id, outcome.error)
+
+    try:
+        with logging_redirect_tqdm():
+            outcomes = batch.segment_cases(todo, server, options, batch_options, keep_going=True, on_outcome=ended)
+    finally:
+        bar.close()
+    done = [todo[o.index][0].case_id for o in outcomes if o.error is None]
+    failed = [(case.name, case.reason) for case in invalid]
+    failed += [(todo[o.index][0].case_id, o.error) for o in outcomes if o.error is not None]
+    summary = {"done": done, "skipped": skipped, "failed": [{"case": c, "error": m} for c, m in failed]}
+    if batch_options.is_part:
+        summary["part"] = {"id": batch_options.part_id, "of": batch_options.num_parts, "cases": len(cases)}
+    if args.report is not None:
+        io.write_json_atomic(summary, args.report, overwrite=True)
+    log.info("batch: %d done, %d skipped, %d failed", len(done), len(skipped), len(failed))
+    for case_id, message in failed:
+        log.error("failed: %s: %s", case_id, message)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _check_batch_outputs(args: argparse.Namespace, server: ServerOptions) -> None:
+    """What a batch refuses before it reads a case: a served pipeline, a file as the output folder, one case's
+    options; then the output folder is made and checked."""
     out_dir: Path = args.output
     if served_client.is_pipeline(server):
         raise UsageError(f"model {server.model!r} is a served pipeline, which this command sends one case at a time; "
@@ -204,51 +235,18 @@ def _run_batch(
     except OSError as e:
         raise OutputError(f"cannot create output folder {out_dir}: {e.strerror or e}") from e
     io.check_folder_writable(out_dir)
+
+
+def _batch_jobs(
+    cases: list[modalities.CaseFiles], out_dir: Path, overwrite: bool,
+) -> tuple[list[tuple[modalities.CaseFiles, pipeline.CaseOutputs]], list[str]]:
+    """Each case and its outputs in ``out_dir``, and the ids of the cases skipped (segmented already)."""
     todo, skipped = [], []
     for files in cases:
         seg = out_dir / f"{files.case_id}.nii.gz"
-        if seg.exists() and not args.overwrite:
+        if seg.exists() and not overwrite:
             skipped.append(files.case_id)
             log.info("%s: %s exists, skipped (use --overwrite to redo)", files.case_id, seg)
             continue
-        todo.append((files, pipeline.CaseOutputs(seg, None, out_dir / f"{files.case_id}.json", args.overwrite)))
-    for case in invalid:
-        log.warning("%s: not segmented: %s", case.name, case.reason)
-    bar = tqdm(total=len(cases), initial=len(skipped), desc="cases", unit="case",
-               disable=True if args.quiet else None, file=sys.stderr)
-
-    def prepare(job):
-        pipeline.check_outputs(job[1])
-        return pipeline.prepare_case(job[0], options)
-
-    def infer(job, prepared):
-        return progress.infer_case(prepared, transport, log)
-
-    def ended(outcome: batch.Outcome) -> None:
-        bar.update(1)
-        if outcome.error is not None:
-            log.error("%s failed: %s", todo[outcome.index][0].case_id, outcome.error)
-
-    outcomes: list[batch.Outcome] = []
-    try:
-        if todo:
-            with logging_redirect_tqdm(), pipeline.open_transport(server, options) as transport:
-                _check_checkpoint(checkpoint, transport.info.parameters, transport.info.name)
-                outcomes = batch.run(
-                    todo, prepare, infer, lambda job, inferred: pipeline.finish_case(inferred, job[1]),
-                    errors=(InputError, OutputError, ServerError), options=batch_options, on_outcome=ended,
-                )
-    finally:
-        bar.close()
-    done = [todo[o.index][0].case_id for o in outcomes if o.error is None]
-    failed = [(case.name, case.reason) for case in invalid]
-    failed += [(todo[o.index][0].case_id, o.error) for o in outcomes if o.error is not None]
-    summary = {"done": done, "skipped": skipped, "failed": [{"case": c, "error": m} for c, m in failed]}
-    if batch_options.is_part:
-        summary["part"] = {"id": batch_options.part_id, "of": batch_options.num_parts, "cases": len(cases)}
-    if args.report is not None:
-        io.write_json_atomic(summary, args.report, overwrite=True)
-    log.info("batch: %d done, %d skipped, %d failed", len(done), len(skipped), len(failed))
-    for case_id, message in failed:
-        log.error("failed: %s: %s", case_id, message)
-    return EXIT_PARTIAL if failed else EXIT_OK
+        todo.append((files, pipeline.CaseOutputs(seg, None, out_dir / f"{files.case_id}.json", overwrite)))
+    return todo, skipped

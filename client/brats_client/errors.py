@@ -1,10 +1,7 @@
 """Errors of the client; each message names the file or value and says what to do.
 
-Each class has its own exit code (:data:`EXIT_CODES`, :func:`exit_code`), from the table that brats-client,
-brats-export and brats-serve share (:mod:`brats_client.exit_codes`).
+Each class has its exit code in the one map of the three commands, :data:`brats_client.exit_codes.ERRORS`.
 """
-
-from .exit_codes import EXIT_INPUT, EXIT_OUTPUT, EXIT_SERVER, EXIT_UNEXPECTED, EXIT_USAGE
 
 
 class BratsError(Exception):
@@ -27,12 +24,3 @@ class OutputError(BratsError):
 class ServerError(BratsError):
     """The Triton server is unreachable, does not serve the model, or answered with an error."""
 
-
-EXIT_CODES: dict[type[BratsError], int] = {
-    UsageError: EXIT_USAGE, InputError: EXIT_INPUT, ServerError: EXIT_SERVER, OutputError: EXIT_OUTPUT,
-}
-
-
-def exit_code(error: BratsError) -> int:
-    """The exit code of ``error``'s class (:data:`EXIT_CODES`), :data:`EXIT_UNEXPECTED` for any other."""
-    return next((code for cls, code in EXIT_CODES.items() if isinstance(error, cls)), EXIT_UNEXPECTED)

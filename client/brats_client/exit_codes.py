@@ -1,4 +1,5 @@
-"""The exit codes of brats-client, brats-export and brats-serve: one table, one meaning per code.
+"""The exit codes of brats-client, brats-export and brats-serve: one table, one meaning per code, and the one
+map from error types to codes (:data:`ERRORS`, :func:`exit_code`).
 
 Standard library only: brats-export and brats-serve import it without the client's dependencies.
 """
@@ -33,6 +34,42 @@ TABLE = (
      "from the f32 model's (export)"),
     (EXIT_INTERRUPTED, "interrupted", "Ctrl-C; nothing half-written is kept"),
 )
+
+
+# Every error type of the three commands and its code, by qualified name: this module imports none of them (the
+# client must not import the export or serve packages). An error takes the code of the first class of its MRO listed
+# here; tests/unit/test_exit_codes.py checks that every error class of the three packages is listed.
+ERRORS = {
+    "builtins.KeyboardInterrupt": EXIT_INTERRUPTED,  # Ctrl-C in brats-client
+    "brats_client.errors.BratsError": EXIT_UNEXPECTED,
+    "brats_client.errors.UsageError": EXIT_USAGE,
+    "brats_client.errors.InputError": EXIT_INPUT,
+    "brats_client.errors.ServerError": EXIT_SERVER,
+    "brats_client.errors.OutputError": EXIT_OUTPUT,
+    "brats_export.errors.ExportError": EXIT_UNEXPECTED,  # an exporter failed
+    "brats_export.errors.MissingDependencyError": EXIT_UNEXPECTED,
+    "brats_export.errors.CheckpointError": EXIT_INPUT,
+    "brats_export.errors.RepositoryError": EXIT_OUTPUT,
+    "brats_export.errors.ParityError": EXIT_CHECK,
+    "brats_export.errors.AccuracyError": EXIT_CHECK,
+    "brats_serve.errors.ServeError": EXIT_SERVER,
+    "brats_serve.errors.ServeRepositoryError": EXIT_INPUT,
+    "brats_serve.errors.ServerExitedError": EXIT_SERVER,
+    "brats_serve.errors.BackendDiedError": EXIT_PARTIAL,
+    "brats_serve.errors.StopRequested": EXIT_OK,  # SIGINT or SIGTERM to brats-serve
+}
+
+
+def exit_code(error: BaseException) -> int:
+    """The code of ``error``: the first class of its MRO in :data:`ERRORS`; for argparse's ``SystemExit``
+    :data:`EXIT_OK` (--help) or :data:`EXIT_USAGE`; :data:`EXIT_UNEXPECTED` for anything else."""
+    if isinstance(error, SystemExit):
+        return EXIT_OK if error.code in (0, None) else EXIT_USAGE
+    for cls in type(error).__mro__:
+        code = ERRORS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if code is not None:
+            return code
+    return EXIT_UNEXPECTED
 
 
 def epilog() -> str:

@@ -1,9 +1,10 @@
 """Compose the stages: load -> preprocess -> tiles x flips -> Triton -> reassemble -> labels -> write.
 
-The Python API mirrors ``brats-client segment`` for one case, as a ladder: :func:`prepare_case` (load, check and
-preprocess, before any request) -> :func:`segment_prepared` (:func:`infer_case` then :func:`finish_case`) ->
-:func:`segment_case` (the outputs checked, then both). :func:`predict` is the one sliding window with test-time
-flips, over any :class:`Transport`: Triton's, or a predictor in this process (:mod:`brats_client.local`).
+The ladder of one case, beneath :func:`brats_client.batch.segment_cases` (what ``brats-client segment`` runs for one
+case and many): :func:`prepare_case` (load, check and preprocess, before any request) -> :func:`segment_prepared`
+(:func:`infer_case` then :func:`finish_case`) -> :func:`segment_case` (the outputs checked, then both).
+:func:`predict` is the one sliding window with test-time flips, over any :class:`Transport`: Triton's, or a
+predictor in this process (:mod:`brats_client.local`).
 """
 
 from __future__ import annotations

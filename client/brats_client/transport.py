@@ -2,8 +2,8 @@
 
 The parts, each in its own module: ``server_options`` (where and how), ``endpoints`` (one gRPC client per server,
 which takes the next request, dead or alive), ``model_info`` (what the live model takes and returns), ``shm``
-(system shared memory slots) and ``stream`` (requests in flight, retries, and their end). tritonclient is
-imported here and in ``endpoints``, ``model_info``, ``shm`` and ``stream`` only.
+(system shared memory slots) and ``stream`` (requests in flight, retries, and their end). Of the pipeline's
+modules only this one, ``endpoints``, ``shm`` and ``stream`` import tritonclient (``model_info`` does not).
 
 Tensors travel as binary (raw) contents, or through system shared memory when the server runs on this host
 (``shared_memory="auto"``: when :func:`brats_client.shm.problem` finds nothing in the way). Requests are
@@ -28,8 +28,6 @@ from .errors import ServerError
 from .model_info import ModelInfo
 from .server_options import ServerOptions
 from .stream import Stream
-
-__all__ = ["ModelInfo", "ServerOptions", "TritonTransport"]
 
 log = logging.getLogger(__name__)
 

@@ -74,6 +74,7 @@ def run_demo(
     from brats_client.progress import Heartbeat, elapsed
     from brats_export.phantom import make_phantom
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     from .phantom import case_id as phantom_case_id
     from .phantom import write_case, write_msd_case
@@ -102,8 +103,10 @@ def run_demo(
     t = time.perf_counter()
     seg_path = out / f"{case_id}_seg.nii.gz"
     report_path = out / f"{case_id}_report.json"
-    server = TritonServer(repository, models=[model, f"{model}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
-                          log_path=out / "tritonserver.log", startup_timeout_s=startup_timeout_s)
+    server = TritonServer(TritonServerConfig(
+        repository, models=[model, f"{model}_flip4"], grpc_port=0, http_port=0, metrics_port=0,
+        log_path=out / "tritonserver.log", startup_timeout_s=startup_timeout_s
+    ))
     with Heartbeat(elapsed("starting tritonserver (loading and warming up the models)"), logger=log):
         server.start()  # stopped below; on a failed start it stops itself
     try:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from brats_client import exit_codes
 from brats_client.contract import SPATIAL_DIVISOR
-from brats_client.errors import InputError, UsageError
-from brats_client.exit_codes import EXIT_CHECK, EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_UNEXPECTED, EXIT_USAGE
+from brats_client.errors import BratsError, UsageError
+from brats_client.exit_codes import EXIT_OK, exit_code
 
 from .catalogue import FORMATS, INT8, MODELS, model_keys
-from .errors import CheckpointError, ExportError, MissingDependencyError, ParityError, RepositoryError
+from .errors import ExportError, MissingDependencyError
 
 log = logging.getLogger("brats_export")
 
@@ -221,37 +221,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if not args.configs_only and args.checkpoint is None:
+            parser.error("--checkpoint FILE is required (or pass --configs-only)")
     except SystemExit as e:  # argparse exits 2 on usage errors and 0 for --help
-        return int(e.code or 0)
-    if not args.configs_only and args.checkpoint is None:
-        parser.print_usage(sys.stderr)
-        sys.stderr.write("brats-export: error: --checkpoint FILE is required (or pass --configs-only)\n")
-        return EXIT_USAGE
+        return exit_code(e)
     handler = _configure_logging(args.quiet)
     try:
         if args.configs_only:
             _configs_only(args)
         else:
             _export(args)
-    except (CheckpointError, InputError) as e:
-        return _fail(e, EXIT_INPUT)
-    except UsageError as e:
-        return _fail(e, EXIT_USAGE)
-    except ParityError as e:
-        return _fail(e, EXIT_CHECK)
-    except RepositoryError as e:
-        return _fail(e, EXIT_OUTPUT)
-    except ExportError as e:
-        return _fail(e, EXIT_UNEXPECTED)
+    except (ExportError, BratsError) as e:
+        sys.stderr.write(f"brats-export: error: {e}\n")
+        return exit_code(e)
     finally:
         if handler is not None:
             log.removeHandler(handler)
     return EXIT_OK
-
-
-def _fail(error: Exception, code: int) -> int:
-    sys.stderr.write(f"brats-export: error: {error}\n")
-    return code
 
 
 def _configure_logging(quiet: bool) -> logging.Handler | None:
@@ -359,11 +345,11 @@ def _export(args: argparse.Namespace) -> None:
             files[INT8] = (folders[INT8] / "model.xml", folders[INT8] / "model.bin")
         files_sha = {key: {p.name: exported_sha256(p, "exported file") for p in paths}
                      for key, paths in files.items()}
-        manifest = repository.build_manifest(
-            keys, checkpoint=args.checkpoint, checkpoint_sha256=digest, parity=result.parity, opset=result.opset,
+        manifest = repository.build_manifest(keys, repository.ExportRecord(
+            checkpoint=args.checkpoint, checkpoint_sha256=digest, parity=result.parity, opset=result.opset,
             versions=exporters.library_versions(), tolerance=args.tolerance, fixed_size=args.fixed_size,
             files_sha256=files_sha, openvino_host_precision=result.openvino_host_precision,
-        )
+        ))
         manifest["warnings"] = warnings
         shapes = {}
         if int8_info is not None:

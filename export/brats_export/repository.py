@@ -19,15 +19,17 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from brats_client.atomic import sha256_file, write_text_atomic
-from brats_client.contract import DATATYPE, IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME
+from brats_client.contract import DATATYPE, IN_CHANNELS, INPUT_NAME, OUT_CHANNELS, OUTPUT_NAME, SPATIAL_DIVISOR
 from brats_client.identity import CHECKPOINT_SHA256_KEY
 from google.protobuf import text_format
 
@@ -174,23 +176,48 @@ def _merge_manifest(path: Path, new: dict) -> dict:
     return {**new, "models": models}
 
 
-def build_manifest(
-    keys: Iterable[str],
-    *,
-    checkpoint: Path,
-    checkpoint_sha256: str,
-    parity: Sequence[ParityRow],
-    opset: int,
-    versions: dict[str, str],
-    tolerance: float,
-    fixed_size: int | None = None,
-    files_sha256: dict[str, dict[str, str]] | None = None,
-    openvino_host_precision: str | None = None,
-) -> dict:
-    """Everything a reader needs to trust the repository: source, checks, libraries, tensor contract.
-    ``files_sha256``: model key -> file name -> sha256."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What one export did, for :func:`build_manifest`; checked when made (a wrong value is a bug: ValueError)."""
+
+    checkpoint: Path
+    checkpoint_sha256: str
+    parity: tuple[ParityRow, ...]
+    opset: int  # the ONNX opset of the export
+    versions: dict[str, str]  # library -> version
+    tolerance: float  # the parity check's max |exported - PyTorch|
+    fixed_size: int | None = None  # the static spatial edge, None: dynamic
+    files_sha256: dict[str, dict[str, str]] = field(default_factory=dict)  # model key -> file name -> sha256
+    openvino_host_precision: str | None = None  # what OpenVINO computes in here by default
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        object.__setattr__(self, "parity", tuple(self.parity))
+        if not _SHA256.fullmatch(self.checkpoint_sha256):
+            raise ValueError(f"checkpoint_sha256 must be 64 lower-case hex digits, got {self.checkpoint_sha256!r}")
+        if self.opset < 1:
+            raise ValueError(f"opset must be >= 1, got {self.opset}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
+        if self.fixed_size is not None and (self.fixed_size < 1 or self.fixed_size % SPATIAL_DIVISOR):
+            raise ValueError(f"fixed_size must be a positive multiple of {SPATIAL_DIVISOR} or None, "
+                             f"got {self.fixed_size}")
+        unknown = sorted(set(self.files_sha256) - set(MODELS))
+        if unknown:
+            raise ValueError(f"files_sha256 names unknown model keys {unknown}; known: {sorted(MODELS)}")
+        bad = [f"{key}/{name}" for key, files in self.files_sha256.items() for name, digest in files.items()
+               if not _SHA256.fullmatch(digest)]
+        if bad:
+            raise ValueError(f"files_sha256 of {', '.join(bad)} is not 64 lower-case hex digits")
+
+
+def build_manifest(keys: Iterable[str], record: ExportRecord) -> dict:
+    """Everything a reader needs to trust the repository: source, checks, libraries, tensor contract."""
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    spatial = spatial_dims(fixed_size)
+    spatial = spatial_dims(record.fixed_size)
     models = {}
     for key in keys:
         spec = MODELS[key]
@@ -201,27 +228,27 @@ def build_manifest(
             "platform": spec.platform or None,
             "backend": spec.backend or None,
             "files": list(spec.files),
-            "files_sha256": (files_sha256 or {}).get(key, {}),
+            "files_sha256": record.files_sha256.get(key, {}),
             "max_batch_size": spec.max_batch_size,
-            "checkpoint_sha256": checkpoint_sha256,
+            "checkpoint_sha256": record.checkpoint_sha256,
             "created": created,
-            "parity": [row.as_dict() for row in parity if row.key == key],
+            "parity": [row.as_dict() for row in record.parity if row.key == key],
         }
         if spec.format == "onnx":
-            entry["opset"] = opset
+            entry["opset"] = record.opset
         entry["precision"] = precision(spec, CPU_VARIANT)
         if spec.format == "openvino" and not spec.quantized:
             entry["parity_precision"] = "f32"
-            entry["host_default_precision"] = openvino_host_precision
+            entry["host_default_precision"] = record.openvino_host_precision
         models[spec.name] = entry
     return {
         "created": created,
         "generator": "brats-export",
-        "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha256},
-        "libraries": versions,
-        "onnx_opset": opset,
-        "parity_tolerance": tolerance,
-        "fixed_size": fixed_size,
+        "checkpoint": {"path": str(record.checkpoint), "sha256": record.checkpoint_sha256},
+        "libraries": record.versions,
+        "onnx_opset": record.opset,
+        "parity_tolerance": record.tolerance,
+        "fixed_size": record.fixed_size,
         "input": {"name": INPUT_NAME, "datatype": DATATYPE, "shape": [-1, IN_CHANNELS, *spatial],
                   "channels": ["t1", "t1ce", "t2", "flair"]},
         "output": {"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": [-1, OUT_CHANNELS, *spatial],

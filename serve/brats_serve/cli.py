@@ -20,11 +20,12 @@ import argparse
 import logging
 import signal
 import sys
+from typing import NoReturn
 
 from brats_client import exit_codes
-from brats_client.exit_codes import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_SERVER, EXIT_USAGE
+from brats_client.exit_codes import EXIT_PARTIAL, exit_code
 
-from .errors import RepositoryError, ServeError
+from .errors import BackendDiedError, ServeError, ServerExitedError, StopRequested
 
 log = logging.getLogger("brats_serve")
 
@@ -60,14 +61,6 @@ examples:
   brats-serve --repository model_repository --models brats_onnx --grpc-port 9001 --http-port 9000 --metrics-port 9002
   brats-serve --repository model_repository --model-config-name gpu -- --log-verbose=1
 """
-
-
-class _Stop(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived (a KeyboardInterrupt, so no `except Exception` on the way swallows it)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 def _say(stream, text: str) -> None:
@@ -170,51 +163,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:
-        return EXIT_OK if e.code == 0 else EXIT_USAGE
+        return exit_code(e)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if args.model_config_name == BF16_CONFIG and (warning := bf16_warning(cpu_flags())):
         log.warning("%s", warning)
 
     from .banner import banner, ready_models
-    from .launcher import TritonServer, log_tail
+    from .launcher import TritonServer
+    from .server_config import TritonServerConfig
 
     def interrupt(signum: int, _frame) -> None:
-        raise _Stop(signum)
+        raise StopRequested(signum)
 
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, interrupt) for s in signals}
-    server = TritonServer(
+    server = TritonServer(TritonServerConfig(
         args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, models=args.models, model_config_name=args.model_config_name,
         log_path=args.log_file, startup_timeout_s=args.startup_timeout_s, stop_timeout_s=args.stop_timeout_s,
         extra_args=extra,
-    )
+    ))
     keep_log = False
     try:
         server.start()
         models = ready_models(server.http_url)
         _say(sys.stdout, banner(args.repository, server.grpc_url, server.http_url, server.metrics_url,
                                 server.log_path, models))
-        while True:
-            code = server.wait(timeout_s=POLL_S)
-            if code is not None:
-                keep_log = True
-                _say(sys.stderr, f"brats-serve: tritonserver exited by itself (code {code}); log {server.log_path}:\n"
-                     f"{log_tail(server.log_path)}")
-                return EXIT_SERVER
-            if dead := server.poll_backends():  # each is logged by the launcher as it is found
-                keep_log = True
-                what = "; ".join(f"{d.backend.model} ({d.how})" for d in dead)
-                _say(sys.stderr, f"brats-serve: a backend process died: {what}. Triton neither restarts it nor "
-                     "marks the model unready, so brats-serve stops the server and exits with code "
-                     f"{EXIT_PARTIAL} for its supervisor to start a fresh one. Server log kept: {server.log_path}")
-                return EXIT_PARTIAL
-    except ServeError as e:
+        _watch(server)
+    except (ServeError, StopRequested) as e:
+        keep_log = isinstance(e, (ServerExitedError, BackendDiedError))
         _say(sys.stderr, f"brats-serve: {e}")
-        return EXIT_INPUT if isinstance(e, RepositoryError) else EXIT_SERVER
-    except _Stop as e:
-        _say(sys.stderr, f"brats-serve: {signal.Signals(e.signum).name} received, stopping")
-        return EXIT_OK
+        return exit_code(e)
     finally:
         for s in signals:  # stopping is not interrupted by a second Ctrl-C
             signal.signal(s, signal.SIG_IGN)
@@ -222,6 +201,24 @@ def main(argv: list[str] | None = None) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
+
+def _watch(server) -> NoReturn:
+    """Watch the running server until it exits by itself or loses a backend process; raises the error that says
+    which (each dead backend process is logged as it is found)."""
+    from .readiness import log_tail
+
+    while True:
+        code = server.wait(timeout_s=POLL_S)
+        if code is not None:
+            raise ServerExitedError(f"tritonserver exited by itself (code {code}); log {server.log_path}:\n"
+                                    f"{log_tail(server.log_path)}")
+        if dead := server.poll_backends():
+            what = "; ".join(f"{d.backend.model} ({d.how})" for d in dead)
+            raise BackendDiedError(
+                f"a backend process died: {what}. Triton neither restarts it nor marks the model unready, so "
+                f"brats-serve stops the server and exits with code {EXIT_PARTIAL} for its supervisor to start a "
+                f"fresh one. Server log kept: {server.log_path}"
+            )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli, io
+from brats_client import cli, exit_codes, io
 from brats_client.errors import InputError
 from brats_client.modalities import CHANNELS, find_case_files
 
@@ -25,7 +25,7 @@ CASE = "Bad1"
 
 @pytest.fixture(scope="module")
 def dead_url() -> str:
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     return f"127.0.0.1:{free_port()}"
 
@@ -82,7 +82,7 @@ def _nothing_in(folder: Path) -> None:
 
 def _assert_input_error(capsys, code: int, out: Path, *needles: str | Path) -> str:
     line = _one_error_line(capsys)
-    assert code == cli.EXIT_INPUT, f"exit {code}, expected {cli.EXIT_INPUT} (input error): {line}"
+    assert code == exit_codes.EXIT_INPUT, f"exit {code}, expected {exit_codes.EXIT_INPUT} (input error): {line}"
     assert "no Triton server answers" not in line  # nothing was sent
     for needle in needles:
         assert str(needle) in line, f"{needle!r} not in: {line}"
@@ -105,7 +105,7 @@ def test_a_good_case_reaches_the_server_check(tmp_path, out, dead_url, capsys):
     case = _write_case(tmp_path / "in")
     code = _segment(case, "-o", out / "seg.nii.gz", url=dead_url)
     line = _one_error_line(capsys)
-    assert code == cli.EXIT_SERVER
+    assert code == exit_codes.EXIT_SERVER
     assert "no Triton server answers" in line and dead_url in line
     _nothing_in(out)
 
@@ -116,7 +116,7 @@ def test_accepted_variants_also_reach_the_server_check(tmp_path, out, dead_url, 
     shifted = np.eye(4)
     shifted[0, 3] = io.AFFINE_ATOL / 10
     case = _write_case(tmp_path / "in", flair=flair, t2=(_volume(2), shifted))
-    assert _segment(case, "-o", out / "seg.nii.gz", url=dead_url) == cli.EXIT_SERVER
+    assert _segment(case, "-o", out / "seg.nii.gz", url=dead_url) == exit_codes.EXIT_SERVER
     assert "no Triton server answers" in _one_error_line(capsys)
 
 
@@ -127,7 +127,7 @@ def test_a_case_off_the_brats_grid_is_segmented_with_a_warning(tmp_path, out, de
     case = _write_case(tmp_path / "in", **{ch: (_volume(i), affine) for i, ch in enumerate(CHANNELS)})
     code = _segment(case, "-o", out / "seg.nii.gz", url=dead_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER, err
+    assert code == exit_codes.EXIT_SERVER, err
     warnings = [line for line in err.splitlines() if _is_grid_warning(line)]
     assert len(warnings) == 1, err
     assert str(case / f"{CASE}_t1.nii.gz") in warnings[0]
@@ -250,7 +250,7 @@ def test_all_zero_case_is_an_error(tmp_path, out, dead_url, capsys):
 def test_one_zero_modality_is_accepted(tmp_path, out, dead_url, capsys):
     """Only a case with no nonzero voxel at all is refused; one empty channel is left as is (preprocess doc)."""
     case = _write_case(tmp_path / "in", t1ce=np.zeros(SHAPE, dtype=np.float32))
-    assert _segment(case, "-o", out / "seg.nii.gz", url=dead_url) == cli.EXIT_SERVER
+    assert _segment(case, "-o", out / "seg.nii.gz", url=dead_url) == exit_codes.EXIT_SERVER
     capsys.readouterr()
 
 
@@ -260,9 +260,9 @@ def test_volume_over_the_size_limit(tmp_path, out, dead_url, capsys):
     code = _segment(case, "-o", out / "seg.nii.gz", "--max-voxels", voxels - 1, url=dead_url)
     _assert_input_error(capsys, code, out, case / f"{CASE}_t1.nii.gz", f"{voxels} voxels",
                         f"more than the limit {voxels - 1}")
-    assert _segment(case, "-o", out / "seg.nii.gz", "--max-voxels", voxels, url=dead_url) == cli.EXIT_SERVER
+    assert _segment(case, "-o", out / "seg.nii.gz", "--max-voxels", voxels, url=dead_url) == exit_codes.EXIT_SERVER
     capsys.readouterr()
-    assert _segment(case, "-o", out / "seg.nii.gz", "--max-voxels", 0, url=dead_url) == cli.EXIT_USAGE
+    assert _segment(case, "-o", out / "seg.nii.gz", "--max-voxels", 0, url=dead_url) == exit_codes.EXIT_USAGE
     assert "--max-voxels" in _one_error_line(capsys)
 
 
@@ -281,7 +281,7 @@ def test_size_limit_default_and_python_api(tmp_path):
 
 def _assert_output_error(capsys, code: int, *needles: str | Path) -> str:
     line = _one_error_line(capsys)
-    assert code == cli.EXIT_OUTPUT, f"exit {code}, expected {cli.EXIT_OUTPUT} (output error): {line}"
+    assert code == exit_codes.EXIT_OUTPUT, f"exit {code}, expected {exit_codes.EXIT_OUTPUT} (output error): {line}"
     assert "no Triton server answers" not in line
     for needle in needles:
         assert str(needle) in line, f"{needle!r} not in: {line}"
@@ -344,7 +344,7 @@ def test_existing_output_without_overwrite(tmp_path, out, dead_url, capsys):
     _assert_output_error(capsys, code, report, "exists; pass --overwrite")
     assert sorted(p.name for p in out.iterdir()) == ["seg.json"] and report.read_text() == "{}"
     # with --overwrite the outputs pass and the run goes on to the (missing) server
-    assert _segment(case, "-o", seg, "--report", report, "--overwrite", url=dead_url) == cli.EXIT_SERVER
+    assert _segment(case, "-o", seg, "--report", report, "--overwrite", url=dead_url) == exit_codes.EXIT_SERVER
     assert report.read_text() == "{}"
 
 
@@ -372,7 +372,7 @@ def test_case_id_with_path_separators_is_refused(tmp_path, out, dead_url, capsys
     _assert_input_error(capsys, code, out, repr(case_id), "cannot be used as a file name")
     code = _segment(root, "-o", out, url=dead_url)  # in a batch: reported as a failed case, nothing sent
     err = capsys.readouterr().err
-    assert code == cli.EXIT_PARTIAL and "case: not segmented: case id" in err and repr(case_id) in err
+    assert code == exit_codes.EXIT_PARTIAL and "case: not segmented: case id" in err and repr(case_id) in err
     _nothing_in(out)
     args = [a for ch in CHANNELS for a in (f"--{ch}", case / f"{case_id}_{ch}.nii.gz")]
     code = _segment(*args, "-o", out / "seg.nii.gz", url=dead_url)
@@ -384,10 +384,10 @@ def test_case_id_with_path_separators_is_refused(tmp_path, out, dead_url, capsys
 
 def test_usage_errors(tmp_path, out, dead_url, capsys):
     case = _write_case(tmp_path / "in")
-    assert _segment(case, "-o", out / "seg.nii.gz", "--overlap", "1.5", url=dead_url) == cli.EXIT_USAGE
+    assert _segment(case, "-o", out / "seg.nii.gz", "--overlap", "1.5", url=dead_url) == exit_codes.EXIT_USAGE
     assert "overlap" in _one_error_line(capsys)
     argv = ["--quiet", "segment", str(case), "-o", str(out / "seg.nii.gz"), "--url", dead_url, "--tile", "20"]
-    assert cli.main(argv) == cli.EXIT_USAGE  # a code, not SystemExit, as brats-export and brats-serve return
+    assert cli.main(argv) == exit_codes.EXIT_USAGE  # a code, not SystemExit, as brats-export and brats-serve return
     assert "(--tile) must be a multiple of 16" in capsys.readouterr().err
     _nothing_in(out)
 
@@ -396,7 +396,7 @@ def test_no_output_appears_in_the_input_folder(tmp_path, dead_url, capsys):
     """Failed runs leave the case folder as it was (no probe or temporary files)."""
     case = _write_case(tmp_path / "in", t2=b"junk")
     before = sorted(os.listdir(case))
-    assert _segment(case, "-o", case / "seg.nii.gz", url=dead_url) == cli.EXIT_INPUT
+    assert _segment(case, "-o", case / "seg.nii.gz", url=dead_url) == exit_codes.EXIT_INPUT
     capsys.readouterr()
     assert sorted(os.listdir(case)) == before
 
@@ -410,4 +410,4 @@ def test_a_flat_folder_of_one_nnunet_case_and_an_output_folder_is_a_batch(tmp_pa
         nib.save(nib.Nifti1Image(_volume(i), np.eye(4)), images / f"BRATS_001_000{i}.nii.gz")
     code = _segment(images, "-o", tmp_path / "out", "--channel-order", "FLAIR,T1w,t1gd,T2w", url=dead_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER and "no Triton server answers" in err, err
+    assert code == exit_codes.EXIT_SERVER and "no Triton server answers" in err, err

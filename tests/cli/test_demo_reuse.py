@@ -28,9 +28,10 @@ def _published(repo: Path, checkpoint_sha256: str) -> Path:
             for name in catalogue.MODELS[key].files:
                 (folder / name).write_bytes(key.encode())
             files[key] = {name: hashlib.sha256(key.encode()).hexdigest() for name in catalogue.MODELS[key].files}
-        manifest = repository.build_manifest(keys, checkpoint=Path("demo.pth"), checkpoint_sha256=checkpoint_sha256,
-                                             parity=(), opset=17, versions=library_versions(), tolerance=1e-4,
-                                             files_sha256=files)
+        manifest = repository.build_manifest(keys, repository.ExportRecord(
+            checkpoint=Path("demo.pth"), checkpoint_sha256=checkpoint_sha256, parity=(), opset=17,
+            versions=library_versions(), tolerance=1e-4, files_sha256=files,
+        ))
         repository.publish(stage, repo, keys, threads=1, manifest=manifest)
     return repo
 

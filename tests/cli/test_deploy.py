@@ -425,7 +425,7 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def test_segment_job_runs_one_part_per_index_against_the_triton_service() -> None:
-    from brats_client import cli
+    from brats_client import cli, exit_codes
 
     docs = render(DEPLOY / "segment-job")
     job = only(docs, "Job", "brats-segment")
@@ -455,7 +455,8 @@ def test_segment_job_runs_one_part_per_index_against_the_triton_service() -> Non
     # Failures that a retry cannot fix end the index at once; the codes are the client's.
     [rule] = spec["podFailurePolicy"]["rules"]
     assert rule["action"] == "FailIndex" and spec["backoffLimitPerIndex"] >= 1
-    assert sorted(rule["onExitCodes"]["values"]) == [cli.EXIT_USAGE, cli.EXIT_INPUT, cli.EXIT_OUTPUT]
+    codes = [exit_codes.EXIT_USAGE, exit_codes.EXIT_INPUT, exit_codes.EXIT_OUTPUT]
+    assert sorted(rule["onExitCodes"]["values"]) == codes
 
     # The URL names the headless gRPC Service of the server overlays, in their namespace and on its port.
     url = re.fullmatch(r"dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)", args.url)

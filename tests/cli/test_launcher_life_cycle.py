@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from brats_serve import launcher
+from brats_serve import install, launcher, processes
 from brats_serve.errors import ServeError
-from brats_serve.launcher import TritonServer, port_in_use
+from brats_serve.launcher import TritonServer
+from brats_serve.ports import port_in_use
+from brats_serve.server_config import TritonServerConfig
 from fake_tritonserver import SERVE_READY
 
 # -- life cycle with a fake tritonserver -------------------------------------------------------------------------
@@ -42,13 +44,13 @@ def _fake(tmp_path: Path, monkeypatch, mode: str) -> None:
     script = tmp_path / f"fake_tritonserver_{mode}"
     script.write_text(FAKE_SERVER.format(python=sys.executable, mode=mode))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(launcher, "tritonserver_binary", lambda: script)
-    monkeypatch.setattr(launcher, "build_backend_directory", lambda dest: Path(dest))
+    monkeypatch.setattr(install, "tritonserver_binary", lambda: script)
+    monkeypatch.setattr(install, "build_backend_directory", lambda dest: Path(dest))
 
 
 def test_start_ready_stop_twice(repo, tmp_path, monkeypatch):
     _fake(tmp_path, monkeypatch, "ok")
-    server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=20)
+    server = TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=20))
     with server:
         assert server.is_running()
         log_path = server.log_path
@@ -65,7 +67,7 @@ def test_start_ready_stop_twice(repo, tmp_path, monkeypatch):
 
 def test_stop_kills_a_server_that_ignores_sigterm(repo, tmp_path, monkeypatch):
     _fake(tmp_path, monkeypatch, "stubborn")
-    server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, stop_timeout_s=0.5)
+    server = TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, stop_timeout_s=0.5))
     server.start()
     assert server.stop() == -9
     assert server.stop() is None
@@ -73,7 +75,9 @@ def test_stop_kills_a_server_that_ignores_sigterm(repo, tmp_path, monkeypatch):
 
 def test_exit_during_startup_raises_with_reason_and_tail(repo, tmp_path, monkeypatch):
     _fake(tmp_path, monkeypatch, "fail")
-    server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp_path / "server.log")
+    server = TritonServer(TritonServerConfig(
+        repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp_path / "server.log"
+    ))
     with pytest.raises(ServeError) as caught:
         server.start()
     message = str(caught.value)
@@ -93,11 +97,11 @@ def test_failed_launch_leaves_no_work_folder(repo, tmp_path, monkeypatch, failur
         def no_stub(dest):
             raise ServeError("no python backend stub for this Python")
 
-        monkeypatch.setattr(launcher, "build_backend_directory", no_stub)
+        monkeypatch.setattr(install, "build_backend_directory", no_stub)
     else:
-        monkeypatch.setattr(launcher, "tritonserver_binary", lambda: tmp_path / "not-there")
-        monkeypatch.setattr(launcher, "build_backend_directory", lambda dest: Path(dest))
-    server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0)
+        monkeypatch.setattr(install, "tritonserver_binary", lambda: tmp_path / "not-there")
+        monkeypatch.setattr(install, "build_backend_directory", lambda dest: Path(dest))
+    server = TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0))
     with pytest.raises(ServeError, match="no python backend stub" if failure == "backends" else "cannot run"):
         server.start()
     assert list(temp.iterdir()) == []
@@ -106,7 +110,9 @@ def test_failed_launch_leaves_no_work_folder(repo, tmp_path, monkeypatch, failur
 
 def test_startup_deadline_stops_the_process(repo, tmp_path, monkeypatch):
     _fake(tmp_path, monkeypatch, "slow")
-    server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=0.5, stop_timeout_s=5)
+    server = TritonServer(TritonServerConfig(
+        repo, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=0.5, stop_timeout_s=5
+    ))
     with pytest.raises(ServeError, match=r"not ready after 0.5 s .*startup-timeout-s") as caught:
         server.start()
     assert not server.is_running()
@@ -119,10 +125,11 @@ def test_startup_deadline_stops_the_process(repo, tmp_path, monkeypatch):
 PARENT = """\
 import sys, threading, time
 from pathlib import Path
-from brats_serve import launcher
-launcher.tritonserver_binary = lambda: Path(sys.argv[2])
-launcher.build_backend_directory = lambda dest: Path(dest)
-server = launcher.TritonServer(sys.argv[1], grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=20)
+from brats_serve import install, launcher, server_config
+install.tritonserver_binary = lambda: Path(sys.argv[2])
+install.build_backend_directory = lambda dest: Path(dest)
+config = server_config.TritonServerConfig(sys.argv[1], grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=20)
+server = launcher.TritonServer(config)
 starter = threading.Thread(target=server.start)  # a thread that ends at once: the server must outlive it
 starter.start()
 starter.join()
@@ -146,18 +153,18 @@ def test_a_killed_parent_takes_the_server_and_its_children_along(repo, tmp_path)
     try:
         pgid, http_port = map(int, parent.stdout.readline().split())
         time.sleep(0.5)
-        members = launcher.running_in_group(pgid)
+        members = processes.running_in_group(pgid)
         assert len(members) == 3, members  # supervisor, fake tritonserver, its child
         assert port_in_use("127.0.0.1", http_port)
         parent.kill()
         parent.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while launcher.running_in_group(pgid) and time.monotonic() < deadline:
+        while processes.running_in_group(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert launcher.running_in_group(pgid) == [], "processes outlived their parent"
+        assert processes.running_in_group(pgid) == [], "processes outlived their parent"
         assert not port_in_use("127.0.0.1", http_port)
     finally:
         parent.kill()
         parent.wait(timeout=10)
-        for pid in launcher.running_in_group(pgid) if "pgid" in locals() else []:
+        for pid in processes.running_in_group(pgid) if "pgid" in locals() else []:
             os.kill(pid, 9)

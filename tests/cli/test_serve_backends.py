@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from brats_serve import launcher
-from brats_serve.launcher import DeadBackend, TritonServer, describe_wait_status
+from brats_serve import install, launcher
+from brats_serve.launcher import TritonServer
+from brats_serve.processes import DeadBackend, describe_wait_status
+from brats_serve.server_config import TritonServerConfig
 from fake_tritonserver import SERVE_READY
 
 WAIT_S = 20.0  # generous: only a hang reaches it
@@ -49,14 +51,16 @@ def start(tmp_path: Path, monkeypatch, models: dict[str, str], stubborn: bool = 
     script = tmp_path / "fake_tritonserver"
     script.write_text(FAKE_SERVER.format(python=sys.executable, stubborn=stubborn))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(launcher, "tritonserver_binary", lambda: script)
-    monkeypatch.setattr(launcher, "build_backend_directory", lambda dest: Path(dest))
+    monkeypatch.setattr(install, "tritonserver_binary", lambda: script)
+    monkeypatch.setattr(install, "build_backend_directory", lambda dest: Path(dest))
     repo = tmp_path / "repo"
     for name, code in models.items():
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "onnxruntime"\n')
         (repo / name / "1" / "model.onnx").write_text(code)
-    server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=WAIT_S, **options)
+    server = TritonServer(TritonServerConfig(
+        repo, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=WAIT_S, **options
+    ))
     server.start()
     deadline = time.monotonic() + WAIT_S
     while len(server.backend_processes()) < len(models):

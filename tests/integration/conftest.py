@@ -147,10 +147,13 @@ def triton_server(request, checkpoint, tmp_path_factory):
         yield from _external_server(checkpoint, tmp_path_factory.mktemp("external_server"))
         return
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     model_repository = request.getfixturevalue("model_repository")
     log_path = tmp_path_factory.mktemp("server") / "tritonserver.log"
-    server = TritonServer(model_repository, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path)
+    server = TritonServer(TritonServerConfig(
+        model_repository, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path
+    ))
     with server:
         yield server
 

@@ -18,6 +18,7 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     from brats_export.cli import main as export
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     checkpoint, work = Path(argv[0]), Path(argv[1])
     repository = work / "model_repository"
@@ -27,7 +28,9 @@ def main(argv: list[str]) -> int:
     if code != 0:
         return code
     log_path = work / "tritonserver.log"
-    with TritonServer(repository, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path) as server:
+    with TritonServer(TritonServerConfig(
+        repository, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path
+    )) as server:
         sys.stdout.write(json.dumps({"grpc_url": server.grpc_url}) + "\n")
         sys.stdout.flush()
         sys.stdin.read()  # until the test session closes the pipe (or ends)

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli
+from brats_client import cli, exit_codes
 from brats_serve import instant
 
 pytestmark = pytest.mark.integration
@@ -28,10 +28,11 @@ FLIPPING = "brats_instant_sf"  # the instant model with a server-side-flip compa
 @pytest.fixture(scope="module")
 def instant_server(tmp_path_factory):
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     repo = instant.write_repository(tmp_path_factory.mktemp("instant") / "repository")
     instant.write_repository(repo, FLIPPING, server_flips=True)  # and its companion FLIPPING_flip4
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
+    with TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0)) as server:
         yield server
 
 
@@ -59,8 +60,8 @@ def without_timing(report: dict) -> dict:
 def test_overlapped_batch_writes_what_the_sequential_one_writes(batch_dir, instant_server, tmp_path):
     url, model = instant_server.grpc_url, instant.NAME
     seq, overlapped = tmp_path / "sequential", tmp_path / "overlapped"
-    assert segment(batch_dir, seq, url, model, "--cases-in-memory", "1") == cli.EXIT_OK
-    assert segment(batch_dir, overlapped, url, model) == cli.EXIT_OK  # the default overlaps
+    assert segment(batch_dir, seq, url, model, "--cases-in-memory", "1") == exit_codes.EXIT_OK
+    assert segment(batch_dir, overlapped, url, model) == exit_codes.EXIT_OK  # the default overlaps
     names = files_in(seq)
     assert names == files_in(overlapped) and len(names) == 8, names
     for name in names:
@@ -84,9 +85,9 @@ def test_a_batch_uses_the_instant_companion_for_server_flips(batch_dir, instant_
     client's four."""
     url = instant_server.grpc_url
     client, server, off = tmp_path / "client", tmp_path / "server", tmp_path / "off"
-    assert segment(batch_dir, client, url, instant.NAME) == cli.EXIT_OK  # no companion: the client flips
-    assert segment(batch_dir, server, url, FLIPPING, "--server-flips", "on") == cli.EXIT_OK
-    assert segment(batch_dir, off, url, FLIPPING, "--server-flips", "off") == cli.EXIT_OK
+    assert segment(batch_dir, client, url, instant.NAME) == exit_codes.EXIT_OK  # no companion: the client flips
+    assert segment(batch_dir, server, url, FLIPPING, "--server-flips", "on") == exit_codes.EXIT_OK
+    assert segment(batch_dir, off, url, FLIPPING, "--server-flips", "off") == exit_codes.EXIT_OK
     names = files_in(client)
     assert names == files_in(server) == files_in(off) and len(names) == 8, names
     for name in names:
@@ -122,7 +123,7 @@ def test_failed_cases_are_reported_and_a_rerun_redoes_only_them(batch_dir, insta
 
     code = segment(source, out, url, model, "--report", str(summary))
     err = capsys.readouterr().err
-    assert code == cli.EXIT_PARTIAL, err
+    assert code == exit_codes.EXIT_PARTIAL, err
     result = json.loads(summary.read_text())
     assert result["done"] == [ids[0], ids[3]] and result["skipped"] == []
     assert [f["case"] for f in result["failed"]] == [bad_input, bad_output]
@@ -137,7 +138,7 @@ def test_failed_cases_are_reported_and_a_rerun_redoes_only_them(batch_dir, insta
     t2.write_bytes(original)
     (out / f"{bad_output}.json").rmdir()
     code = segment(source, out, url, model, "--report", str(summary))
-    assert code == cli.EXIT_OK, capsys.readouterr().err
+    assert code == exit_codes.EXIT_OK, capsys.readouterr().err
     result = json.loads(summary.read_text())
     assert result == {"done": [bad_input, bad_output], "skipped": [ids[0], ids[3]], "failed": []}
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
@@ -152,7 +153,7 @@ def test_parts_cover_the_batch_once_and_resume_per_part(batch_dir, instant_serve
     for k in range(3):
         summary = tmp_path / f"part-{k}.json"
         code = segment(batch_dir, out, url, model, "--num-parts", "3", "--part-id", str(k), "--report", str(summary))
-        assert code == cli.EXIT_OK, capsys.readouterr().err
+        assert code == exit_codes.EXIT_OK, capsys.readouterr().err
         parts.append(json.loads(summary.read_text()))
     assert [p["part"] for p in parts] == [{"id": k, "of": 3, "cases": n} for k, n in enumerate((2, 1, 1))]
     done = [case for p in parts for case in p["done"]]
@@ -166,7 +167,7 @@ def test_parts_cover_the_batch_once_and_resume_per_part(batch_dir, instant_serve
     (out / f"{lost}.json").unlink()
     summary = tmp_path / "again.json"
     code = segment(batch_dir, out, url, model, "--num-parts", "3", "--part-id", "0", "--report", str(summary))
-    assert code == cli.EXIT_OK
+    assert code == exit_codes.EXIT_OK
     again = json.loads(summary.read_text())
     assert again["done"] == [lost] and again["skipped"] == parts[0]["done"][1:] and again["failed"] == []
 
@@ -177,21 +178,21 @@ def test_parts_cover_the_batch_once_and_resume_per_part(batch_dir, instant_serve
     (("--cases-in-memory", "0"), "--cases-in-memory must be >= 1, got 0"),
 ])
 def test_bad_batch_options_are_usage_errors_before_any_request(batch_dir, tmp_path, capsys, extra, message):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     out = tmp_path / "out"
     code = segment(batch_dir, out, f"127.0.0.1:{free_port()}", "brats_onnx", *extra)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_USAGE, err
+    assert code == exit_codes.EXIT_USAGE, err
     assert message in err and "no Triton server" not in err
     assert not out.exists()
 
 
 def test_parts_of_one_case_are_a_usage_error(batch_dir, tmp_path, capsys):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     case = sorted(batch_dir.iterdir())[0]
     code = segment(case, tmp_path / "seg.nii.gz", f"127.0.0.1:{free_port()}", "brats_onnx",
                    "--num-parts", "2", "--part-id", "0")
-    assert code == cli.EXIT_USAGE
+    assert code == exit_codes.EXIT_USAGE
     assert "split a folder of cases; the input is one case" in capsys.readouterr().err

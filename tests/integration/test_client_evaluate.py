@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli, conventions
+from brats_client import cli, conventions, exit_codes
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +112,7 @@ def test_one_file_against_one_file_and_mixed_conventions(tmp_path, capsys):
     # told that both use BraTS 2019 labels, the truth's 3 is refused by name
     code = _evaluate(pred, true, "--out", tmp_path / "n.csv", "--labels", "brats2019")
     err = capsys.readouterr().err
-    assert code == cli.EXIT_INPUT and str(true) in err and "--labels brats2019" in err
+    assert code == exit_codes.EXIT_INPUT and str(true) in err and "--labels brats2019" in err
     assert not (tmp_path / "n.csv").exists()
 
 
@@ -135,7 +135,7 @@ def test_refused_pairs_name_the_files_and_write_nothing(tmp_path, capsys, defect
     out = tmp_path / "m.csv"
     code = _evaluate(tmp_path / "p", tmp_path / "t", "--out", out, "--json", tmp_path / "m.json")
     err = capsys.readouterr().err.strip()
-    assert code == cli.EXIT_INPUT, err
+    assert code == exit_codes.EXIT_INPUT, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert str(pred_path) in err
     if defect in ("shape", "affine"):
@@ -148,16 +148,16 @@ def test_refused_pairs_name_the_files_and_write_nothing(tmp_path, capsys, defect
 def test_no_matching_case_and_existing_output(dataset, tmp_path, capsys):
     preds, truths = dataset
     other = _save(tmp_path / "other" / "Z.nii.gz", _pred_a()).parent
-    assert _evaluate(other, truths, "--out", tmp_path / "m.csv") == cli.EXIT_INPUT
+    assert _evaluate(other, truths, "--out", tmp_path / "m.csv") == exit_codes.EXIT_INPUT
     err = capsys.readouterr().err
     assert "no case id of" in err and "Z" in err and "A, B, C" in err
     out = tmp_path / "exists.csv"
     out.write_text("keep\n")
-    assert _evaluate(preds, truths, "--out", out) == cli.EXIT_OUTPUT
+    assert _evaluate(preds, truths, "--out", out) == exit_codes.EXIT_OUTPUT
     assert "--overwrite" in capsys.readouterr().err and out.read_text() == "keep\n"
     assert _evaluate(preds, truths, "--out", out, "--overwrite", "-q") == 0
     assert out.read_text().startswith("case,")
-    assert _evaluate(tmp_path / "missing", truths, "--out", out, "--overwrite") == cli.EXIT_INPUT
+    assert _evaluate(tmp_path / "missing", truths, "--out", out, "--overwrite") == exit_codes.EXIT_INPUT
     assert "prediction" in capsys.readouterr().err
 
 
@@ -165,5 +165,5 @@ def test_a_case_folder_with_two_segmentations_is_refused(tmp_path, capsys):
     _save(tmp_path / "t" / "X" / "X_seg.nii.gz", _truth_a())
     _save(tmp_path / "t" / "X" / "X-seg.nii.gz", _truth_a())
     _save(tmp_path / "p" / "X.nii.gz", _pred_a())
-    assert _evaluate(tmp_path / "p", tmp_path / "t", "--out", tmp_path / "m.csv") == cli.EXIT_INPUT
+    assert _evaluate(tmp_path / "p", tmp_path / "t", "--out", tmp_path / "m.csv") == exit_codes.EXIT_INPUT
     assert "several segmentations" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli
+from brats_client import cli, exit_codes
 from brats_client.postprocess import dice, region_masks
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ def test_shared_memory_is_used_by_default_on_loopback_and_gives_the_same_labels(
 def test_existing_output_is_kept_without_overwrite(cases, triton_server, tmp_path):
     out = tmp_path / "seg.nii.gz"
     out.write_bytes(b"keep me")
-    assert _segment(cases[0], out, triton_server, "--tta", "none") == cli.EXIT_OUTPUT
+    assert _segment(cases[0], out, triton_server, "--tta", "none") == exit_codes.EXIT_OUTPUT
     assert out.read_bytes() == b"keep me"
 
 
@@ -129,12 +129,12 @@ def test_batch_mode_writes_one_output_per_case_and_skips_finished(cases, triton_
 
 
 def test_no_server_is_a_clear_error_within_the_deadline(cases, tmp_path, capsys):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     out = tmp_path / "seg.nii.gz"
     t0 = time.monotonic()
     code = cli.main(["segment", str(cases[0]), "-o", str(out), "--url", f"127.0.0.1:{free_port()}"])
-    assert code == cli.EXIT_SERVER
+    assert code == exit_codes.EXIT_SERVER
     assert time.monotonic() - t0 < 30
     assert "no Triton server answers" in capsys.readouterr().err
     assert not out.exists()
@@ -144,7 +144,7 @@ def test_unknown_model_names_what_the_server_has(cases, triton_server, tmp_path,
     out = tmp_path / "seg.nii.gz"
     code = cli.main(["segment", str(cases[0]), "-o", str(out), "--url", triton_server.grpc_url,
                      "--model", "brats_nope"])
-    assert code == cli.EXIT_SERVER
+    assert code == exit_codes.EXIT_SERVER
     err = capsys.readouterr().err
     assert "brats_nope" in err and MODEL in err
     assert not out.exists()

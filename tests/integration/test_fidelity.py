@@ -156,6 +156,7 @@ def random_weights(tmp_path_factory):
     from brats_export.cli import main as export_main
     from brats_export.model import build_model
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     folder = tmp_path_factory.mktemp("random_weights")
     torch.manual_seed(1234)
@@ -163,7 +164,9 @@ def random_weights(tmp_path_factory):
     repo = folder / "model_repository"
     assert export_main(["--checkpoint", str(checkpoint), "--repository", str(repo), "--check-sizes", "32",
                         "--skip-full-size-check", "--quiet", "--threads", "2"]) == 0
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=folder / "server.log") as server:
+    with TritonServer(TritonServerConfig(
+        repo, grpc_port=0, http_port=0, metrics_port=0, log_path=folder / "server.log"
+    )) as server:
         yield server, load_model(checkpoint)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli, progress
+from brats_client import cli, exit_codes, progress
 from brats_serve import instant
 
 pytestmark = pytest.mark.integration
@@ -41,8 +41,9 @@ def repository(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(repository):
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
-    with TritonServer(repository, grpc_port=0, http_port=0, metrics_port=0) as server:
+    with TritonServer(TritonServerConfig(repository, grpc_port=0, http_port=0, metrics_port=0)) as server:
         yield server
 
 
@@ -55,16 +56,16 @@ def test_the_http_port_is_named_with_the_grpc_address_to_use(server, case, tmp_p
     out = tmp_path / "seg.nii.gz"
     code = cli.main(["segment", str(case), "-o", str(out), "--url", server.http_url, "--model", FAST])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER, err
+    assert code == exit_codes.EXIT_SERVER, err
     assert f"{server.http_url} answers HTTP, not gRPC" in err and "--url 127.0.0.1:GRPC_PORT" in err, err
     assert "may expect TLS" not in err
     code = cli.main(["segment", str(case), "-o", str(out), "--url", f"http://{server.http_url}", "--model", FAST])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_USAGE, err
+    assert code == exit_codes.EXIT_USAGE, err
     assert f"--url http://{server.http_url} is an HTTP address" in err and "gRPC" in err, err
     assert not out.exists()
     assert cli.main(["--quiet", "segment", str(case), "-o", str(out), "--url", server.grpc_url, "--model", FAST,
-                     "--tta", "none"]) == cli.EXIT_OK  # the gRPC address works
+                     "--tta", "none"]) == exit_codes.EXIT_OK  # the gRPC address works
 
 
 def test_a_one_tile_case_shows_elapsed_time_and_an_estimate_from_the_model(server, case, tmp_path, capsys,
@@ -79,7 +80,7 @@ def test_a_one_tile_case_shows_elapsed_time_and_an_estimate_from_the_model(serve
         code = cli.main(["segment", str(case), "-o", str(tmp_path / f"{name}.nii.gz"), "--url", server.grpc_url,
                          "--model", SLOW, "--server-flips", "on"])
         err = capsys.readouterr().err
-        assert code == cli.EXIT_OK, err
+        assert code == exit_codes.EXIT_OK, err
         lines.append(err)
     first, second = lines
     assert f"{case.name}: 1 tile in 1 request to {companion}; no estimate yet ({companion} has computed nothing" \
@@ -136,7 +137,7 @@ def test_an_msd_batch_names_the_channel_that_fed_each_input(server, case, tmp_pa
     code = cli.main(["segment", str(images), "-o", str(out), "--url", server.grpc_url, "--model", FAST,
                      "--tta", "none"])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     dataset = images.parent / "dataset.json"
     for case_id in ("BRATS_001", "BRATS_002"):
         path = images / f"{case_id}.nii.gz"

@@ -77,16 +77,17 @@ def test_the_export_passes_its_gate_in_both_runtimes(int8_repository):
 
 def test_the_int8_model_serves_labels_of_the_f32_model(int8_repository, tmp_path):
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     case = _phantom(SERVED_SEED, tmp_path / "cases")
     labels, reports = {}, {}
-    with TritonServer(int8_repository, grpc_port=0, http_port=0, metrics_port=0,
-                      log_path=tmp_path / "server.log") as server:
+    with TritonServer(TritonServerConfig(int8_repository, grpc_port=0, http_port=0, metrics_port=0,
+                                         log_path=tmp_path / "server.log")) as server:
         for model in ("brats_openvino", INT8):
             out, report = tmp_path / f"{model}.nii.gz", tmp_path / f"{model}.json"
             code = cli.main(["--quiet", "segment", str(case), "-o", str(out), "--report", str(report), "--url",
                              server.grpc_url, "--model", model])
-            assert code == cli.EXIT_OK
+            assert code == exit_codes.EXIT_OK
             labels[model] = np.asanyarray(nib.load(str(out)).dataobj)
             reports[model] = json.loads(report.read_text())
     assert labels[INT8].shape == (240, 240, 155)

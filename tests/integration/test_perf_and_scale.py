@@ -79,12 +79,15 @@ def test_round_robin_target_reaches_two_servers(scheme, small_case_factory, mode
     name is answered by a small DNS server of the test (``dns://127.0.0.1:DNS_PORT/NAME:PORT``) with both
     addresses, and the ipv4 case lists both addresses directly."""
     from brats_client import ServerOptions, TritonTransport
-    from brats_serve.launcher import TritonServer, free_port
+    from brats_serve.launcher import TritonServer
+    from brats_serve.ports import free_port
+    from brats_serve.server_config import TritonServerConfig
 
     port = free_port()
     hosts = ["127.0.0.1", "127.0.0.2"]
-    servers = [TritonServer(model_repository, host=host, grpc_port=port, http_port=0, metrics_port=0,
-                            models=["brats_onnx"]) for host in hosts]
+    servers = [TritonServer(TritonServerConfig(
+        model_repository, host=host, grpc_port=port, http_port=0, metrics_port=0, models=["brats_onnx"]
+    )) for host in hosts]
     dns_port, stop_dns = _dns_responder(hosts)
     target = (f"dns://127.0.0.1:{dns_port}/brats-triton-grpc.test:{port}" if scheme == "dns"
               else f"ipv4:{hosts[0]}:{port},{hosts[1]}:{port}")

@@ -63,6 +63,7 @@ def busy_server(model_repository, tmp_path_factory):
     from brats_export import pipeline_model
     from brats_export.catalogue import MODELS
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     repo = tmp_path_factory.mktemp("many_clients") / "repository"
     repo.mkdir()
@@ -71,7 +72,7 @@ def busy_server(model_repository, tmp_path_factory):
     pipeline_model.write(repo, NETWORKS, settings=pipeline_model.PipelineSettings(**SETTINGS))
     _write_old_pipeline(repo)
     log_path = tmp_path_factory.mktemp("many_clients_server") / "tritonserver.log"
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path) as server:
+    with TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path)) as server:
         yield server
 
 

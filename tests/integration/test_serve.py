@@ -20,6 +20,7 @@ import pytest
 import tritonclient.grpc as grpcclient  # noqa: E402
 from brats_serve.errors import ServeError
 from brats_serve.launcher import TritonServer
+from brats_serve.server_config import TritonServerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -198,10 +199,10 @@ def test_explicit_models_named_config_and_stop_frees_ports(model_repository, tmp
     (repo / "brats_onnx" / "configs" / "small.pbtxt").write_text(
         config.replace("max_batch_size: 4", "max_batch_size: 2").replace("  preferred_batch_size: 4\n", "")
     )
-    server = TritonServer(
+    server = TritonServer(TritonServerConfig(
         repo, grpc_port=0, http_port=0, metrics_port=0, models=["brats_onnx"], model_config_name="small",
-        log_path=tmp_path / "server.log",
-    )
+        log_path=tmp_path / "server.log"
+    ))
     assert server.pid is None
     with server:
         assert os.getpgid(server.pid) == server.pid  # its own process group, which stop() ends
@@ -221,9 +222,10 @@ def test_openvino_bf16_variant_loads_and_answers(model_repository, tmp_path, eag
     """``--model-config-name bf16``: brats_openvino takes configs/bf16.pbtxt (HINT_BF16), brats_onnx has no such
     variant and keeps its config.pbtxt."""
     tile = np.random.default_rng(5).standard_normal((1, 4, 32, 32, 32)).astype(np.float32)
-    with TritonServer(model_repository, grpc_port=0, http_port=0, metrics_port=0,
-                      models=["brats_openvino", "brats_onnx"], model_config_name="bf16",
-                      log_path=tmp_path / "server.log") as server:
+    with TritonServer(TritonServerConfig(
+        model_repository, grpc_port=0, http_port=0, metrics_port=0, models=["brats_openvino", "brats_onnx"],
+        model_config_name="bf16", log_path=tmp_path / "server.log"
+    )) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         params = client.get_model_config("brats_openvino", as_json=True)["config"]["parameters"]
         assert params["HINT_BF16"]["string_value"] == "YES"
@@ -246,12 +248,12 @@ def test_openvino_bf16_variant_loads_and_answers(model_repository, tmp_path, eag
 
 def test_missing_repository(tmp_path):
     with pytest.raises(ServeError, match="does not exist"):
-        TritonServer(tmp_path / "nope", grpc_port=0, http_port=0, metrics_port=0).start()
+        TritonServer(TritonServerConfig(tmp_path / "nope", grpc_port=0, http_port=0, metrics_port=0)).start()
 
 
 def test_empty_repository(tmp_path):
     with pytest.raises(ServeError, match="holds no model"):
-        TritonServer(tmp_path, grpc_port=0, http_port=0, metrics_port=0).start()
+        TritonServer(TritonServerConfig(tmp_path, grpc_port=0, http_port=0, metrics_port=0)).start()
 
 
 def test_port_in_use(model_repository):
@@ -260,7 +262,7 @@ def test_port_in_use(model_repository):
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(ServeError, match=rf"port {port} .*in use.*--http-port"):
-            TritonServer(model_repository, grpc_port=0, http_port=port, metrics_port=0).start()
+            TritonServer(TritonServerConfig(model_repository, grpc_port=0, http_port=port, metrics_port=0)).start()
 
 
 def test_model_file_missing_reports_tritons_reason(tmp_path):
@@ -269,7 +271,9 @@ def test_model_file_missing_reports_tritons_reason(tmp_path):
     (repo / "brats_torchscript" / "1").mkdir(parents=True)
     shutil.copy(COMMITTED / "brats_torchscript" / "config.pbtxt", repo / "brats_torchscript")
     (repo / "brats_torchscript" / "1" / "model.onnx").write_bytes(b"not the TorchScript file")
-    server = TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp_path / "server.log")
+    server = TritonServer(TritonServerConfig(
+        repo, grpc_port=0, http_port=0, metrics_port=0, log_path=tmp_path / "server.log"
+    ))
     with pytest.raises(ServeError) as caught:
         server.start()
     message = str(caught.value)
@@ -283,7 +287,7 @@ def test_no_model_files_is_refused_before_triton_starts(tmp_path):
     repo = tmp_path / "repo"
     (repo / "brats_onnx" / "1").mkdir(parents=True)
     shutil.copy(COMMITTED / "brats_onnx" / "config.pbtxt", repo / "brats_onnx")
-    server = TritonServer(repo, models=["brats_onnx"], grpc_port=0, http_port=0, metrics_port=0)
+    server = TritonServer(TritonServerConfig(repo, models=["brats_onnx"], grpc_port=0, http_port=0, metrics_port=0))
     with pytest.raises(ServeError, match=rf"no model files for brats_onnx in model repository {repo}: .*"
                                          rf"run brats-export --checkpoint CKPT --repository {repo}"):
         server.start()
@@ -298,8 +302,8 @@ def test_models_without_files_are_left_out_and_named_once(tmp_path, caplog):
     repo = instant.write_repository(tmp_path / "repo")
     (repo / "brats_onnx" / "1").mkdir(parents=True)  # a config and an empty version folder, as in a fresh clone
     (repo / "brats_onnx" / "config.pbtxt").write_text('name: "brats_onnx"\nplatform: "onnxruntime_onnx"\n')
-    caplog.set_level(logging.WARNING, logger="brats_serve.launcher")
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
+    caplog.set_level(logging.WARNING, logger="brats_serve")
+    with TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0)) as server:
         assert server.served_models == [instant.NAME]
         client = grpcclient.InferenceServerClient(server.grpc_url)
         x = np.ones((1, 4, 8, 8, 8), np.float32)
@@ -314,10 +318,10 @@ def test_models_without_files_are_left_out_and_named_once(tmp_path, caplog):
 
 
 def test_startup_deadline(model_repository, tmp_path):
-    server = TritonServer(
+    server = TritonServer(TritonServerConfig(
         model_repository, grpc_port=0, http_port=0, metrics_port=0, models=["brats_torchscript"],
-        startup_timeout_s=0.05, log_path=tmp_path / "server.log",
-    )
+        startup_timeout_s=0.05, log_path=tmp_path / "server.log"
+    ))
     with pytest.raises(ServeError, match="not ready after 0.05 s"):
         server.start()
     assert not server.is_running()
@@ -328,7 +332,7 @@ def test_startup_deadline(model_repository, tmp_path):
 
 
 def test_cli_serves_until_sigterm(model_repository, tmp_path):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     port = free_port()
     log_file = tmp_path / "server.log"

@@ -81,7 +81,7 @@ def infer(url: str, model: str) -> np.ndarray:
 def test_brats_serve_names_the_dead_model_stops_in_seconds_keeps_the_log_and_exits_5(repository):
     """The chosen behaviour: stop (exit 5) for a supervisor to restart, not a reload in place."""
     from brats_client.exit_codes import EXIT_PARTIAL
-    from brats_serve.launcher import free_port, port_in_use
+    from brats_serve.ports import free_port, port_in_use
 
     port = free_port()
     cmd = [sys.executable, "-m", "brats_serve.cli", "--repository", str(repository), "--grpc-port", str(port),
@@ -130,8 +130,11 @@ def test_a_request_names_the_model_and_stop_takes_seconds_without_a_prior_look(r
     from brats_client.errors import ServerError
     from brats_client.transport import TritonTransport
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
-    server = TritonServer(repository, grpc_port=0, http_port=0, metrics_port=0).start()  # stop_timeout_s 30
+    server = TritonServer(TritonServerConfig(
+        repository, grpc_port=0, http_port=0, metrics_port=0
+    )).start()  # stop_timeout_s 30
     log_path = server.log_path
     try:
         assert {b.model for b in server.backend_processes()} == {VICTIM, BYSTANDER}

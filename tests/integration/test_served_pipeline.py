@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import SegmentOptions, cli, find_case_files, served_client
+from brats_client import SegmentOptions, cli, exit_codes, find_case_files, served_client
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,7 @@ def pipeline_server(model_repository, tmp_path_factory):
     from brats_export import pipeline_model
     from brats_export.catalogue import MODELS
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     repo = tmp_path_factory.mktemp("pipeline") / "repository"
     repo.mkdir()
@@ -37,7 +38,7 @@ def pipeline_server(model_repository, tmp_path_factory):
         (repo / MODELS[key].name).symlink_to(model_repository / MODELS[key].name, target_is_directory=True)
     assert pipeline_model.write(repo, NETWORKS).name == PIPELINE
     log_path = tmp_path_factory.mktemp("pipeline_server") / "tritonserver.log"
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path) as server:
+    with TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path)) as server:
         yield server
 
 
@@ -45,7 +46,7 @@ def _segment(server, case: Path, out: Path, *options: str) -> dict:
     report = out.with_suffix("").with_suffix(".json")
     code = cli.main(["-q", "segment", str(case), "-o", str(out), "--report", str(report), "--url", server.grpc_url,
                      *options])
-    assert code == cli.EXIT_OK
+    assert code == exit_codes.EXIT_OK
     return json.loads(report.read_text())
 
 
@@ -146,7 +147,7 @@ def test_a_malformed_file_is_an_error_and_the_model_keeps_serving(pipeline_serve
     code = cli.main(["-q", "segment", str(bad / case.name), "-o", str(out), "--url", pipeline_server.grpc_url,
                      "--model", PIPELINE, "--tta", "none"])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_INPUT, err
+    assert code == exit_codes.EXIT_INPUT, err
     assert "t1ce file request input t1ce.nii.gz is not a readable NIfTI file" in err and not out.exists()
     done = _curl(pipeline_server, bad / case.name / case.name, tmp_path / "curl.nii.gz")
     assert done.returncode == 1 and "HTTP 400" in done.stderr and "InputError: t1ce file" in done.stderr
@@ -161,10 +162,10 @@ def test_a_batch_or_probabilities_with_the_pipeline_are_refused_with_what_to_do(
     case = small_case_factory(9014, parent="pipeline_batch")
     code = cli.main(["-q", "segment", str(case), "-o", str(tmp_path / "s.nii.gz"), "--url", pipeline_server.grpc_url,
                      "--model", PIPELINE, "--probabilities", str(tmp_path / "p.nii.gz")])
-    assert code == cli.EXIT_USAGE and "returns labels only" in capsys.readouterr().err
+    assert code == exit_codes.EXIT_USAGE and "returns labels only" in capsys.readouterr().err
     code = cli.main(["-q", "segment", str(case.parent), "-o", str(tmp_path / "out"), "--url", pipeline_server.grpc_url,
                      "--model", PIPELINE])
-    assert code == cli.EXIT_USAGE and "one case at a time" in capsys.readouterr().err
+    assert code == exit_codes.EXIT_USAGE and "one case at a time" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -174,7 +175,7 @@ def test_perf_analyzer_sweeps_the_pipeline_with_the_case_files(pipeline_server, 
     code = cli.main(["perf", str(oblique_case), "--url", pipeline_server.grpc_url, "--model", PIPELINE,
                      "--concurrency", "1", "--request-count", "2", "--stability-percentage", "10000",
                      "--out", str(out)])
-    assert code == cli.EXIT_OK, capsys.readouterr().err
+    assert code == exit_codes.EXIT_OK, capsys.readouterr().err
     data = json.loads((out / "input_data.json").read_text())
     assert sorted(data["data"][0]) == ["flair", "t1", "t1ce", "t2"]
     rows = (out / f"perf_{PIPELINE}.csv").read_text().splitlines()

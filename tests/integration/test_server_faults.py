@@ -29,7 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli, progress
+from brats_client import cli, exit_codes, progress
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +51,14 @@ def cases(small_case_factory) -> list[Path]:
 def start_server(model_repository):
     """``start(grpc_port=0, **options) -> TritonServer`` (started); every server is stopped at the end of the test."""
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     servers = []
 
     def start(grpc_port: int = 0, **options):
-        server = TritonServer(model_repository, models=[MODEL], grpc_port=grpc_port, http_port=0, metrics_port=0,
-                              **options)
+        server = TritonServer(TritonServerConfig(
+            model_repository, models=[MODEL], grpc_port=grpc_port, http_port=0, metrics_port=0, **options
+        ))
         servers.append(server)
         return server.start()
 
@@ -68,7 +70,7 @@ def start_server(model_repository):
 def kill(server) -> None:
     """SIGKILL the server and its python backend stubs (one process group: the launcher starts a new session),
     and wait until they are gone (their port free), as after a crash."""
-    from brats_serve.launcher import wait_group_gone
+    from brats_serve.processes import wait_group_gone
 
     os.killpg(server.pid, signal.SIGKILL)
     assert server.wait(timeout_s=30) == -signal.SIGKILL
@@ -157,7 +159,7 @@ def files_in(folder: Path) -> list[str]:
 
 
 def test_no_server_fails_fast_with_a_clear_error(cases, tmp_path, capsys):
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     out = tmp_path / "seg.nii.gz"
     urls = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
@@ -165,7 +167,7 @@ def test_no_server_fails_fast_with_a_clear_error(cases, tmp_path, capsys):
     code = segment(cases[0], "-o", out, *FAST, url=urls)
     elapsed_s = time.monotonic() - t0
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER
+    assert code == exit_codes.EXIT_SERVER
     assert elapsed_s < 15, f"took {elapsed_s:.1f} s to say there is no server"
     assert err.count("no Triton server answers") == 2, err  # both endpoints named
     assert not out.exists()
@@ -183,7 +185,7 @@ def test_a_silent_server_is_an_error_within_the_deadline(cases, tmp_path, capsys
         code = segment(cases[0], "-o", out, *FAST, url=url)
         elapsed_s = time.monotonic() - t0
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER
+    assert code == exit_codes.EXIT_SERVER
     assert 5 < elapsed_s < 30, elapsed_s
     assert f"no Triton server answers at {url} within 10 s" in err and "DEADLINE_EXCEEDED" in err, err
     assert not out.exists()
@@ -198,10 +200,13 @@ MATRIX = pytest.mark.parametrize("concurrency,shared_memory", [(2, "auto"), (1, 
 def reference(cases, model_repository, tmp_path_factory) -> dict[str, np.ndarray]:
     """The labels of each case from an undisturbed server, with the options of the matrix."""
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     out = tmp_path_factory.mktemp("reference")
-    with TritonServer(model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0) as server:
-        assert segment(cases[0].parent, "-o", out, *SMALL, url=server.grpc_url) == cli.EXIT_OK
+    with TritonServer(TritonServerConfig(
+        model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0
+    )) as server:
+        assert segment(cases[0].parent, "-o", out, *SMALL, url=server.grpc_url) == exit_codes.EXIT_OK
     return {c.name: labels(out / f"{c.name}.nii.gz") for c in cases}
 
 
@@ -230,7 +235,7 @@ def test_one_case_server_back_early_completes(
     code = segment(cases[0], "-o", seg, "--report", report, *options(concurrency, shared_memory), *EARLY,
                    url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     assert "UNAVAILABLE" in err and "retrying in 1.0 s" in err
     result = json.loads(report.read_text())
     assert result["server"]["shared_memory"] is (shared_memory == "auto")  # regions registered again after it
@@ -255,7 +260,7 @@ def test_one_case_server_back_late_fails_cleanly_and_a_rerun_completes(
     elapsed_s = time.monotonic() - t0
     err = capsys.readouterr().err
     assert 1 <= len(seen) <= concurrency, "the server died after the first tile; only tiles in flight came back"
-    assert code == cli.EXIT_SERVER, err
+    assert code == exit_codes.EXIT_SERVER, err
     assert f"inference of '{MODEL}' at {server.grpc_url} failed: StatusCode.UNAVAILABLE" in err, err
     assert "retrying in 1.0 s" in err  # one retry, then the case is given up
     assert files_in(out_dir) == [], "no partial or temporary output may be left"
@@ -263,7 +268,7 @@ def test_one_case_server_back_late_fails_cleanly_and_a_rerun_completes(
 
     monkeypatch.setattr(progress.InferenceWait, "update", plain)
     again = start_server(grpc_port=port)
-    assert segment(*argv, url=again.grpc_url) == cli.EXIT_OK, capsys.readouterr().err
+    assert segment(*argv, url=again.grpc_url) == exit_codes.EXIT_OK, capsys.readouterr().err
     np.testing.assert_array_equal(labels(seg), reference[cases[0].name])
 
 
@@ -294,7 +299,7 @@ def test_batch_server_back_late_fails_one_case_and_a_rerun_redoes_it(
     argv = [cases[0].parent, "-o", out, "--report", summary, *options(concurrency, shared_memory)]
     code = segment(*argv, "--retries", "2", url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_PARTIAL, err
+    assert code == exit_codes.EXIT_PARTIAL, err
     assert restarted, "the third case was never started"
     result = json.loads(summary.read_text())
     assert result["done"] == [first, third] and result["skipped"] == []
@@ -311,7 +316,7 @@ def test_batch_server_back_late_fails_one_case_and_a_rerun_redoes_it(
     monkeypatch.setattr(progress, "infer_case", plain[1])
     code = segment(*argv, url=restarted[0].grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     result = json.loads(summary.read_text())
     assert result == {"done": [second], "skipped": [first, third], "failed": []}
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # finished cases untouched
@@ -331,7 +336,7 @@ def test_batch_server_back_early_completes_every_case(cases, reference, start_se
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     code = segment(cases[0].parent, "-o", out, "--report", summary, *SMALL, *EARLY, url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     assert json.loads(summary.read_text())["done"] == [c.name for c in cases]
     assert json.loads((out / f"{cases[2].name}.json").read_text())["server"]["shared_memory"] is True
     for case in cases:
@@ -354,7 +359,7 @@ def test_two_urls_batch_one_server_lost_and_back_late(cases, reference, start_se
     out = tmp_path / "out"
     code = segment(cases[0].parent, "-o", out, *SMALL, url=f"{a.grpc_url},{b.grpc_url}")
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     assert f"{b.grpc_url} stopped answering" in err and f"{b.grpc_url} answers again" in err, err
     assert stats(back[0])["success"] > back[1], "the server that came back got no request"
     for case in cases:
@@ -370,7 +375,7 @@ def test_two_urls_both_lost_fails_cleanly(cases, start_server, tmp_path, monkeyp
     code = segment(cases[0], "-o", out_dir / "seg.nii.gz", *SMALL, *LATE, url=f"{a.grpc_url},{b.grpc_url}")
     elapsed_s = time.monotonic() - t0
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER, err
+    assert code == exit_codes.EXIT_SERVER, err
     assert "failed: StatusCode.UNAVAILABLE" in err
     assert files_in(out_dir) == []
     assert elapsed_s < 30
@@ -385,7 +390,7 @@ def test_several_urls_spread_the_tiles(cases, start_server, tmp_path):
     before = stats(a), stats(b)  # the warm-up request of each server is counted too
     code = segment(cases[0], "-o", out, "--report", report, "--tta", "none", "--tile", "32", "--concurrency", "2",
                    url=f"{a.grpc_url},{b.grpc_url}")
-    assert code == cli.EXIT_OK
+    assert code == exit_codes.EXIT_OK
     tiles = json.loads(report.read_text())["tiles"]
     (a0, b0), deadline = before, time.monotonic() + 15
     while True:  # Triton's statistics trail the responses slightly
@@ -402,7 +407,7 @@ def test_failover_when_one_server_dies_gives_the_same_labels(cases, start_server
     a, b = start_server(), start_server()
     single, failover = tmp_path / "single.nii.gz", tmp_path / "failover.nii.gz"
     args = ["--tta", "none", "--tile", "32", "--concurrency", "2"]
-    assert segment(cases[1], "-o", single, *args, url=a.grpc_url) == cli.EXIT_OK
+    assert segment(cases[1], "-o", single, *args, url=a.grpc_url) == exit_codes.EXIT_OK
     before = stats(a)["success"]
     capsys.readouterr()
 
@@ -410,7 +415,7 @@ def test_failover_when_one_server_dies_gives_the_same_labels(cases, start_server
     report = tmp_path / "failover.json"
     code = segment(cases[1], "-o", failover, "--report", report, *args, url=f"{a.grpc_url},{b.grpc_url}")
     err = capsys.readouterr().err
-    assert code == cli.EXIT_OK, err
+    assert code == exit_codes.EXIT_OK, err
     assert f"{b.grpc_url} stopped answering" in err and "sending its requests elsewhere" in err, err
     assert not b.is_running()
     assert json.loads(report.read_text())["server"]["url"] == f"{a.grpc_url},{b.grpc_url}"
@@ -423,7 +428,7 @@ def test_failover_when_one_server_dies_gives_the_same_labels(cases, start_server
 
 
 def stub_pid(server) -> int:
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     for pid, cmdline in _live_in_group(server.pid).items():
         if "triton_python_backend_stub" in cmdline:
@@ -463,7 +468,7 @@ def test_a_stalled_stub_fails_the_case_and_the_server_gets_nothing_more(
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     code = segment(cases[0].parent, "-o", out, "--report", summary, *SMALL, url=server.grpc_url)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_PARTIAL, err
+    assert code == exit_codes.EXIT_PARTIAL, err
     result = json.loads(summary.read_text())
     assert result["done"] == [cases[0].name]
     failed = {f["case"]: f["error"] for f in result["failed"]}
@@ -493,7 +498,7 @@ def test_a_stalled_stub_fails_the_case_and_the_server_gets_nothing_more(
 
 def _live_in_group(pgid: int) -> dict[int, str]:
     """``pid -> command line`` of the processes of group ``pgid`` that still run."""
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     found = {}
     for pid in running_in_group(pgid):
@@ -517,7 +522,7 @@ def _children(pid: int) -> list[int]:
 def test_brats_serve_killed_leaves_no_server_and_no_stub(model_repository, tmp_path):
     """SIGKILL to ``brats-serve`` (an OOM killer, a supervisor's hard stop): tritonserver and its python backend
     stub end within seconds and the gRPC port is free again."""
-    from brats_serve.launcher import free_port, port_in_use
+    from brats_serve.ports import free_port, port_in_use
 
     port = free_port()
     cmd = [sys.executable, "-m", "brats_serve.cli", "--repository", str(model_repository), "--models", MODEL,

@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli
+from brats_client import cli, exit_codes
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +67,12 @@ def test_server_flips_give_the_labels_of_client_flips(model, case, triton_server
 def test_client_flips_when_the_model_offers_no_companion(model_repository, case, tmp_path):
     """Only the plain model is loaded: its config names brats_onnx_flip4, which the server does not have."""
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
-    with TritonServer(model_repository, models=["brats_onnx"], grpc_port=0, http_port=0, metrics_port=0,
-                      log_path=tmp_path / "server.log") as server:
+    with TritonServer(TritonServerConfig(
+        model_repository, models=["brats_onnx"], grpc_port=0, http_port=0, metrics_port=0,
+        log_path=tmp_path / "server.log"
+    )) as server:
         labels, _, report = _segment(case, tmp_path / "fallback", server.grpc_url, "brats_onnx")
     assert report["server"]["model"] == "brats_onnx" and report["server"]["server_flips"] is None
     assert report["requests"] == 4 * report["tiles"]
@@ -80,7 +83,7 @@ def test_a_flipping_model_refuses_other_tta(case, triton_server, tmp_path):
     out = tmp_path / "seg.nii.gz"
     code = cli.main(["--quiet", "segment", str(case), "-o", str(out), "--url", triton_server.grpc_url,
                      "--model", "brats_onnx_flip4", "--tta", "none"])
-    assert code == cli.EXIT_SERVER and not out.exists()
+    assert code == exit_codes.EXIT_SERVER and not out.exists()
 
 
 def test_openvino_companion_compiles_as_tritons_backend_loads_it(model_repository):
@@ -108,10 +111,13 @@ def test_a_companion_needs_about_the_memory_of_its_plain_model(model, model_repo
     """Issue 23: the companion's backend peak stays within 1.3x of the plain model's for the same case (the four
     flips as one batch took 2.3-3.2x). A fresh server, so that each backend's peak is this case's."""
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     companion = f"{model}_flip4"
-    with TritonServer(model_repository, models=[model, companion], grpc_port=0, http_port=0, metrics_port=0,
-                      log_path=tmp_path / "server.log", startup_timeout_s=600) as server:
+    with TritonServer(TritonServerConfig(
+        model_repository, models=[model, companion], grpc_port=0, http_port=0, metrics_port=0,
+        log_path=tmp_path / "server.log", startup_timeout_s=600
+    )) as server:
         for name, extra in (("client", ("--server-flips", "off")), ("server", ("--server-flips", "on"))):
             out = tmp_path / f"{name}.nii.gz"
             code = cli.main(["--quiet", "segment", str(case), "-o", str(out), "--url", server.grpc_url,

@@ -43,7 +43,7 @@ def _rss_kib(pid: int) -> int:
 def server_rss_mib(pgid: int) -> tuple[float, int]:
     """Resident memory of the server's process group (supervisor, tritonserver, python backend stubs), MiB; and
     the process count."""
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     pids = running_in_group(pgid)
     return sum(_rss_kib(p) for p in pids) / 1024, len(pids)
@@ -53,10 +53,13 @@ def test_soak_parallel_clients(model_repository, small_case_factory, tmp_path):
     from brats_client import ServerOptions, pipeline
     from brats_client.modalities import find_case_files
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     cases = [find_case_files(small_case_factory(seed, SHAPE, parent="soak")) for seed in (9301, 9302, 9303)]
     options = pipeline.SegmentOptions(tile=TILE, tta="none")
-    with TritonServer(model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0) as server:
+    with TritonServer(TritonServerConfig(
+        model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0
+    )) as server:
         pid = server.pid
         server_opts = ServerOptions(url=server.grpc_url, model=MODEL, concurrency=2, retries=0)
         rss_start, _ = server_rss_mib(pid)
@@ -146,7 +149,7 @@ def test_every_backend_answers_a_whole_crop_request(triton_server, serve_helpers
     BraTS-size case, shared memory auto, 2 in flight): answered, each model's stub still the same process (none
     lost: see ``brats_client.stream.lost_stub``), and the backends agree. The figures are printed (``-s``)."""
     from brats_client import ServerOptions, TritonTransport
-    from brats_serve.launcher import running_in_group
+    from brats_serve.processes import running_in_group
 
     def stubs() -> set[int]:
         found = set()

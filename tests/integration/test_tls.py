@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from brats_client import cli
+from brats_client import cli, exit_codes
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +66,14 @@ def case(small_case_factory) -> Path:
 
 def _tls_server(model_repository, pki: Path, mutual: bool):
     from brats_serve.launcher import TritonServer
+    from brats_serve.server_config import TritonServerConfig
 
     args = [f"--grpc-server-cert={pki / 'server.crt'}", f"--grpc-server-key={pki / 'server.key'}",
             f"--grpc-root-cert={pki / 'ca.crt'}"]
     args.append("--grpc-use-ssl-mutual=true" if mutual else "--grpc-use-ssl=true")
-    return TritonServer(model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0,
-                        extra_args=args)
+    return TritonServer(TritonServerConfig(
+        model_repository, models=[MODEL], grpc_port=0, http_port=0, metrics_port=0, extra_args=args
+    ))
 
 
 @pytest.fixture
@@ -98,7 +100,7 @@ def _error_lines(err: str) -> list[str]:
 
 def _refused(capsys, code: int, out: Path) -> str:
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SERVER, err
+    assert code == exit_codes.EXIT_SERVER, err
     assert "Traceback" not in err and len(_error_lines(err)) == 1, err
     assert not out.exists()
     return err
@@ -106,7 +108,7 @@ def _refused(capsys, code: int, out: Path) -> str:
 
 def test_tls_client_that_trusts_the_ca_succeeds_and_others_are_refused(tls_server, pki, case, tmp_path, capsys):
     out = tmp_path / "seg.nii.gz"
-    assert _segment(case, out, tls_server, "--ssl", "--root-certificates", pki / "ca.crt") == cli.EXIT_OK
+    assert _segment(case, out, tls_server, "--ssl", "--root-certificates", pki / "ca.crt") == exit_codes.EXIT_OK
     assert out.is_file()
     capsys.readouterr()
 
@@ -133,7 +135,7 @@ def test_the_cli_prints_one_line_for_a_refused_handshake(tls_server, pki, case, 
          tls_server.grpc_url, "--model", MODEL, *FAST, "--ssl", "--root-certificates", str(pki / "other_ca.crt")],
         capture_output=True, text=True, env=env, timeout=120,
     )
-    assert run.returncode == cli.EXIT_SERVER, run.stderr
+    assert run.returncode == exit_codes.EXIT_SERVER, run.stderr
     assert len(_error_lines(run.stderr)) == 1, run.stderr
     assert "the TLS handshake" in run.stderr and not out.exists()
 
@@ -143,7 +145,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(mtls_server, pki, cas
     trust = ["--ssl", "--root-certificates", pki / "ca.crt"]
     code = _segment(case, out, mtls_server, *trust, "--private-key", pki / "client.key",
                     "--certificate-chain", pki / "client.crt")
-    assert code == cli.EXIT_OK, capsys.readouterr().err
+    assert code == exit_codes.EXIT_OK, capsys.readouterr().err
     assert out.is_file()
     capsys.readouterr()
 
@@ -157,18 +159,18 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(mtls_server, pki, cas
 def test_tls_options_are_checked_before_connecting(pki, case, tmp_path, capsys):
     """Missing files are input errors (exit 3) naming the file; TLS files without --ssl, or half a client identity,
     are usage errors (exit 2): a user who passes a CA but forgets --ssl must not silently get plain text."""
-    from brats_serve.launcher import free_port
+    from brats_serve.ports import free_port
 
     class Dead:
         grpc_url = f"127.0.0.1:{free_port()}"
 
     out = tmp_path / "seg.nii.gz"
     missing = tmp_path / "nope.crt"
-    assert _segment(case, out, Dead, "--ssl", "--root-certificates", missing) == cli.EXIT_INPUT
+    assert _segment(case, out, Dead, "--ssl", "--root-certificates", missing) == exit_codes.EXIT_INPUT
     err = capsys.readouterr().err
     assert f"--root-certificates {missing} does not exist" in err and len(err.strip().splitlines()) == 1
-    assert _segment(case, out, Dead, "--root-certificates", pki / "ca.crt") == cli.EXIT_USAGE
+    assert _segment(case, out, Dead, "--root-certificates", pki / "ca.crt") == exit_codes.EXIT_USAGE
     assert "without --ssl" in capsys.readouterr().err
-    assert _segment(case, out, Dead, "--ssl", "--private-key", pki / "client.key") == cli.EXIT_USAGE
+    assert _segment(case, out, Dead, "--ssl", "--private-key", pki / "client.key") == exit_codes.EXIT_USAGE
     assert "both --private-key and --certificate-chain" in capsys.readouterr().err
     assert not out.exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_client import cli
+from brats_client import cli, exit_codes
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +75,8 @@ def test_msd_folder_and_4d_file_give_the_labels_of_the_brats_files(case, triton_
     image, truth = _msd_dataset(case, tmp_path / "Task01_BrainTumour")
     brats = tmp_path / "brats.nii.gz"
     assert _segment(triton_server, case, "-o", brats, "--labels", "msd") == 0
-    assert _segment(triton_server, image.parent, "-o", tmp_path / "batch") == cli.EXIT_OK
-    assert _segment(triton_server, image, "-o", tmp_path / "single.nii.gz") == cli.EXIT_OK
+    assert _segment(triton_server, image.parent, "-o", tmp_path / "batch") == exit_codes.EXIT_OK
+    assert _segment(triton_server, image, "-o", tmp_path / "single.nii.gz") == exit_codes.EXIT_OK
     expected = _image(brats)
     labels = np.asanyarray(expected.dataobj)
     assert set(np.unique(labels)) == {0, 1, 2, 3}, "the checkpoint should find all three MSD labels"
@@ -113,11 +113,11 @@ def test_a_truth_that_fits_two_conventions_is_refused(case, tmp_path, capsys):
     pred.parent.mkdir()
     shutil.copy(truth, pred)
     out = tmp_path / "m.csv"
-    assert _evaluate(pred, lone, "--out", out, "--pred-labels", "msd") == cli.EXIT_INPUT
+    assert _evaluate(pred, lone, "--out", out, "--pred-labels", "msd") == exit_codes.EXIT_INPUT
     err = capsys.readouterr().err
     assert str(lone) in err and "brats2023" in err and "msd" in err and "--truth-labels" in err
     assert not out.exists()
-    assert _evaluate(pred, lone, "--out", out, "--labels", "msd") == cli.EXIT_OK
+    assert _evaluate(pred, lone, "--out", out, "--labels", "msd") == exit_codes.EXIT_OK
     (row,) = _rows(out).values()
     assert all(float(row[f"dice_{r}"]) == 1.0 for r in ("WT", "TC", "ET"))
 
@@ -142,12 +142,12 @@ def test_a_background_that_is_not_zero_is_refused_before_anything_is_sent(case, 
     out.mkdir()
     code = _segment(triton_server, folder, "-o", out / "seg.nii.gz", "--report", out / "seg.json")
     err = capsys.readouterr().err
-    assert code == cli.EXIT_INPUT, err
+    assert code == exit_codes.EXIT_INPUT, err
     assert "background reads 100" in err and "skull-stripped" in err and "--allow-unprepared-input" in err
     assert list(out.iterdir()) == []
     code = _segment(triton_server, folder, "-o", out / "seg.nii.gz", "--report", out / "seg.json",
                     "--allow-unprepared-input")
-    assert code == cli.EXIT_OK
+    assert code == exit_codes.EXIT_OK
     warnings = json.loads((out / "seg.json").read_text())["warnings"]
     assert len(warnings) == 4 and all("background reads 100" in w for w in warnings)
     # the same case with a zero background is accepted as it is
@@ -168,7 +168,7 @@ def test_a_batch_goes_on_past_an_invalid_case(case, triton_server, tmp_path, cap
     out, summary = tmp_path / "out", tmp_path / "summary.json"
     code = cli.main(["segment", str(root), "-o", str(out), "--report", str(summary), "--url", triton_server.grpc_url,
                      "--model", MODEL, *FAST])  # not --quiet: the log a user keeps
-    assert code == cli.EXIT_PARTIAL
+    assert code == exit_codes.EXIT_PARTIAL
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["A.nii.gz", "B.nii.gz"]
     doc = json.loads(summary.read_text())
     assert doc["done"] == ["A", "B"] and [f["case"] for f in doc["failed"]] == ["C"]
@@ -176,6 +176,6 @@ def test_a_batch_goes_on_past_an_invalid_case(case, triton_server, tmp_path, cap
     err = capsys.readouterr().err
     assert "missing flair" in err and "batch: 2 done, 0 skipped, 1 failed" in err
     assert "\x1b[" not in err and "100%" not in err, "progress bars in a log that is not a terminal"
-    assert _segment(triton_server, root, "-o", out, "--report", summary) == cli.EXIT_PARTIAL  # resumes
+    assert _segment(triton_server, root, "-o", out, "--report", summary) == exit_codes.EXIT_PARTIAL  # resumes
     doc = json.loads(summary.read_text())
     assert doc["done"] == [] and doc["skipped"] == ["A", "B"] and [f["case"] for f in doc["failed"]] == ["C"]

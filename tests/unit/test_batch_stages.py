@@ -72,16 +72,12 @@ class Stages:
 
 def test_stages_overlap_on_their_own_threads_within_the_bound():
     stages = Stages(sleep_s=0.05)
-    t0 = time.perf_counter()
     outcomes = stages.run(list(range(8)), options=batch.BatchOptions(3))
-    elapsed_s = time.perf_counter() - t0
     assert outcomes == [batch.Outcome(i) for i in range(8)]
     assert stages.written == list(range(8)), "cases are written in order"
     assert stages.threads["infer"] == {threading.current_thread().name}, "the transport stays on the caller's thread"
     assert stages.threads["prepare"] == {"brats-loader"} and stages.threads["finish"] == {"brats-writer"}
     assert stages.peak <= 3
-    # sequential: 8 x 3 x 50 ms = 1.2 s; overlapped: about (8 + 2) x 50 ms
-    assert elapsed_s < 0.9, elapsed_s
     load_next, infer_now = stages.spans["prepare", 4], stages.spans["infer", 3]
     assert load_next[0] < infer_now[1] and infer_now[0] < load_next[1], "case 4 loads while case 3 is inferred"
 
@@ -140,6 +136,26 @@ def test_an_interrupt_in_the_calling_thread_ends_the_threads():
         stages.run(list(range(10)), options=batch.BatchOptions(3))
     assert set(threading.enumerate()) <= before
     assert stages.written in ([], [0]), "at most the case already handed to the writer is finished"
+
+
+def test_ctrl_c_while_the_last_case_is_written_lets_the_write_end():
+    """Ctrl-C reaches the calling thread while it waits for the writer: the write under way ends (no half-written
+    output), then the interrupt is raised."""
+    import signal
+
+    written = []
+    caller = threading.get_ident()
+
+    def finish(job, inferred):
+        time.sleep(0.2)  # the calling thread has nothing left to infer: it waits for this thread
+        signal.pthread_kill(caller, signal.SIGINT)  # Ctrl-C, delivered to the waiting thread
+        time.sleep(0.3)
+        written.append(job)
+
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        batch.run([0], lambda job: job, lambda job, prepared: prepared, finish, errors=())
+    assert written == [0] and set(threading.enumerate()) <= before
 
 
 def test_no_jobs_and_bad_bounds():

@@ -169,8 +169,10 @@ def test_export_formats_computes_references_once_and_holds_one_runtime_at_a_time
     assert [(r.key, r.label) for r in result.parity if not r.gated] == [("openvino", "openvino[bf16]")] * 4
 
     # the manifest files each row under its model key
-    manifest = repository.build_manifest(keys, checkpoint=Path("c.pt"), checkpoint_sha256="0" * 64,
-                                         parity=result.parity, opset=17, versions={}, tolerance=1e-4)
+    manifest = repository.build_manifest(keys, repository.ExportRecord(
+        checkpoint=Path("c.pt"), checkpoint_sha256="0" * 64, parity=result.parity, opset=17, versions={},
+        tolerance=1e-4,
+    ))
     labels = {name: [row["format"] for row in entry["parity"]] for name, entry in manifest["models"].items()}
     assert labels["brats_openvino"] == ["openvino", "openvino[bf16]"] * 4
     assert labels["brats_onnx"] == ["onnx"] * 4 and labels["brats_openvino_flip4"] == ["openvino_flip4"] * 2

@@ -12,19 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from brats_serve import launcher
+from brats_serve import install
 from brats_serve.cli import main
 from brats_serve.errors import ServeError
-from brats_serve.launcher import (
-    BACKENDS_SOURCE,
-    STAND_IN_BACKENDS,
-    TritonServer,
-    build_backend_directory,
-    check_repository,
-    load_failures,
-    port_in_use,
-    server_environment,
-)
+from brats_serve.install import BACKENDS_SOURCE, STAND_IN_BACKENDS, build_backend_directory, server_environment
+from brats_serve.launcher import TritonServer
+from brats_serve.ports import port_in_use
+from brats_serve.readiness import load_failures
+from brats_serve.repository_check import check_repository
+from brats_serve.server_config import TritonServerConfig
 
 
 def _load_common():
@@ -49,7 +45,7 @@ def test_backend_directory_holds_copies_not_links(tmp_path):
         assert path.is_file() and not path.is_symlink(), path
     assert os.access(dest / "python" / "triton_python_backend_stub", os.X_OK)
     source_stub = (
-        launcher.pytriton_root() / "tritonserver" / "python_backend_stubs"
+        install.pytriton_root() / "tritonserver" / "python_backend_stubs"
         / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
     )
     assert (dest / "python" / "triton_python_backend_stub").read_bytes() == source_stub.read_bytes()
@@ -75,16 +71,16 @@ def test_backend_directory_unknown_python(tmp_path):
 
 
 def test_binary_missing_says_to_install_the_serve_extra(monkeypatch):
-    monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(install.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ServeError, match=r"install the serve extra"):
-        launcher.tritonserver_binary()
+        install.tritonserver_binary()
 
 
 def test_environment_points_the_stub_at_this_interpreter():
     env = server_environment({"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib"})
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     libs = env["LD_LIBRARY_PATH"].split(os.pathsep)
-    assert str(launcher.pytriton_root().parent / "nvidia_pytriton.libs") in libs
+    assert str(install.pytriton_root().parent / "nvidia_pytriton.libs") in libs
     assert libs[-1] == "/opt/lib"
 
 
@@ -92,7 +88,7 @@ def test_environment_points_the_stub_at_this_interpreter():
 
 
 def test_command_binds_loopback_by_default(repo, tmp_path):
-    cmd = TritonServer(repo).command(tmp_path / "b")
+    cmd = TritonServer(TritonServerConfig(repo)).command(tmp_path / "b")
     assert Path(cmd[0]).name == "tritonserver"
     for flag in ("--grpc-address", "--http-address", "--metrics-address"):
         assert f"{flag}=127.0.0.1" in cmd
@@ -104,9 +100,9 @@ def test_command_binds_loopback_by_default(repo, tmp_path):
 
 
 def test_command_explicit_models_config_name_and_extra_args(repo, tmp_path):
-    server = TritonServer(
+    server = TritonServer(TritonServerConfig(
         repo, host="0.0.0.0", models=["a", "b"], model_config_name="gpu", extra_args=["--log-verbose=1"]
-    )
+    ))
     cmd = server.command(tmp_path)
     assert "--grpc-address=0.0.0.0" in cmd
     assert "--model-control-mode=explicit" in cmd
@@ -116,18 +112,37 @@ def test_command_explicit_models_config_name_and_extra_args(repo, tmp_path):
 
 
 def test_urls():
-    server = TritonServer("r", grpc_port=1, http_port=2, metrics_port=3)
+    server = TritonServer(TritonServerConfig("r", grpc_port=1, http_port=2, metrics_port=3))
     assert (server.grpc_url, server.http_url, server.metrics_url) == ("127.0.0.1:1", "127.0.0.1:2", "http://127.0.0.1:3")
     assert server.log_path is None
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"grpc_port": 70000}, "--grpc-port"), ({"startup_timeout_s": 0}, "startup_timeout_s")],
+    [({"grpc_port": 70000}, "--grpc-port"), ({"startup_timeout_s": 0}, "startup_timeout_s"),
+     ({"stop_timeout_s": -1}, "stop_timeout_s"), ({"models": []}, "at least one model"), ({"host": ""}, "host")],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        TritonServer("r", **kwargs)
+        TritonServerConfig("r", **kwargs)
+
+
+def test_config_is_a_checked_value_and_its_arguments_are_data(tmp_path):
+    config = TritonServerConfig(str(tmp_path), models=["a"], log_path="s.log", extra_args=["--x=1"], host="::1")
+    assert (config.repository, config.models, config.log_path, config.extra_args) == (
+        tmp_path, ("a",), Path("s.log"), ("--x=1",))
+    assert hash(config) == hash(TritonServerConfig(tmp_path, models=("a",), log_path=Path("s.log"),
+                                                   extra_args=("--x=1",), host="::1"))
+    chosen = config.with_ports({"grpc": 1, "http": 2, "metrics": 3})
+    assert chosen.ports == {"grpc": 1, "http": 2, "metrics": 3} and config.ports["grpc"] == 8001
+    assert chosen.url("grpc") == "[::1]:1"
+    args = chosen.to_args_list(backend_directory=tmp_path / "b", cache_directory=tmp_path / "c")
+    assert args[:3] == [f"--model-repository={tmp_path}", f"--backend-directory={tmp_path / 'b'}",
+                        f"--cache-directory={tmp_path / 'c'}"]
+    assert "--grpc-address=::1" in args and "--metrics-port=3" in args
+    assert args[-3:] == ["--model-control-mode=explicit", "--load-model=a", "--x=1"]
+    with pytest.raises(ValueError, match="--http-port"):
+        config.with_ports({"http": -1})
 
 
 def test_check_repository(tmp_path, repo):
@@ -158,16 +173,16 @@ def test_start_refuses_a_busy_port_and_names_the_flag(repo):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        server = TritonServer(repo, grpc_port=port, http_port=0, metrics_port=0)
+        server = TritonServer(TritonServerConfig(repo, grpc_port=port, http_port=0, metrics_port=0))
         with pytest.raises(ServeError, match=rf"port {port} on 127.0.0.1 \(grpc\) is already in use; .*--grpc-port"):
             server.start()
     assert not server.is_running()
 
 
 def test_start_refuses_equal_ports(repo, monkeypatch):
-    monkeypatch.setattr(launcher, "tritonserver_binary", lambda: Path("/bin/true"))
+    monkeypatch.setattr(install, "tritonserver_binary", lambda: Path("/bin/true"))
     with pytest.raises(ServeError, match="the ports must differ"):
-        TritonServer(repo, grpc_port=9000, http_port=9000).start()
+        TritonServer(TritonServerConfig(repo, grpc_port=9000, http_port=9000)).start()
 
 
 def test_load_failures_quote_tritons_reason(tmp_path):

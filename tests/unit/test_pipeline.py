@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from brats_client import pipeline
-from brats_client.transport import ModelInfo
+from brats_client.model_info import ModelInfo
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from brats_client import cli, pipeline, report_fields
+from brats_client import cli, exit_codes, pipeline, report_fields
 from brats_client.contract import CHANNELS
 from brats_client.local import LocalTransport
 
@@ -25,7 +25,7 @@ def test_the_report_has_exactly_the_explained_fields(tmp_path, brain_case, above
 
 
 def test_segment_help_and_the_readme_explain_every_field(capsys):
-    assert cli.main(["segment", "--help"]) == cli.EXIT_OK
+    assert cli.main(["segment", "--help"]) == exit_codes.EXIT_OK
     help_text = capsys.readouterr().out
     readme = README.read_text()
     section = readme[readme.index("### The report"):]

@@ -190,10 +190,10 @@ def _manifest(stage: Path, keys, sha="0" * 64):
     """The manifest of the staged ``keys``, their files' sha256 included (the TensorRT prefix is made of them)."""
     files_sha256 = {key: {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                           for p in repository.version_dir(stage, key).iterdir()} for key in keys}
-    return repository.build_manifest(
-        keys, checkpoint=Path("ckpt.pt"), checkpoint_sha256=sha, parity=(), opset=17,
+    return repository.build_manifest(keys, repository.ExportRecord(
+        checkpoint=Path("ckpt.pt"), checkpoint_sha256=sha, parity=(), opset=17,
         versions={"torch": "x"}, tolerance=1e-4, files_sha256=files_sha256,
-    )
+    ))
 
 
 def test_publish_layout_force_and_manifest_merge(tmp_path):
@@ -286,8 +286,28 @@ def test_publish_with_a_malformed_checkpoint_sha256_writes_nothing(tmp_path):
     repo = tmp_path / "repo"
     with repository.staging(repo) as stage, pytest.raises(RepositoryError, match="checkpoint sha256 must be 64"):
         _stage_fake(stage, ["onnx", "torchscript"])
-        repository.publish(stage, repo, ["torchscript", "onnx"], threads=2, manifest=_manifest(stage, ["onnx"], "XYZ"))
+        manifest = _manifest(stage, ["onnx"])
+        manifest["checkpoint"]["sha256"] = "XYZ"  # a manifest edited by hand: build_manifest refuses to write one
+        repository.publish(stage, repo, ["torchscript", "onnx"], threads=2, manifest=manifest)
     assert not (repo / "brats_torchscript").exists()  # refused before the first model moved
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"checkpoint_sha256": "XYZ"}, "checkpoint_sha256 must be 64"),
+    ({"opset": 0}, "opset must be >= 1"),
+    ({"tolerance": -1.0}, "tolerance must be >= 0"),
+    ({"tolerance": float("nan")}, "tolerance must be >= 0"),
+    ({"fixed_size": 20}, "fixed_size must be a positive multiple of 8"),
+    ({"files_sha256": {"tensorflow": {}}}, r"unknown model keys \['tensorflow'\]"),
+    ({"files_sha256": {"onnx": {"model.onnx": "abc"}}}, "files_sha256 of onnx/model.onnx is not 64"),
+])
+def test_an_export_record_is_checked_when_made(change, match):
+    good = {"checkpoint": "c.pt", "checkpoint_sha256": CKPT_A, "parity": [], "opset": 17, "versions": {},
+            "tolerance": 1e-4}
+    record = repository.ExportRecord(**good)
+    assert record.checkpoint == Path("c.pt") and record.parity == ()
+    with pytest.raises(ValueError, match=match):
+        repository.ExportRecord(**{**good, **change})
 
 
 def test_publish_takes_the_onnx_sha256_from_the_manifest(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from brats_client import exit_codes
 from brats_serve import cli
 
 AVX512_NO_BF16 = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}
@@ -39,5 +40,5 @@ def test_main_warns_before_starting(tmp_path, monkeypatch, caplog, config_name, 
     if config_name:
         argv += ["--model-config-name", config_name]
     with caplog.at_level(logging.WARNING, logger="brats_serve"):
-        assert cli.main(argv) == cli.EXIT_INPUT  # the repository is missing: nothing is launched
+        assert cli.main(argv) == exit_codes.EXIT_INPUT  # the repository is missing: nothing is launched
     assert any("emulates bf16" in r.getMessage() for r in caplog.records) == warned

@@ -14,9 +14,12 @@ import logging
 from pathlib import Path
 
 import pytest
-from brats_serve import cli, launcher
+from brats_client import exit_codes
+from brats_serve import cli, install
 from brats_serve.errors import ServeError
-from brats_serve.launcher import TritonServer, has_model_files, models_without_files
+from brats_serve.launcher import TritonServer
+from brats_serve.repository_check import has_model_files, models_without_files
+from brats_serve.server_config import TritonServerConfig
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +49,7 @@ def launches(monkeypatch, tmp_path) -> list[list[str]]:
         raise LaunchedError
 
     monkeypatch.setattr(TritonServer, "_launch", launch)
-    monkeypatch.setattr(launcher, "tritonserver_binary", lambda: Path("/bin/true"))
+    monkeypatch.setattr(install, "tritonserver_binary", lambda: Path("/bin/true"))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -54,7 +57,7 @@ def launches(monkeypatch, tmp_path) -> list[list[str]]:
 
 
 def server(repo: Path, models: list[str] | None = None) -> TritonServer:
-    return TritonServer(repo, models=models, grpc_port=0, http_port=0, metrics_port=0)
+    return TritonServer(TritonServerConfig(repo, models=models, grpc_port=0, http_port=0, metrics_port=0))
 
 
 def test_model_files_are_anything_in_a_numbered_version_folder(tmp_path):
@@ -122,10 +125,10 @@ def test_without_models_those_with_files_are_served_and_the_others_named_once(tm
     write_model(repo, "c", ("model.onnx",))
     s = server(repo)
     assert s.served_models is None
-    caplog.set_level(logging.WARNING, logger="brats_serve.launcher")
+    caplog.set_level(logging.WARNING, logger="brats_serve")
     with pytest.raises(LaunchedError):
         s.start()
-    assert s.served_models == ["a", "c"] and s.models is None
+    assert s.served_models == ["a", "c"] and s.config.models is None
     assert "--model-control-mode=explicit" in launches[0]
     assert [a for a in launches[0] if a.startswith("--load-model")] == ["--load-model=a", "--load-model=c"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -147,7 +150,7 @@ def test_cli_exit_code_and_message(tmp_path, launches, capsys):
     write_model(repo, "brats_onnx")
     code = cli.main(["--repository", str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_INPUT
+    assert code == exit_codes.EXIT_INPUT
     assert err.startswith("brats-serve: no model files for brats_onnx in model repository")
     assert f"run brats-export --checkpoint CKPT --repository {repo}" in err
 

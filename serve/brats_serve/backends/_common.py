@@ -1,6 +1,6 @@
 """Code shared by the Python stand-ins for Triton's native ``onnxruntime``, ``pytorch`` and ``openvino`` backends.
 
-``brats_serve.launcher`` copies this file next to each ``<backend>/model.py``; the model files load it by path, so
+``brats_serve.install`` copies this file next to each ``<backend>/model.py``; the model files load it by path, so
 it must stay importable without ``brats_serve`` and without ``triton_python_backend_utils`` (imported only where a
 Triton object is built); it imports the tensor contract from ``brats_client.contract`` (plain Python, installed
 with brats-serve). Everything that is not a Triton object is plain numpy and unit-tested.
