@@ -27,7 +27,8 @@ FIELDS: dict[str, str] = {
     "warnings": "input problems accepted with --allow-unprepared-input",
     "server": (
         "where it ran: url, model (the flip companion when the server flips), version, platform, shared_memory, "
-        "concurrency, server_flips (the flips the model applied itself, or null)"
+        "concurrency, server_flips (the flips the model applied itself, or null), precision (what the model "
+        "computes in, as its config's brats_precision says: f32, bf16, int8 convolutions)"
     ),
     "tiles": "the tiles the padded crop was cut into (1: the whole crop in one)",
     "requests": "inference requests sent: one per tile when the server flips, else tiles x flips / flips per request",

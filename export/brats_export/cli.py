@@ -223,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if not args.configs_only and args.checkpoint is None:
             parser.error("--checkpoint FILE is required (or pass --configs-only)")
+        if args.configs_only and args.int8 is not None:
+            parser.error("--int8 quantizes an exported model: give --checkpoint instead of --configs-only")
     except SystemExit as e:  # argparse exits 2 on usage errors and 0 for --help
         return exit_code(e)
     handler = _configure_logging(args.quiet)
@@ -268,8 +270,10 @@ def _write_pipeline(args: argparse.Namespace) -> None:
     given = {"instances": args.pipeline_instances, "max_queue": args.pipeline_queue,
              "queue_timeout_s": args.pipeline_queue_timeout_s}
     settings = pipeline_model.PipelineSettings(**{k: v for k, v in given.items() if v is not None})
-    folder = pipeline_model.write(args.repository, model_keys(args.formats, server_flips=not args.no_server_flips),
-                                  force=args.force, settings=settings)
+    keys = model_keys(args.formats, server_flips=not args.no_server_flips)
+    if args.int8 is not None:  # the pipeline may call the INT8 model too (request parameter model)
+        keys.append(INT8)
+    folder = pipeline_model.write(args.repository, keys, force=args.force, settings=settings)
     log.info("wrote the pipeline model %s", folder)
 
 
