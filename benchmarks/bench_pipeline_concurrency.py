@@ -128,7 +128,7 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     shape = tuple(int(s) for s in args.shape.split(","))
 
-    from brats_client import perf
+    from brats_client import ServerOptions, perf
     from brats_client.modalities import find_case_files
     from brats_export import cli as export_cli
     from brats_serve.launcher import TritonServer
@@ -165,9 +165,9 @@ def main() -> int:
             for level in levels:  # the two paths one after the other at each level: the same load around both
                 reset_peaks(pgid)
                 load = os.getloadavg()[0]
-                row = perf.run_sweep(url=server.grpc_url, model=PIPELINE, inputs=inputs, concurrency=[level],
-                                     csv_path=tmp / f"perf_{level}.csv", request_count=args.request_count,
-                                     stability_percentage=1000)[0]
+                row = perf.run_sweep(server=ServerOptions(url=server.grpc_url, model=PIPELINE), inputs=inputs,
+                                     concurrency=[level], csv_path=tmp / f"perf_{level}.csv",
+                                     request_count=args.request_count, stability_percentage=1000)[0]
                 mem = peaks(pgid)
                 rows.append(("pipeline", level, row.throughput_per_s, row.p50_ms / 1e3, row.p95_ms / 1e3,
                              sum(map(sum, mem.values())), max(mem.get(PIPELINE, [0])),

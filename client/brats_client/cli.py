@@ -55,7 +55,8 @@ def _add_global_args(p: argparse.ArgumentParser, default: bool | str) -> None:
     p.add_argument("--verbose", "-v", action="store_true", default=default, help="debug logging")
 
 
-def _add_server_args(p: argparse.ArgumentParser) -> None:
+def _add_server_args(p: argparse.ArgumentParser, transfer: bool = True) -> None:
+    """The server options; ``transfer=False`` (perf): only where the server is and how to reach it."""
     from .server_options import SHARED_MEMORY_CHOICES, ServerOptions
 
     d = ServerOptions()
@@ -63,6 +64,12 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--url", default=d.url, help="Triton gRPC endpoint HOST:PORT (default %(default)s)")
     g.add_argument("--model", default=d.model, help="model name in the repository (default %(default)s)")
     g.add_argument("--model-version", default="", help="model version (default: the server's choice)")
+    g.add_argument("--ssl", action="store_true", help="use TLS for gRPC")
+    g.add_argument("--root-certificates", help="PEM file of the CA that signed the server's certificate")
+    g.add_argument("--private-key", help="client private key (PEM) for mutual TLS")
+    g.add_argument("--certificate-chain", help="client certificate chain (PEM) for mutual TLS")
+    if not transfer:
+        return
     g.add_argument("--concurrency", type=int, default=d.concurrency,
                    help="requests in flight (default %(default)s)")
     g.add_argument("--timeout-s", type=float, default=d.timeout_s,
@@ -71,10 +78,6 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shared-memory", nargs="?", const="on", default=d.shared_memory, choices=SHARED_MEMORY_CHOICES,
                    help="pass tensors through system shared memory: auto (default) when the server is on a loopback "
                    "URL and can open this host's /dev/shm, else inside the gRPC messages; on: required")
-    g.add_argument("--ssl", action="store_true", help="use TLS for gRPC")
-    g.add_argument("--root-certificates", help="PEM file of the CA that signed the server's certificate")
-    g.add_argument("--private-key", help="client private key (PEM) for mutual TLS")
-    g.add_argument("--certificate-chain", help="client certificate chain (PEM) for mutual TLS")
 
 
 def _add_batch_args(p: argparse.ArgumentParser) -> None:
@@ -90,14 +93,16 @@ def _add_batch_args(p: argparse.ArgumentParser) -> None:
 
 
 def _server_options(args: argparse.Namespace):
-    """The server options of ``args``: the one mapping from the command line; ServerOptions checks the values."""
+    """The server options of ``args``: the one mapping from the command line; ServerOptions checks the values
+    (perf has no transfer options: their defaults)."""
     from .server_options import ServerOptions
 
+    transfer = ({k: getattr(args, k) for k in ("concurrency", "timeout_s", "retries", "shared_memory")}
+                if hasattr(args, "shared_memory") else {})  # perf's --concurrency is its sweep's levels
     return ServerOptions(
-        url=args.url, model=args.model, model_version=args.model_version, concurrency=args.concurrency,
-        timeout_s=args.timeout_s, retries=args.retries, shared_memory=args.shared_memory, ssl=args.ssl,
+        url=args.url, model=args.model, model_version=args.model_version, ssl=args.ssl,
         root_certificates=args.root_certificates, private_key=args.private_key,
-        certificate_chain=args.certificate_chain,
+        certificate_chain=args.certificate_chain, **transfer,
     )
 
 
@@ -120,7 +125,6 @@ def _segment_options(args: argparse.Namespace):
 def build_parser() -> argparse.ArgumentParser:
     from . import server_flips
     from .pipeline import BLEND_CHOICES, LABEL_CHOICES, TTA_CHOICES, SegmentOptions
-    from .server_options import ServerOptions
 
     d = SegmentOptions()
     parser = argparse.ArgumentParser(
@@ -214,8 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out out/perf\n\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     perf.add_argument("case", type=Path, help="case folder whose tiles are sent")
-    perf.add_argument("--url", default=ServerOptions().url, help="Triton gRPC endpoint (default %(default)s)")
-    perf.add_argument("--model", default=ServerOptions().model, help="model name (default %(default)s)")
+    _add_server_args(perf, transfer=False)
     perf.add_argument("--tile", type=_tile, default=128, help="tile edge, multiple of 16 (default 128)")
     perf.add_argument("--concurrency", default="1,2,4", help="comma-separated concurrency values (default 1,2,4)")
     perf.add_argument("--request-count", type=int, default=10,
@@ -234,7 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_perf(args: argparse.Namespace) -> int:
     from . import modalities, perf, served_client
     from .pipeline import SegmentOptions
-    from .server_options import ServerOptions
 
     try:
         levels = sorted({int(v) for v in args.concurrency.split(",")})
@@ -243,7 +245,8 @@ def _run_perf(args: argparse.Namespace) -> int:
     if not levels or levels[0] < 1:
         raise UsageError(f"--concurrency values must be >= 1; got {args.concurrency!r}")
     order = args.channel_order.split(",") if args.channel_order else None
-    if served_client.is_pipeline(ServerOptions(url=args.url, model=args.model)):  # from its live config
+    server = _server_options(args)
+    if served_client.is_pipeline(server):  # from its live config
         files = modalities.find_case_files(args.case, nnunet_order=order)
         args.out.mkdir(parents=True, exist_ok=True)
         inputs = perf.write_case_files(files, args.out / "input_data.json")
@@ -257,7 +260,7 @@ def _run_perf(args: argparse.Namespace) -> int:
         inputs = perf.tile_inputs(args.out / "input_data", shape)
         title = f"{args.model}, tile {shape[1:]}"
     csv_path = args.out / f"perf_{args.model}.csv"
-    rows = perf.run_sweep(url=args.url, model=args.model, inputs=inputs, concurrency=levels, csv_path=csv_path,
+    rows = perf.run_sweep(server=server, inputs=inputs, concurrency=levels, csv_path=csv_path,
                           request_count=args.request_count, stability_percentage=args.stability_percentage)
     png = perf.plot(rows, args.out / f"perf_{args.model}.png", title)
     sys.stdout.write(perf.table(rows) + "\n")

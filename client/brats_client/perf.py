@@ -26,6 +26,7 @@ from .atomic import atomic_path
 from .contract import INPUT_NAME
 from .errors import BratsError, InputError, ServerError
 from .modalities import CaseFiles
+from .server_options import ServerOptions
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,23 @@ def write_case_files(files: CaseFiles, path: Path) -> list[str]:
     return ["--input-data", str(path)]
 
 
+def server_args(server: ServerOptions) -> list[str]:
+    """perf_analyzer's options for ``server``: model, version, URL (the first), gRPC and TLS."""
+    args = ["-m", server.model, "-u", server.urls[0], "-i", "grpc"]
+    if server.model_version:
+        args += ["-x", server.model_version]
+    if server.ssl:
+        args += ["--ssl-grpc-use-ssl", "true"]
+        for flag, path in (("--ssl-grpc-root-certifications-file", server.root_certificates),
+                           ("--ssl-grpc-private-key-file", server.private_key),
+                           ("--ssl-grpc-certificate-chain-file", server.certificate_chain)):
+            if path:
+                args += [flag, path]
+    return args
+
+
 def run_sweep(
-    *, url: str, model: str, inputs: list[str], concurrency: list[int], csv_path: Path,
+    *, server: ServerOptions, inputs: list[str], concurrency: list[int], csv_path: Path,
     request_count: int = 10, timeout_s: float = 1800.0, stability_percentage: float = 50.0,
 ) -> list[PerfRow]:
     """Run perf_analyzer once per concurrency level (a level that does not stabilise would otherwise end the
@@ -116,7 +132,7 @@ def run_sweep(
     for level in concurrency:
         level_csv = csv_path.with_name(f"{csv_path.stem}_c{level}.csv")
         cmd = [
-            binary, "-m", model, "-u", url, "-i", "grpc", "-b", "1", *inputs,
+            binary, *server_args(server), "-b", "1", *inputs,
             "--concurrency-range", f"{level}:{level}:1",
             "--measurement-mode", "count_windows", "--measurement-request-count", str(request_count),
             "--max-trials", "6", "--stability-percentage", f"{stability_percentage:g}", "-f", str(level_csv),
@@ -129,7 +145,8 @@ def run_sweep(
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         if done.returncode != 0 or not level_csv.exists():
             raise ServerError(
-                f"perf_analyzer failed (exit {done.returncode}) against {model} at {url}, concurrency {level}:\n{tail}"
+                f"perf_analyzer failed (exit {done.returncode}) against {server.model} at {server.url}, concurrency "
+                f"{level}:\n{tail}"
             )
         with open(level_csv, newline="") as f:
             reader = csv.DictReader(f)

@@ -54,3 +54,19 @@ def test_case_files_as_pipeline_input_data(brain_case, tmp_path):
         raw = base64.b64decode(entry[ch]["b64"])
         assert struct.unpack("<I", raw[:4])[0] == path.stat().st_size and raw[4:] == path.read_bytes()
         assert entry[ch]["shape"] == [1]
+
+
+def test_perf_analyzer_gets_the_server_options_of_the_command_line_tls_included():
+    from brats_client import ServerOptions, cli
+
+    args = cli.build_parser().parse_args(["perf", "case", "--url", "h:9", "--model", "m", "--model-version", "2",
+                                          "--ssl", "--root-certificates", "ca.pem", "--private-key", "k.pem",
+                                          "--certificate-chain", "c.pem"])
+    server = cli._server_options(args)
+    assert server == ServerOptions(url="h:9", model="m", model_version="2", ssl=True, root_certificates="ca.pem",
+                                   private_key="k.pem", certificate_chain="c.pem")
+    assert perf.server_args(server) == [
+        "-m", "m", "-u", "h:9", "-i", "grpc", "-x", "2", "--ssl-grpc-use-ssl", "true",
+        "--ssl-grpc-root-certifications-file", "ca.pem", "--ssl-grpc-private-key-file", "k.pem",
+        "--ssl-grpc-certificate-chain-file", "c.pem"]
+    assert perf.server_args(ServerOptions()) == ["-m", "brats_openvino", "-u", "127.0.0.1:8001", "-i", "grpc"]
