@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,44 @@ class SegmentOptions:
         ):
             if value not in choices:
                 raise UsageError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def options_to_parameters(options: SegmentOptions) -> dict[str, Any]:
+    """Every option as a request parameter of the served pipeline (``tile`` None as ``"full"``): the one list,
+    read back by :func:`options_from_parameters`."""
+    return {f.name: "full" if f.name == "tile" and options.tile is None else getattr(options, f.name)
+            for f in fields(SegmentOptions)}
+
+
+def options_from_parameters(parameters: dict[str, Any], max_voxels: int = io.MAX_VOXELS) -> SegmentOptions:
+    """SegmentOptions from request parameters named as its fields (strings or JSON values), each converted to its
+    default's type; the rest keep the command's defaults. ``max_voxels`` may only lower the server's limit.
+    UsageError naming the parameter for an unknown one or a bad value."""
+    defaults = SegmentOptions()
+    names = [f.name for f in fields(SegmentOptions)]
+    unknown = sorted(set(parameters) - set(names))
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    given = {name: _parameter(name, value, getattr(defaults, name)) for name, value in parameters.items()}
+    if given.get("max_voxels", 0) > max_voxels:
+        raise UsageError(f"max_voxels may only lower this server's limit of {max_voxels} voxels per modality, "
+                         f"got {given['max_voxels']}")
+    return replace(defaults, **given)
+
+
+def _parameter(name: str, value: Any, default: Any) -> Any:
+    if name == "tile" and str(value) == "full":
+        return None
+    kind = type(default)
+    if kind is bool:
+        text = str(value).lower()
+        if text not in ("true", "false", "1", "0"):
+            raise UsageError(f"request parameter {name} must be true or false, got {value!r}")
+        return text in ("true", "1")
+    try:
+        return kind(value) if kind is not int or not isinstance(value, float) else int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"request parameter {name} must be a {kind.__name__}, got {value!r}") from None
 
 
 @dataclass

@@ -26,7 +26,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,42 +45,21 @@ NETWORK_KEY = "brats_network_model"  # the network model it calls by default
 NETWORKS_KEY = "brats_network_models"
 OUTPUT_SEGMENTATION = "segmentation"
 OUTPUT_REPORT = "report"
-# request parameters and what they set; the rest of SegmentOptions keeps the command's defaults
-PARAMETERS = ("model", "labels", "tta", "tile", "overlap", "blend", "server_flips", "allow_unprepared",
-              "keep_last_slice")
+# request parameters: the network model, then SegmentOptions' fields (pipeline.options_from_parameters)
+NETWORK_PARAMETER = "model"
 GZIP_MAGIC = b"\x1f\x8b"
 
 
 def options_from_parameters(parameters: Mapping[str, Any]) -> tuple[pipeline.SegmentOptions, str | None]:
     """SegmentOptions and the network model asked for by a request's parameters; UsageError naming the
     parameter for an unknown one or a bad value."""
-    unknown = sorted(set(parameters) - set(PARAMETERS))
-    if unknown:
-        raise UsageError(f"unknown request parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMETERS)}")
     given = dict(parameters)
-    model = given.pop("model", None)
-    if "tile" in given:
-        given["tile"] = None if str(given["tile"]) == "full" else _number(given, "tile", int)
-    if "overlap" in given:
-        given["overlap"] = _number(given, "overlap", float)
-    for flag in ("allow_unprepared", "keep_last_slice"):
-        if flag in given and not isinstance(given[flag], bool):
-            given[flag] = _flag(flag, given[flag])
-    return replace(pipeline.SegmentOptions(), **given), None if model is None else str(model)
-
-
-def _number(given: Mapping[str, Any], name: str, kind: type) -> Any:
+    model = given.pop(NETWORK_PARAMETER, None)
     try:
-        return kind(given[name])
-    except (TypeError, ValueError):
-        raise UsageError(f"request parameter {name} must be a {kind.__name__}, got {given[name]!r}") from None
-
-
-def _flag(name: str, value: Any) -> bool:
-    text = str(value).lower()
-    if text not in ("true", "false", "1", "0"):
-        raise UsageError(f"request parameter {name} must be true or false, got {value!r}")
-    return text in ("true", "1")
+        options = pipeline.options_from_parameters(given)
+    except UsageError as e:
+        raise UsageError(f"{e} (request parameters: {NETWORK_PARAMETER} and the options)") from None
+    return options, None if model is None else str(model)
 
 
 def segment_files(

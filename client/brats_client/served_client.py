@@ -24,7 +24,7 @@ from . import errors, identity, modalities
 from .endpoints import connect, describe, status
 from .errors import InputError, ServerError, UsageError
 from .modalities import CaseFiles
-from .pipeline import LABELS_AUTO, SegmentOptions
+from .pipeline import LABELS_AUTO, SegmentOptions, options_to_parameters
 from .served import OUTPUT_REPORT, OUTPUT_SEGMENTATION, PIPELINE, PIPELINE_KEY
 from .server_options import ServerOptions
 
@@ -69,11 +69,7 @@ def check_code(parameters: dict[str, str], server: ServerOptions) -> str | None:
 def request_parameters(files: CaseFiles, options: SegmentOptions) -> dict[str, Any]:
     """The request's parameters for ``options``, ``labels`` resolved from the input's names."""
     labels = modalities.input_convention(files)[0] if options.labels == LABELS_AUTO else options.labels
-    return {
-        "labels": labels, "tta": options.tta, "tile": "full" if options.tile is None else options.tile,
-        "overlap": options.overlap, "blend": options.blend, "server_flips": options.server_flips,
-        "allow_unprepared": options.allow_unprepared, "keep_last_slice": options.keep_last_slice,
-    }
+    return {**options_to_parameters(options), "labels": labels}
 
 
 def segment(files: CaseFiles, server: ServerOptions, options: SegmentOptions) -> tuple[bytes, dict[str, Any]]:

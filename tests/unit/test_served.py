@@ -3,6 +3,9 @@ against the same stages on files, and the BLS transport with a stand-in for trit
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 from brats_client import pipeline, server_flips
@@ -30,7 +33,7 @@ def test_parameters_set_the_options_and_the_rest_keep_the_commands_defaults():
 
 
 @pytest.mark.parametrize(("parameters", "message"), [
-    ({"tiles": 64}, "unknown request parameter.*tiles.*known: model, labels"),
+    ({"tiles": 64}, "unknown option.*tiles.*known: tile, overlap, .*request parameters: model and the options"),
     ({"tile": "big"}, "tile must be a int, got 'big'"),
     ({"tile": 20}, r"tile \(--tile\) must be a multiple of 16"),
     ({"tta": "flip3"}, "tta must be one of none, flip4, flip8"),
@@ -187,3 +190,19 @@ def test_a_request_past_its_timeout_stops_between_tiles(monkeypatch):
     with pytest.raises(CancelledError, match="timeout of 2 s passed after 3 network"):
         watch.check("after 3 network request(s)")
     RequestWatch(lambda: False, timeout_us=0).check("no timeout: never")
+
+
+def test_every_option_travels_to_the_served_pipeline_and_back():
+    """One list: the request parameters are SegmentOptions' fields (max_voxels and flips_per_request included)."""
+    options = pipeline.SegmentOptions(tile=None, overlap=0.5, blend="constant", tta="flip8", labels="msd",
+                                      keep_last_slice=True, flips_per_request=2, server_flips="off",
+                                      allow_unprepared=True, max_voxels=1000)
+    sent = json.loads(json.dumps(pipeline.options_to_parameters(options)))  # as a request carries them
+    assert set(sent) == {f.name for f in dataclasses.fields(pipeline.SegmentOptions)}
+    assert options_from_parameters(sent) == (options, None)
+    assert options_from_parameters({k: str(v) for k, v in sent.items()})[0] == options  # strings (curl) too
+
+
+def test_a_request_may_only_lower_the_servers_voxel_limit():
+    with pytest.raises(UsageError, match="max_voxels may only lower this server's limit"):
+        options_from_parameters({"max_voxels": pipeline.io.MAX_VOXELS + 1})
