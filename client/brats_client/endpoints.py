@@ -17,7 +17,7 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from .errors import ServerError
+from .errors import BackendLostError, DeadlineError, ModelNotReadyError, ServerError, ServerUnavailableError
 from .model_info import ModelInfo, validate_metadata
 from .server_options import GRPC_SCHEMES, ServerOptions, http_port_message, speaks_http
 
@@ -54,6 +54,23 @@ def channel_args(url: str = "") -> list[tuple[str, Any]]:
 
 def status(error: InferenceServerException) -> str:
     return str(error.status() or "")
+
+
+ERROR_TYPES = {
+    "StatusCode.UNAVAILABLE": ServerUnavailableError,
+    "StatusCode.RESOURCE_EXHAUSTED": ServerUnavailableError,
+    "StatusCode.DEADLINE_EXCEEDED": DeadlineError,
+    "StatusCode.NOT_FOUND": ModelNotReadyError,
+}
+
+
+def error_type(error: InferenceServerException) -> type[ServerError]:
+    """The client's error class for a failed call, from its gRPC status code; a lost backend process is INTERNAL,
+    as any backend error, and only its message tells it apart."""
+    message = error.message() or ""
+    if status(error) == "StatusCode.INTERNAL" and "Stub process" in message and "is not healthy" in message:
+        return BackendLostError
+    return ERROR_TYPES.get(status(error), ServerError)
 
 
 def describe(error: InferenceServerException) -> str:

@@ -24,3 +24,21 @@ class OutputError(BratsError):
 class ServerError(BratsError):
     """The Triton server is unreachable, does not serve the model, or answered with an error."""
 
+
+# What went wrong on the server, told apart by the gRPC status code (brats_client.endpoints.error_type)
+class ServerUnavailableError(ServerError):
+    """Unreachable, or the request was refused as busy (UNAVAILABLE, RESOURCE_EXHAUSTED): try again later."""
+
+
+class DeadlineError(ServerError):
+    """No answer within the deadline (DEADLINE_EXCEEDED, or none at all in time)."""
+
+
+class ModelNotReadyError(ServerError):
+    """The server has no such model ready (NOT_FOUND)."""
+
+
+class BackendLostError(ServerError):
+    """The model's backend process stalled or died (INTERNAL; Triton's python backend says so only in its
+    message, ``Stub process ... is not healthy``)."""
+

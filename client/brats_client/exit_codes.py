@@ -45,6 +45,10 @@ ERRORS = {
     "brats_client.errors.UsageError": EXIT_USAGE,
     "brats_client.errors.InputError": EXIT_INPUT,
     "brats_client.errors.ServerError": EXIT_SERVER,
+    "brats_client.errors.ServerUnavailableError": EXIT_SERVER,
+    "brats_client.errors.DeadlineError": EXIT_SERVER,
+    "brats_client.errors.ModelNotReadyError": EXIT_SERVER,
+    "brats_client.errors.BackendLostError": EXIT_SERVER,
     "brats_client.errors.OutputError": EXIT_OUTPUT,
     "brats_export.errors.ExportError": EXIT_UNEXPECTED,  # an exporter failed
     "brats_export.errors.MissingDependencyError": EXIT_UNEXPECTED,

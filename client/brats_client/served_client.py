@@ -21,8 +21,8 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from . import errors, identity, modalities
-from .endpoints import connect, describe, status
-from .errors import InputError, ServerError, UsageError
+from .endpoints import connect, describe, error_type, status
+from .errors import DeadlineError, InputError, ServerError, ServerUnavailableError, UsageError
 from .modalities import CaseFiles
 from .pipeline import LABELS_AUTO, SegmentOptions, options_to_parameters
 from .served import OUTPUT_REPORT, OUTPUT_SEGMENTATION, PIPELINE, PIPELINE_KEY
@@ -31,7 +31,6 @@ from .server_options import ServerOptions
 log = logging.getLogger(__name__)
 
 KINDS = {cls.__name__: cls for cls in (InputError, UsageError, errors.OutputError, ServerError)}
-BUSY = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})  # refused: retry later
 
 
 def model_parameters(server: ServerOptions, model: str, version: str = "") -> dict[str, str] | None:
@@ -105,8 +104,7 @@ def _infer_retrying_busy(client: Any, case_id: str, inputs: list, server: Server
             return client.infer(server.model, inputs, model_version=server.model_version, parameters=parameters,
                                 timeout=round(server.timeout_s * 1e6), client_timeout=server.timeout_s)
         except InferenceServerException as e:
-            code = status(e)
-            if code in BUSY and attempt < server.retries:
+            if error_type(e) is ServerUnavailableError and attempt < server.retries:  # refused as busy
                 delay_s = server.backoff_s * 2**attempt
                 log.warning("%s: %s is busy (%s); retry %d of %d in %.1f s", case_id, where, describe(e),
                             attempt + 1, server.retries, delay_s)
@@ -121,18 +119,18 @@ def _client_error(e: InferenceServerException, case_id: str, where: str, server:
     """The server's error as the client's: its own kinds by the message's prefix (the server wrote it), busy and
     deadline by their status code."""
     kind, _, message = (e.message() or "").partition(": ")
-    code = status(e)
-    if code == "StatusCode.INVALID_ARGUMENT" and kind in KINDS:
+    server_kind = error_type(e)
+    if status(e) == "StatusCode.INVALID_ARGUMENT" and kind in KINDS:
         return KINDS[kind](f"{case_id}: {message}")
-    if code in BUSY:
-        return ServerError(f"{where} is busy ({describe(e)}) after {attempt + 1} tries; try again later, or "
+    if server_kind is ServerUnavailableError:
+        return server_kind(f"{where} is busy ({describe(e)}) after {attempt + 1} tries; try again later, or "
                            f"raise --retries (now {server.retries})")
-    if code == "StatusCode.DEADLINE_EXCEEDED":
-        return ServerError(f"{where}: no answer within --timeout-s {server.timeout_s:g} s ({describe(e)}); the "
+    if server_kind is DeadlineError:
+        return server_kind(f"{where}: no answer within --timeout-s {server.timeout_s:g} s ({describe(e)}); the "
                            "server stops the request; raise --timeout-s for larger cases or a busy server")
     if kind in KINDS:
         return KINDS[kind](f"{case_id}: {message}")
-    return ServerError(f"{where}: {describe(e)}")
+    return server_kind(f"{where}: {describe(e)}")
 
 
 def nifti_bytes(segmentation: bytes, gzipped: bool) -> bytes:

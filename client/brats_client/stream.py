@@ -23,23 +23,15 @@ from tritonclient.utils import InferenceServerException
 
 from . import model_info, shm
 from .contract import IN_CHANNELS, OUT_CHANNELS, output_shape
-from .endpoints import Endpoint, Endpoints, describe, status
-from .errors import ServerError
+from .endpoints import Endpoint, Endpoints, describe, error_type
+from .errors import BackendLostError, DeadlineError, ServerError, ServerUnavailableError
 from .model_info import ModelInfo
 from .server_options import ServerOptions
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})
 DRAIN_TIMEOUT_S = 5.0  # how long a closing stream waits for the callbacks of its cancelled requests
 ANSWER_GRACE_S = 5.0  # beyond the gRPC deadline, in case a callback never comes
-
-
-def lost_stub(error: InferenceServerException) -> bool:
-    """Triton's python backend gave up on the stub of the model (``Stub process 'M_0_0' is not healthy.``): the
-    stub stalled or died. Its status is INTERNAL, as any backend error's; only the message tells it apart."""
-    message = error.message() or ""
-    return status(error) == "StatusCode.INTERNAL" and "Stub process" in message and "is not healthy" in message
 
 
 @dataclass(eq=False)
@@ -86,16 +78,17 @@ class Stream:
                 request, result, error = self._next_answer()
                 if error is not None:
                     self._drop_slot(request)
-                    if lost_stub(error):
+                    kind = error_type(error)
+                    if kind is BackendLostError:  # Triton's python backend gave up on the model's stub
                         why = self._stub_lost_message(request.endpoint, error)
                         self.endpoints.mark_broken(request.endpoint, why)
                         self._open.discard(request)
-                        raise ServerError(why)
+                        raise BackendLostError(why)
                     if self._retry(request, error):
                         continue
                     self._open.discard(request)
                     where = request.endpoint.url if request.endpoint is not None else o.url
-                    raise ServerError(f"inference of {o.model!r} at {where} failed: {describe(error)}")
+                    raise kind(f"inference of {o.model!r} at {where} failed: {describe(error)}")
                 try:
                     output = self._read_output(request, result)
                 finally:  # answered: the server is done with the slot, whatever the answer held
@@ -159,7 +152,7 @@ class Stream:
         try:
             request, result, error = self._done.get(timeout=wait_s)
         except queue.Empty:
-            raise ServerError(
+            raise DeadlineError(
                 f"no answer from {self.options.model!r} at {self.options.url} within {wait_s:g} s; "
                 "raise --timeout-s if the model needs longer"
             ) from None
@@ -171,7 +164,7 @@ class Stream:
 
     def _retry(self, request: _Request, error: InferenceServerException) -> bool:
         """Send a failed request again: at once to another live server, else after a backoff; False to give up."""
-        if status(error) not in RETRYABLE:
+        if not issubclass(error_type(error), ServerUnavailableError):
             return False
         endpoints = self.endpoints
         if len(endpoints) > 1:

@@ -147,7 +147,7 @@ WHOLE_CROP_ATOL = {"brats_onnx": 1e-3, "brats_openvino": 2e-2}  # against brats_
 def test_every_backend_answers_a_whole_crop_request(triton_server, serve_helpers):
     """One whole-crop request to each served model, as ``brats-client segment`` sends by default (one tile for a
     BraTS-size case, shared memory auto, 2 in flight): answered, each model's stub still the same process (none
-    lost: see ``brats_client.stream.lost_stub``), and the backends agree. The figures are printed (``-s``)."""
+    lost: see ``brats_client.endpoints.error_type``), and the backends agree. The figures are printed (``-s``)."""
     from brats_client import ServerOptions, TritonTransport
     from brats_serve.processes import running_in_group
 

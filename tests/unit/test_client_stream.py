@@ -335,3 +335,21 @@ def test_a_lost_stub_on_one_of_two_servers_leaves_the_other():
     endpoints.all[1].probe_at = 0.0
     endpoints.probe()
     assert not endpoints.all[1].alive
+
+
+@pytest.mark.parametrize(("status", "message", "kind"), [
+    ("StatusCode.UNAVAILABLE", "failed to connect", "ServerUnavailableError"),
+    ("StatusCode.RESOURCE_EXHAUSTED", "queue full", "ServerUnavailableError"),
+    ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", "DeadlineError"),
+    ("StatusCode.NOT_FOUND", "Request for unknown model: 'm' is not found", "ModelNotReadyError"),
+    ("StatusCode.INTERNAL", "Stub process 'm_0_0' is not healthy.", "BackendLostError"),
+    ("StatusCode.INTERNAL", "inference failed", "ServerError"),
+    ("StatusCode.INVALID_ARGUMENT", "is not unavailable", "ServerError"),  # the code decides, not the words
+])
+def test_server_errors_are_typed_by_their_status_code(status, message, kind):
+    from brats_client import errors
+    from brats_client.endpoints import error_type
+    from tritonclient.utils import InferenceServerException
+
+    found = error_type(InferenceServerException(message, status=status))
+    assert found is getattr(errors, kind) and issubclass(found, errors.ServerError)
