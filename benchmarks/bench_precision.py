@@ -64,6 +64,7 @@ class Row:
     wall_s: float
     compile_s: float = 0.0
     dice: dict[str, float] = field(default_factory=dict)
+    equal: float | None = None  # share of voxels whose label equals the seed's
     others: float = 0.0
     note: str = ""
 
@@ -114,9 +115,13 @@ def inprocess_row(what: str, predict, raw: np.ndarray, reference: np.ndarray, fi
     labels = postprocess.paste(postprocess.labels_from_probabilities(
         postprocess.unpad(prediction.probabilities, record), convention="brats2019"), record)
     row = Row("in-process", what, time.perf_counter() - t0, getattr(predict, "compile_s", 0.0),
-              postprocess.region_dice(labels, reference), meter.others())
+              postprocess.region_dice(labels, reference), equal_share(labels, reference), meter.others())
     log.info("  %s: %.1f s (compile %.1f s) Dice %s", what, row.wall_s, row.compile_s, row.dice)
     return row
+
+
+def equal_share(labels: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.count_nonzero(labels == reference)) / labels.size
 
 
 def export_int8(checkpoint: Path, work: Path) -> tuple[Path, str]:
@@ -162,7 +167,8 @@ def served_rows(repository: Path, files, reference: np.ndarray, work: Path, mete
             s = report["time_s"]
             labels = np.asanyarray(nib.load(str(seg)).dataobj)
             rows.append(Row("triton", what, s["preprocess"] + s["inference"] + s["postprocess"],
-                            dice=postprocess.region_dice(labels, reference), others=others,
+                            dice=postprocess.region_dice(labels, reference), equal=equal_share(labels, reference),
+                            others=others,
                             note=f"server compute {report['server_compute_s']:.1f} s; {report['server']['precision']}"))
             log.info("  %s: %.1f s Dice %s", what, rows[-1].wall_s, rows[-1].dice)
         peaks = {b.model: (_status_kib(b.pid, "VmHWM") or 0) * 1024 for b in server.backend_processes()}
@@ -242,13 +248,15 @@ def render(args: argparse.Namespace, rows: list[Row], profiles: dict, int8_info:
         + "; ".join(f"{g['case']} {g['runtime']} " + "/".join(f"{g['dice'][r]:.4f}" for r in REGIONS)
                     for g in int8_info["gate"]) + f"). Export: {export_note}.",
         "",
-        "| path | what | wall (s) | x seed | compile (s) | Dice WT/TC/ET vs seed | others' CPU | note |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| path | what | wall (s) | x seed | compile (s) | Dice WT/TC/ET vs seed | voxels equal to seed | others' CPU "
+        "| note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         dice = "/".join(f"{r.dice[k]:.4f}" for k in REGIONS) if r.dice else "-"
+        equal = "-" if r.equal is None else f"{100 * r.equal:.4f}%"
         lines.append(f"| {r.path} | {r.what} | {r.wall_s:.1f} | {r.wall_s / seed_s:.2f} | "
-                     f"{r.compile_s:.1f} | {dice} | {100 * r.others:.0f}% | {r.note} |")
+                     f"{r.compile_s:.1f} | {dice} | {equal} | {100 * r.others:.0f}% | {r.note} |")
     lines += ["", "Wall = preprocess + inference + postprocess (the span of the seed row); in-process static rows "
               "include their compilation (once per new shape). Layer profile of one whole-crop pass, static shape "
               "(share of the pass, top 6):", ""]
