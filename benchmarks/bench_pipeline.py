@@ -61,6 +61,14 @@ def _stub_peaks(pgid: int) -> dict[str, float]:
     return peaks
 
 
+def export_pipeline_repository(checkpoint: Path, repo: Path) -> int:
+    """brats-export of ONNX and OpenVINO (their flip4 companions too) and the pipeline model; its exit code."""
+    from brats_export import cli as export_cli
+
+    return export_cli.main(["--checkpoint", str(checkpoint), "--repository", str(repo), "--formats", "onnx,openvino",
+                            "--check-sizes", "32", "--skip-full-size-check", "--pipeline", "--quiet"])
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=ROOT / "demo" / "brats_demo_checkpoint.pth")
@@ -70,7 +78,6 @@ def main() -> int:
 
     from brats_client import cli
     from brats_demo.phantom import write_case
-    from brats_export import cli as export_cli
     from brats_export.phantom import make_phantom
     from brats_serve.launcher import TritonServer
     from brats_serve.server_config import TritonServerConfig
@@ -80,9 +87,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="brats_pipeline_") as tmp:
         tmp = Path(tmp)
         repo = tmp / "model_repository"
-        code = export_cli.main(["--checkpoint", str(args.checkpoint), "--repository", str(repo), "--formats",
-                                "onnx,openvino", "--check-sizes", "32", "--skip-full-size-check", "--pipeline",
-                                "--quiet"])
+        code = export_pipeline_repository(args.checkpoint, repo)
         if code:
             return code
         case = write_case(make_phantom(args.seed), tmp / "cases", f"Phantom_{args.seed}")

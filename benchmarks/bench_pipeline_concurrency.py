@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_end_to_end import machine  # noqa: E402
+from bench_pipeline import export_pipeline_repository  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests" / "integration"
@@ -130,7 +131,6 @@ def main() -> int:
 
     from brats_client import ServerOptions, perf
     from brats_client.modalities import find_case_files
-    from brats_export import cli as export_cli
     from brats_serve.launcher import TritonServer
     from brats_serve.server_config import TritonServerConfig
 
@@ -144,9 +144,7 @@ def main() -> int:
         repo = args.repository
         if repo is None:
             repo = tmp / "model_repository"
-            code = export_cli.main(["--checkpoint", str(args.checkpoint), "--repository", str(repo), "--formats",
-                                    "onnx,openvino", "--check-sizes", "32", "--skip-full-size-check", "--pipeline",
-                                    "--quiet"])
+            code = export_pipeline_repository(args.checkpoint, repo)
             if code:
                 return code
         if args.brats_memory:

@@ -7,7 +7,8 @@ session (starting three models takes seconds; every test that only reads from th
 Fixtures: ``checkpoint`` (the demo checkpoint), ``eager_model`` (that network,
 eval), ``model_repository`` (exported by ``brats_export``), ``triton_server`` (a started ``TritonServer`` on free
 loopback ports), ``grpc_client`` (a ``tritonclient.grpc`` client of it), ``serve_helpers`` (``MODELS``, ``infer``,
-``eager``, ``model_stats`` below; a fixture because test modules should not import a conftest). """
+``eager``, ``model_stats`` below; a fixture because test modules should not import a conftest),
+``pipeline_repository`` (a repository with the pipeline model over the session's network models). """
 
 from __future__ import annotations
 
@@ -165,6 +166,24 @@ def grpc_client(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def pipeline_repository(model_repository, tmp_path_factory):
+    """``make(name, networks, settings=None) -> the pipeline model's folder``: a new repository of the session's
+    network models (linked, not copied) and the pipeline model ``brats-export --pipeline`` writes beside them."""
+    from brats_export import pipeline_model
+    from brats_export.catalogue import MODELS as CATALOGUE
+
+    def make(name: str, networks, settings=None) -> Path:
+        repo = tmp_path_factory.mktemp(name) / "repository"
+        repo.mkdir()
+        for key in networks:
+            model = CATALOGUE[key].name
+            (repo / model).symlink_to(model_repository / model, target_is_directory=True)
+        return pipeline_model.write(repo, networks, settings=settings or pipeline_model.PipelineSettings())
+
+    return make
 
 
 def write_small_phantom_case(root: Path, seed: int, shape=(112, 96, 80)) -> Path:

@@ -59,17 +59,12 @@ def _write_old_pipeline(repo: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def busy_server(model_repository, tmp_path_factory):
+def busy_server(pipeline_repository, tmp_path_factory):
     from brats_export import pipeline_model
-    from brats_export.catalogue import MODELS
     from brats_serve.launcher import TritonServer
     from brats_serve.server_config import TritonServerConfig
 
-    repo = tmp_path_factory.mktemp("many_clients") / "repository"
-    repo.mkdir()
-    for key in NETWORKS:
-        (repo / MODELS[key].name).symlink_to(model_repository / MODELS[key].name, target_is_directory=True)
-    pipeline_model.write(repo, NETWORKS, settings=pipeline_model.PipelineSettings(**SETTINGS))
+    repo = pipeline_repository("many_clients", NETWORKS, pipeline_model.PipelineSettings(**SETTINGS)).parent
     _write_old_pipeline(repo)
     log_path = tmp_path_factory.mktemp("many_clients_server") / "tritonserver.log"
     with TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path)) as server:

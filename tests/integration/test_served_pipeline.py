@@ -26,17 +26,13 @@ CURL_SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "segment_with_c
 
 
 @pytest.fixture(scope="module")
-def pipeline_server(model_repository, tmp_path_factory):
-    from brats_export import pipeline_model
-    from brats_export.catalogue import MODELS
+def pipeline_server(pipeline_repository, tmp_path_factory):
     from brats_serve.launcher import TritonServer
     from brats_serve.server_config import TritonServerConfig
 
-    repo = tmp_path_factory.mktemp("pipeline") / "repository"
-    repo.mkdir()
-    for key in NETWORKS:
-        (repo / MODELS[key].name).symlink_to(model_repository / MODELS[key].name, target_is_directory=True)
-    assert pipeline_model.write(repo, NETWORKS).name == PIPELINE
+    folder = pipeline_repository("pipeline", NETWORKS)
+    assert folder.name == PIPELINE
+    repo = folder.parent
     log_path = tmp_path_factory.mktemp("pipeline_server") / "tritonserver.log"
     with TritonServer(TritonServerConfig(repo, grpc_port=0, http_port=0, metrics_port=0, log_path=log_path)) as server:
         yield server
