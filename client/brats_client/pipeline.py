@@ -114,7 +114,7 @@ def _parameter(name: str, value: Any, default: Any) -> Any:
             raise UsageError(f"request parameter {name} must be true or false, got {value!r}")
         return text in ("true", "1")
     try:
-        return kind(value) if kind is not int or not isinstance(value, float) else int(value)
+        return kind(value)
     except (TypeError, ValueError):
         raise UsageError(f"request parameter {name} must be a {kind.__name__}, got {value!r}") from None
 

@@ -164,7 +164,7 @@ class Stream:
 
     def _retry(self, request: _Request, error: InferenceServerException) -> bool:
         """Send a failed request again: at once to another live server, else after a backoff; False to give up."""
-        if not issubclass(error_type(error), ServerUnavailableError):
+        if error_type(error) is not ServerUnavailableError:  # refused as busy, or unreachable
             return False
         endpoints = self.endpoints
         if len(endpoints) > 1:

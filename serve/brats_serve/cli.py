@@ -175,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     def interrupt(signum: int, _frame) -> None:
         raise StopRequested(signum)
 
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, interrupt) for s in signals}
     server = TritonServer(TritonServerConfig(
         args.repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, models=args.models, model_config_name=args.model_config_name,
@@ -184,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         extra_args=extra,
     ))
     keep_log = False
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, interrupt) for s in signals}
     try:
         server.start()
         models = ready_models(server.http_url)
@@ -197,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for s in signals:  # stopping is not interrupted by a second Ctrl-C
             signal.signal(s, signal.SIG_IGN)
-        server.stop(keep_log=keep_log)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        try:
+            server.stop(keep_log=keep_log)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def _watch(server) -> NoReturn:
